@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Set up a virtual environment and run the test suite (the README's test command).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! ldconfig -p | grep -q libEGL.so.1; then
+    # Qt's offscreen platform needs these system libraries on a bare Debian/Ubuntu
+    apt-get update -qq && apt-get install -y -qq libegl1 libgl1 libxkbcommon0 libfontconfig1 libdbus-1-3 >/dev/null
+fi
+python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e ".[test]"
+export QT_QPA_PLATFORM=offscreen
+.venv/bin/python -m pytest -q "$@"

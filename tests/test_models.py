@@ -1,0 +1,95 @@
+import h5py
+import keras
+import numpy as np
+import pytest
+
+from wbc_desktop.engine.models import (
+    IMAGENET_NOTOP_FILE, WeightsNotFoundError, apply_freeze, build_compact, build_resnet50, find_imagenet_weights,
+    iter_layers, replace_head,
+)
+
+
+@pytest.fixture(scope="module")
+def imagenet_like_weights(tmp_path_factory):
+    """A weights file in the exact legacy format of Keras' ImageNet download,
+    written from a seeded random ResNet50 (nothing can be downloaded here)."""
+    from keras.src.legacy.saving.legacy_h5_format import save_weights_to_hdf5_group
+
+    keras.utils.set_random_seed(123)
+    donor = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(64, 64, 3))
+    path = tmp_path_factory.mktemp("weights") / IMAGENET_NOTOP_FILE
+    with h5py.File(path, "w") as f:
+        save_weights_to_hdf5_group(f, donor)
+    return path, donor.get_layer("conv5_block3_3_conv").get_weights()[0]
+
+
+def test_resnet50_loads_local_imagenet_file(imagenet_like_weights):
+    path, expected_kernel = imagenet_like_weights
+    model, origin = build_resnet50(5, 64, weights=str(path))
+    assert origin.startswith("ImageNet")
+    base = model.get_layer("resnet50")
+    np.testing.assert_array_equal(base.get_layer("conv5_block3_3_conv").get_weights()[0], expected_kernel)
+    assert model.output_shape == (None, 5)
+
+
+def test_imagenet_weights_found_in_keras_cache(imagenet_like_weights, tmp_path, monkeypatch):
+    cache = tmp_path / "keras_home" / "models"
+    cache.mkdir(parents=True)
+    (cache / IMAGENET_NOTOP_FILE).write_bytes(imagenet_like_weights[0].read_bytes())
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    monkeypatch.setenv("WBC_RESOURCES", str(tmp_path / "no_resources"))
+    assert find_imagenet_weights() == cache / IMAGENET_NOTOP_FILE
+
+
+def test_missing_imagenet_weights_says_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty"))
+    monkeypatch.setenv("WBC_RESOURCES", str(tmp_path / "none"))
+    with pytest.raises(WeightsNotFoundError) as err:
+        build_resnet50(3, 64, weights="imagenet")
+    message = str(err.value)
+    assert "never downloads" in message and str(tmp_path / "empty") in message and "none" in message
+
+
+def test_caffe_preprocessing_matches_keras(imagenet_like_weights):
+    model, _ = build_resnet50(3, 32, weights="none")
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+    ours = model.get_layer("caffe_preprocess")(x)
+    theirs = keras.applications.resnet50.preprocess_input(x.copy())
+    np.testing.assert_allclose(np.asarray(ours), theirs, atol=1e-4)
+
+
+def test_freeze_until_stage_keeps_batchnorm_frozen():
+    model, _ = build_resnet50(3, 32, weights="none")
+    apply_freeze(model, "conv3")
+    layers = {l.name: l for l in iter_layers(model)}
+    assert not layers["conv1_conv"].trainable and not layers["conv1_bn"].trainable
+    assert not layers["conv3_block4_3_conv"].trainable and not layers["conv3_block1_0_bn"].trainable
+    assert layers["conv4_block1_1_conv"].trainable and layers["conv5_block3_3_bn"].trainable
+    assert layers["predictions"].trainable and not layers["caffe_preprocess"].trainable
+    # a frozen BatchNormalization must not move its statistics in training mode
+    bn = layers["conv2_block1_1_bn"]
+    before = [w.copy() for w in bn.get_weights()]
+    x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype(np.float32)
+    model(x, training=True)
+    for a, b in zip(before, bn.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_freeze_backbone_leaves_only_the_head():
+    model = build_compact(4, 48)
+    apply_freeze(model, "backbone")
+    assert {w.path.split("/")[0] for w in model.trainable_weights} == {"predictions"}
+    apply_freeze(model, "none")
+    assert len(model.trainable_weights) > 10
+    with pytest.raises(ValueError):
+        apply_freeze(model, "conv9")
+
+
+def test_compact_group_norm_and_replace_head():
+    model = build_compact(8, 64, norm="group")
+    assert any(isinstance(l, keras.layers.GroupNormalization) for l in model.layers)
+    new = replace_head(model, 3)
+    assert new.output_shape == (None, 3)
+    x = np.zeros((1, 64, 64, 3), np.float32)
+    np.testing.assert_allclose(new.predict(x, verbose=0).sum(), 1.0, atol=1e-5)
+    assert new.get_layer("conv2_conv1") is model.get_layer("conv2_conv1")

@@ -1,0 +1,124 @@
+import json
+import threading
+
+import numpy as np
+import pytest
+
+from wbc_desktop.engine.augment import AugmentConfig, augment_batch
+from wbc_desktop.engine.classify import Classifier
+from wbc_desktop.engine.evaluation import compute_metrics
+from wbc_desktop.engine.prepare import prepare_data
+from wbc_desktop.engine.progress import CancelToken
+from wbc_desktop.engine.training import TrainConfig, train
+
+
+def test_augmentation_keeps_shape_range_and_varies():
+    x = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype(np.float32)
+    out = augment_batch(x, AugmentConfig.scaled(1.0)).numpy()
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 255
+    assert not np.allclose(out, x)
+    assert not np.allclose(out[0], augment_batch(x, AugmentConfig.scaled(1.0)).numpy()[0])
+    np.testing.assert_array_equal(augment_batch(x, AugmentConfig.none()), x)
+
+
+def test_rotation_only_preserves_a_centred_disc():
+    yy, xx = np.mgrid[:33, :33]
+    disc = (((yy - 16) ** 2 + (xx - 16) ** 2) < 64).astype(np.float32) * 255
+    x = np.repeat(disc[None, :, :, None], 3, axis=3).repeat(4, axis=0)
+    cfg = AugmentConfig(flip=True, rotate=True, affine=0, scale=0, brightness_contrast=0, stain=0)
+    out = augment_batch(x, cfg).numpy()
+    assert np.abs(out - x).mean() < 8
+
+
+def test_config_validation_lists_every_problem():
+    problems = TrainConfig(arch="vgg", epochs=0, lr=5, img_size=8, val_frac=0.7, group_by="(").validate()
+    assert len(problems) == 6
+    assert any("regular expression" in p for p in problems)
+    assert TrainConfig().validate() == []
+    assert TrainConfig.from_dict(TrainConfig(lr=0.01).to_dict()) == TrainConfig(lr=0.01)
+
+
+def test_trained_model_learns_synthetic_cells(trained_model_path, synth_dir):
+    """Test split accuracy far above chance (1/3) proves training works."""
+    clf = Classifier.open(trained_model_path)
+    data = prepare_data(synth_dir, clf.size, seed=42)
+    metrics = compute_metrics(data.test.y, clf.predict_arrays(data.test.x), data.classes)
+    assert metrics["accuracy"] >= 0.8, metrics
+    card = clf.card
+    assert card["training_data"]["counts"]["test"]["neutrophil"] > 0
+    assert card["hyperparameters"]["epochs"] == 15 and card["best_epoch"] >= 1
+
+
+@pytest.fixture(scope="module")
+def small_data(synth_dir):
+    return prepare_data(synth_dir, 32, seed=5)
+
+
+def _cfg(**kw):
+    base = dict(img_size=32, epochs=4, batch_size=16, width=8, patience=10, augment=AugmentConfig.none())
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_progress_history_checkpoint_and_resume(tmp_path, small_data):
+    events = []
+    run = tmp_path / "run"
+    first = train(_cfg(epochs=2), small_data, run, progress=events.append)
+    assert [e.done for e in events if e.stage == "train_epoch"] == [1, 2]
+    batches = [e for e in events if e.stage == "train_batch"]
+    assert batches and batches[-1].done == batches[-1].total
+    state = json.loads((run / "state.json").read_text())
+    assert state["epochs_done"] == 2 and len(state["history"]) == 2
+    assert (run / "checkpoint.keras").exists() and (run / "best.weights.h5").exists()
+    # the same run asked for 4 epochs continues at epoch 3
+    (run / "run.json").write_text((run / "run.json").read_text())
+    events.clear()
+    resumed = train(_cfg(epochs=4), small_data, run, progress=events.append, resume=True)
+    assert [e.done for e in events if e.stage == "train_epoch"] == [3, 4]
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
+    assert first.history[0] == resumed.history[0]
+
+
+def test_cancel_stops_within_a_batch_and_keeps_best(tmp_path, small_data):
+    cancel = CancelToken()
+    seen = []
+
+    def progress(p):
+        seen.append(p)
+        if p.stage == "train_epoch" and p.done == 1:
+            cancel.cancel()
+
+    result = train(_cfg(epochs=50), small_data, tmp_path / "run", progress=progress, cancel=cancel)
+    assert result.cancelled
+    epochs_run = [p.done for p in seen if p.stage == "train_epoch"]
+    assert epochs_run == [1]  # the second epoch stopped at its first batch
+    assert result.best_epoch == 1
+
+
+def test_run_folder_stops_early_and_restores_best_weights(tmp_path):
+    from wbc_desktop.engine.callbacks import RunFolder
+    from wbc_desktop.engine.models import build_compact
+
+    model = build_compact(3, 32, width=8)
+    folder = RunFolder(tmp_path, CancelToken(), patience=2)
+    folder.set_model(model)
+    kernel = model.get_layer("predictions").kernel
+    for epoch, val_loss in enumerate([1.0, 0.8, 0.9, 0.95]):
+        kernel.assign(np.full(kernel.shape, float(epoch), np.float32))
+        model.stop_training = False
+        folder.on_epoch_end(epoch, {"loss": 1.0, "val_loss": val_loss})
+        assert model.stop_training == (epoch == 3)
+    assert folder.state["best_epoch"] == 2 and folder.state["stopped_early"]
+    assert folder.restore_best()
+    assert float(kernel.numpy().mean()) == 1.0  # the weights of epoch 2
+    resumed = RunFolder(tmp_path, CancelToken(), patience=2, state=RunFolder.load_state(tmp_path))
+    assert resumed.state["epochs_done"] == 4 and resumed.state["best"] == 0.8
+
+
+def test_cancel_from_another_thread(tmp_path, small_data):
+    cancel = CancelToken()
+    timer = threading.Timer(2.0, cancel.cancel)
+    timer.start()
+    result = train(_cfg(epochs=500), small_data, tmp_path / "run", cancel=cancel)
+    timer.cancel()
+    assert result.cancelled and len(result.history) < 500

@@ -1,0 +1,137 @@
+"""Build the shipped model from ../shared/datasets with the project's own engine.
+
+    python training/recipe.py [--config training/shipped_model.json] [--only final|lodo]
+
+Steps: (1) the final model on all sources, evaluated on its held-out test
+split per source; (2) for each leave-one-out source, a model trained
+without it and tested on all of it (an unseen lab). Everything (split
+manifests, histories, reports, timings) lands in ``training/runs/``, the
+figures in ``training/RESULTS.md`` and the shipped model's card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from wbc_desktop.cli import ProgressPrinter  # noqa: E402
+from wbc_desktop.engine.augment import AugmentConfig  # noqa: E402
+from wbc_desktop.engine.classify import Classifier  # noqa: E402
+from wbc_desktop.engine.dataset import scan_labeled  # noqa: E402
+from wbc_desktop.engine.evaluation import evaluate_files, format_metrics, write_report  # noqa: E402
+from wbc_desktop.engine.modelfile import save_model  # noqa: E402
+from wbc_desktop.engine.prepare import prepare_data  # noqa: E402
+from wbc_desktop.engine.training import TrainConfig, train  # noqa: E402
+
+COMMON_FIVE = ["neutrophil", "eosinophil", "basophil", "lymphocyte", "monocyte"]
+CREDITS = {
+    "pbc": "Acevedo et al. 2020, Data in Brief 30:105474, Mendeley Data snkd93bnjr (CC BY 4.0)",
+    "bccd": "BCCD dataset (MIT), crops from apple2373/BCCD, labels from Kaggle 'blood-cells'",
+    "tecom": "Zheng et al. 2018, Micron; zxaoyou/segmentation_WBC (GPL-3.0)",
+}
+
+
+def _config(spec: dict) -> TrainConfig:
+    t = dict(spec["train"])
+    strength = t.pop("augment_strength")
+    return replace(TrainConfig(**t), group_by=spec["group_by"], augment=AugmentConfig.scaled(strength))
+
+
+def _short(metrics: dict) -> dict:
+    keys = ("n", "accuracy", "balanced_accuracy", "macro_f1", "ece")
+    out = {k: metrics[k] for k in keys}
+    out["recall"] = {c: round(m["recall"], 4) for c, m in metrics["per_class"].items() if m["support"]}
+    return out
+
+
+def _per_source_test(clf: Classifier, data, sources: list[str], run_dir: Path) -> dict:
+    """Test-split metrics of each source separately: pooled numbers would hide
+    a weak lab behind the big one."""
+    results = {}
+    for src in sources:
+        rows = [i for i, p in enumerate(data.test.paths) if f"/{src}/" in Path(p).as_posix()]
+        if not rows:
+            continue
+        x, y = data.test.x[rows], data.test.y[rows]
+        metrics = write_report(run_dir / f"report_test_{src}", y, clf.predict_arrays(x), data.classes, x,
+                               [data.test.paths[i] for i in rows], {"split": "test", "source": src})
+        print(f"--- test split, {src}\n{format_metrics(metrics)}", flush=True)
+        results[src] = _short(metrics)
+    return results
+
+
+def run(spec: dict, sources: list[str], run_dir: Path, name: str) -> tuple:
+    cfg = _config(spec)
+    base = (ROOT / spec["datasets_dir"]).resolve()
+    progress = ProgressPrinter()
+    t0 = time.monotonic()
+    data = prepare_data([base / s for s in sources], cfg.img_size, val_frac=cfg.val_frac, test_frac=cfg.test_frac,
+                        seed=cfg.seed, group_by=cfg.group_by, progress=progress)
+    print(data.summary.describe(), "\n", data.manifest.describe(), flush=True)
+    data.manifest.save(run_dir / "split.json")
+    result = train(cfg, data, run_dir, progress=progress, resume=True, name=name)
+    clf = Classifier(result.model, result.card)
+    per_source = _per_source_test(clf, data, sources, run_dir)
+    seconds = time.monotonic() - t0
+    return result, clf, per_source, seconds
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=str(ROOT / "training" / "shipped_model.json"))
+    parser.add_argument("--only", choices=("final", "lodo"))
+    parser.add_argument("--runs", default=str(ROOT / "training" / "runs"))
+    args = parser.parse_args()
+    spec = json.loads(Path(args.config).read_text())
+    runs = Path(args.runs)
+    results_file = runs / "results.json"
+    results = json.loads(results_file.read_text()) if results_file.exists() else {}
+    base = (ROOT / spec["datasets_dir"]).resolve()
+
+    if args.only in (None, "lodo"):
+        for held in spec["leave_one_out"]:
+            train_sources = [s for s in spec["sources"] if s != held]
+            run_dir = runs / f"lodo_{held}"
+            result, clf, per_source, seconds = run(spec, train_sources, run_dir, f"without {held}")
+            held_set = scan_labeled(base / held)
+            labels = [held_set.classes[i] for i in held_set.labels]
+            metrics, _ = evaluate_files(clf, held_set.paths, labels, run_dir / f"report_unseen_{held}",
+                                        extra={"data": held, "subset": "all (unseen lab)"})
+            print(f"=== unseen lab {held}\n{format_metrics(metrics)}", flush=True)
+            results[f"lodo_{held}"] = {"trained_on": train_sources, "unseen": _short(metrics),
+                                       "test_split": per_source, "epochs": len(result.history),
+                                       "best_epoch": result.best_epoch, "wall_seconds": round(seconds)}
+            results_file.parent.mkdir(parents=True, exist_ok=True)
+            results_file.write_text(json.dumps(results, indent=1))
+
+    if args.only in (None, "final"):
+        run_dir = runs / "final"
+        result, clf, per_source, seconds = run(spec, spec["sources"], run_dir, spec["name"])
+        results["final"] = {"trained_on": spec["sources"], "test_split": per_source, "epochs": len(result.history),
+                            "best_epoch": result.best_epoch, "wall_seconds": round(seconds)}
+        results_file.parent.mkdir(parents=True, exist_ok=True)
+        results_file.write_text(json.dumps(results, indent=1))
+        card = result.card
+        card["test_metrics"] = per_source.get("pbc")
+        card["test_metrics_by_source"] = per_source
+        card["unseen_lab_evaluations"] = {k: v["unseen"] for k, v in results.items() if k.startswith("lodo_")}
+        card["data_credits"] = {s: CREDITS.get(s, "") for s in spec["sources"]}
+        card["recipe"] = "training/recipe.py with training/shipped_model.json"
+        card["training_seconds"] = round(seconds)
+        out = ROOT / spec["output"]
+        save_model(result.model, card, out)
+        print(f"saved {out} ({out.stat().st_size / 1e6:.1f} MB)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,330 @@
+"""``wbc``: the engine from the command line (classify, train, tune,
+evaluate, check, info) and the desktop app (``wbc gui``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from . import __version__, paths
+from .engine.progress import Cancelled, CancelToken, Progress
+
+
+class ProgressPrinter:
+    """One self-overwriting status line on stderr; epoch summaries stay."""
+
+    def __init__(self, stream=sys.stderr, interval: float = 0.25):
+        self.stream, self.interval, self._last = stream, interval, 0.0
+        self._tty = stream.isatty()
+
+    def __call__(self, p: Progress) -> None:
+        if p.stage in ("train_epoch", "tune"):
+            self._clear()
+            print(p.message, file=self.stream, flush=True)
+            return
+        now = time.monotonic()
+        if now - self._last < self.interval and p.done < p.total:
+            return
+        self._last = now
+        frac = p.done / p.total if p.total else 1.0
+        bar = "#" * int(frac * 30)
+        extra = ""
+        if p.stage == "train_batch":
+            extra = f" epoch {p.info['epoch']}/{p.info['epochs']} loss {p.info.get('loss', float('nan')):.4f}"
+        line = f"[{bar:<30}] {frac:6.1%} {p.stage} {p.done}/{p.total}{extra}"
+        if self._tty:
+            print("\r" + line, end="", file=self.stream, flush=True)
+        elif p.done >= p.total:
+            print(line, file=self.stream, flush=True)
+
+    def _clear(self) -> None:
+        if self._tty:
+            print("\r" + " " * 90 + "\r", end="", file=self.stream, flush=True)
+
+
+def _default_model(arg: str | None) -> Path:
+    if arg:
+        return Path(arg)
+    model = paths.default_model_path()
+    if not model.exists():
+        sys.exit(f"error: no --model given and the shipped model is missing ({model})")
+    return model
+
+
+def cmd_classify(args) -> int:
+    from .engine.classify import Classifier, write_predictions_csv
+
+    clf = Classifier.open(_default_model(args.model))
+    results = []
+    failed = 0
+    t0 = time.monotonic()
+    for pred in clf.classify(args.paths, batch_size=args.batch_size, tta=args.tta):
+        results.append(pred)
+        if not pred.ok:
+            failed += 1
+            print(f"warning: skipped {pred.path}: {pred.error}", file=sys.stderr)
+        elif not args.out:
+            print(f"{pred.path}\t{pred.label}\t{pred.confidence:.3f}")
+    seconds = time.monotonic() - t0
+    if args.out:
+        write_predictions_csv(args.out, results, clf.classes, clf.name)
+    ok = len(results) - failed
+    print(f"classified {ok} images ({ok / max(seconds, 1e-9):.1f} images/s), {failed} unreadable"
+          + (f"; wrote {args.out}" if args.out else ""), file=sys.stderr)
+    return 0 if ok or not results else 1
+
+
+def _train_config(args):
+    from .engine.augment import AugmentConfig
+    from .engine.training import TrainConfig
+
+    cfg = TrainConfig(
+        arch=args.arch, weights=args.weights, freeze_until=args.freeze_until, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, img_size=args.img_size, val_frac=args.val_frac,
+        test_frac=args.test_frac, group_by=args.group_by, seed=args.seed, label_smoothing=args.label_smoothing,
+        patience=args.patience, norm=args.norm, class_weighting=not args.no_class_weights,
+        augment=AugmentConfig.scaled(args.augment) if args.augment > 0 else AugmentConfig.none(),
+    )
+    problems = cfg.validate()
+    if problems:
+        sys.exit("error: " + "; ".join(problems))
+    return cfg
+
+
+def _prepare(args, img_size: int, progress):
+    from .engine.prepare import prepare_data
+
+    data = prepare_data(args.data, img_size, val_frac=args.val_frac, test_frac=args.test_frac,
+                        seed=args.seed, group_by=args.group_by, progress=progress)
+    print(data.summary.describe(), file=sys.stderr)
+    print(data.manifest.describe(), file=sys.stderr)
+    return data
+
+
+def _final_evaluation(model, card, data, report_dir: Path) -> dict:
+    from .engine.classify import Classifier
+    from .engine.evaluation import format_metrics, write_report
+
+    probs = Classifier(model, card).predict_arrays(data.test.x)
+    metrics = write_report(report_dir, data.test.y, probs, data.classes, data.test.x, data.test.paths,
+                           {"split": "test", "model": card["name"]})
+    print(format_metrics(metrics), file=sys.stderr)
+    return metrics
+
+
+def _card_metrics(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k not in ("confusion_matrix",)}
+
+
+def cmd_train(args) -> int:
+    from .engine.modelfile import save_model
+    from .engine.training import train
+
+    cfg = _train_config(args)
+    progress = ProgressPrinter()
+    out = Path(args.out)
+    run_dir = Path(args.run_dir or out.with_suffix(".run"))
+    data = _prepare(args, cfg.img_size, progress)
+    data.manifest.save(run_dir / "split.json")
+    cancel = CancelToken()
+    try:
+        result = train(cfg, data, run_dir, progress=progress, cancel=cancel, resume=args.resume, name=args.name or out.stem)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: resume with --resume --run-dir {run_dir}", file=sys.stderr)
+        return 130
+    print(f"trained {len(result.history)} epochs in {result.seconds:.0f} s; best epoch {result.best_epoch}", file=sys.stderr)
+    card = result.card
+    if len(data.test.y):
+        card["test_metrics"] = _card_metrics(_final_evaluation(result.model, card, data, run_dir / "report"))
+    card["training_seconds"] = round(result.seconds, 1)
+    save_model(result.model, card, out)
+    print(f"saved {out} (report in {run_dir / 'report'})", file=sys.stderr)
+    return 0
+
+
+def cmd_tune(args) -> int:
+    from .engine.modelfile import save_model
+    from .engine.training import train
+    from .engine.tuning import tune
+
+    base = _train_config(args)
+    progress = ProgressPrinter()
+    out_dir = Path(args.out)
+    data = _prepare(args, base.img_size, progress)
+    data.manifest.save(out_dir / "split.json")
+    best, rows = tune(data, base, out_dir, args.trials, trial_epochs=args.trial_epochs, progress=progress)
+    for r in rows:
+        print("  ".join(f"{k}={v}" for k, v in r.items()), file=sys.stderr)
+    print(f"retraining the best configuration for {best.epochs} epochs", file=sys.stderr)
+    result = train(best, data, out_dir / "best_run", progress=progress, name=args.name or "tuned model")
+    card = result.card
+    card["tuning"] = {"trials": rows, "chosen_on": "validation macro-F1"}
+    card["test_metrics"] = _card_metrics(_final_evaluation(result.model, card, data, out_dir / "report"))
+    save_model(result.model, card, out_dir / "best_model.keras")
+    print(f"saved {out_dir / 'best_model.keras'}", file=sys.stderr)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .engine.classify import Classifier
+    from .engine.dataset import scan_labeled
+    from .engine.evaluation import evaluate_files, format_metrics
+    from .engine.splits import SplitManifest
+
+    clf = Classifier.open(args.model)
+    source = Path(args.data)
+    if source.suffix == ".json":
+        files, labels = SplitManifest.load(source).files(args.subset)
+        subset = args.subset
+    else:
+        data = scan_labeled(source)
+        files, labels, subset = data.paths, [data.classes[i] for i in data.labels], "all"
+    metrics, errors = evaluate_files(clf, files, labels, args.report, tta=args.tta, progress=ProgressPrinter(),
+                                     extra={"data": str(source), "subset": subset})
+    for e in errors:
+        print(f"warning: skipped {e.path}: {e.reason}", file=sys.stderr)
+    if metrics["classes_left_out"]:
+        print(f"warning: the model does not know {metrics['classes_left_out']}; those images were left out", file=sys.stderr)
+    print(format_metrics(metrics))
+    print(f"report written to {args.report}", file=sys.stderr)
+    return 0
+
+
+def cmd_check(args) -> int:
+    from .engine.dataset import decode_images, scan_labeled, summarize
+
+    data = scan_labeled(args.data)
+    summary = summarize(data, decode_images(data.paths, args.img_size, ProgressPrinter()))
+    print(json.dumps(summary.to_dict(), indent=1) if args.json else summary.describe())
+    return 0
+
+
+def cmd_info(args) -> int:
+    from .engine.modelfile import read_card
+
+    card = read_card(_default_model(args.model))
+    if args.json:
+        print(json.dumps(card, indent=1))
+        return 0
+    print(f"{card.get('name')}  ({card.get('architecture')})")
+    print(f"classes ({len(card['classes'])}): {', '.join(card['classes'])}")
+    print(f"input: {card['input_size']} px, {card.get('preprocessing', {}).get('resize', '')}")
+    print(f"weights: {card.get('weights_origin')}; created {card.get('created')} by engine {card.get('engine_version')}")
+    td = card.get("training_data")
+    if td:
+        print(f"training data: {td.get('root')}  train/val/test: " + "/".join(str(sum(td['counts'][s].values())) for s in ('train', 'val', 'test')))
+    tm = card.get("test_metrics")
+    if tm:
+        print(f"test: accuracy {tm['accuracy']:.4f}, balanced accuracy {tm['balanced_accuracy']:.4f}, macro-F1 {tm['macro_f1']:.4f} (n={tm['n']})")
+    for key in ("evaluations", "limitations", "data_credits"):
+        if card.get(key):
+            print(f"{key.replace('_', ' ')}: {json.dumps(card[key]) if not isinstance(card[key], str) else card[key]}")
+    return 0
+
+
+def cmd_gui(args) -> int:
+    from .gui.app import main as gui_main
+
+    return gui_main([])
+
+
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    from .engine.models import FREEZE_CHOICES
+
+    p.add_argument("data", nargs="+", help="labelled folder(s) (<data>/<class>/<image>) or a split manifest .json")
+    p.add_argument("--arch", choices=("compact", "resnet50"), default="compact")
+    p.add_argument("--weights", default="none", help="resnet50: imagenet | none | weights .h5 file; or a .keras WBC model to fine-tune")
+    p.add_argument("--freeze-until", choices=FREEZE_CHOICES, default="none")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--img-size", type=int, default=96)
+    p.add_argument("--val-frac", type=float, default=0.15)
+    p.add_argument("--test-frac", type=float, default=0.15)
+    p.add_argument("--group-by", default=None, help="regex on file names; files with the same match stay on one side")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--label-smoothing", type=float, default=0.05)
+    p.add_argument("--patience", type=int, default=6)
+    p.add_argument("--norm", choices=("batch", "group"), default="batch")
+    p.add_argument("--augment", type=float, default=0.5, help="augmentation strength 0-1 (0: none)")
+    p.add_argument("--no-class-weights", action="store_true")
+    p.add_argument("--name", default=None, help="model name shown in the app")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wbc", description="White-blood-cell classification, offline.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("classify", help="classify image files or folders")
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--model", help="model file (default: the shipped model)")
+    p.add_argument("--out", help="write predictions to this CSV")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--tta", action="store_true", help="test-time augmentation (4 views)")
+    p.set_defaults(func=cmd_classify)
+
+    p = sub.add_parser("train", help="train a model on a labelled folder")
+    _add_train_options(p)
+    p.add_argument("--out", required=True, help="model file to write (.keras)")
+    p.add_argument("--run-dir", help="checkpoints, history and report (default: <out>.run)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --run-dir")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("tune", help="random hyperparameter search on the validation split")
+    _add_train_options(p)
+    p.add_argument("--trials", type=int, default=6)
+    p.add_argument("--trial-epochs", type=int, default=None, help="epochs per trial (default: --epochs)")
+    p.add_argument("--out", required=True, help="folder for trials, results table and the best model")
+    p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser("evaluate", help="evaluate a model on a labelled folder or a split manifest")
+    p.add_argument("model")
+    p.add_argument("data", help="labelled folder (all images) or split manifest .json")
+    p.add_argument("--subset", choices=("train", "val", "test"), default="test", help="with a manifest")
+    p.add_argument("--report", required=True, help="report folder")
+    p.add_argument("--tta", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("check", help="dataset summary: counts, sizes, duplicates, unreadable files")
+    p.add_argument("data")
+    p.add_argument("--img-size", type=int, default=96)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("info", help="show a model card")
+    p.add_argument("--model")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("gui", help="start the desktop app")
+    p.set_defaults(func=cmd_gui)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except Cancelled:
+        print("cancelled", file=sys.stderr)
+        return 130
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        from .engine.modelfile import ModelFileError
+
+        if isinstance(exc, ModelFileError):
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

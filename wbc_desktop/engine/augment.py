@@ -1,0 +1,109 @@
+"""Training-only augmentation on uint8-range float batches (tf.data side).
+
+Kept out of the model so a saved model holds standard layers only. Each
+family has a strength in [0, 1]; scale and stain are the levers that matter
+most across labs, whose crops and stains differ far more than any one
+lab's images do.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import tensorflow as tf
+
+
+@dataclass
+class AugmentConfig:
+    flip: bool = True  # mirror + any rotation: cells have no orientation
+    rotate: bool = True
+    affine: float = 0.5  # translation
+    scale: float = 0.5  # random zoom, in and out
+    brightness_contrast: float = 0.5
+    stain: float = 0.5  # hue and saturation jitter
+    grayscale: float = 0.0  # probability of a grey image
+    blur: float = 0.0  # probability of a low-resolution (camera) copy
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def none(cls) -> "AugmentConfig":
+        return cls(False, False, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+
+    @classmethod
+    def scaled(cls, strength: float) -> "AugmentConfig":
+        """One knob for hyperparameter search: every family at ``strength``."""
+        return cls(True, True, strength, strength, strength, strength, 0.2 * strength, 0.3 * strength)
+
+
+def _uniform(batch, lo, hi):
+    return tf.random.uniform([batch], lo, hi)
+
+
+def _geometry(images: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
+    b = tf.shape(images)[0]
+    size = tf.cast(tf.shape(images)[1], tf.float32)
+    angle = _uniform(b, 0.0, 2 * math.pi) if cfg.rotate else tf.zeros([b])
+    # zoom > 1 magnifies: other labs crop cells far tighter than CellaVision does
+    zoom = tf.exp(_uniform(b, math.log(1 - 0.25 * cfg.scale), math.log(1 + 1.5 * cfg.scale)))
+    shift = 0.1 * cfg.affine * size
+    tx, ty = _uniform(b, -shift, shift), _uniform(b, -shift, shift)
+    flip = tf.where(_uniform(b, 0.0, 1.0) < 0.5, -1.0, 1.0) if cfg.flip else tf.ones([b])
+    c = (size - 1) / 2
+    cos, sin = tf.cos(angle) / zoom, tf.sin(angle) / zoom
+    a0, a1 = cos * flip, -sin
+    b0, b1 = sin * flip, cos
+    a2 = c - a0 * c - a1 * c - tx
+    b2 = c - b0 * c - b1 * c - ty
+    zeros = tf.zeros([b])
+    transforms = tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images, transforms=transforms, output_shape=tf.shape(images)[1:3],
+        fill_value=0.0, interpolation="BILINEAR", fill_mode="REFLECT",
+    )
+
+
+def _colour(images: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
+    b = tf.shape(images)[0]
+    x = images / 255.0
+    if cfg.stain > 0:
+        hsv = tf.image.rgb_to_hsv(x)
+        dh = tf.reshape(_uniform(b, -0.1 * cfg.stain, 0.1 * cfg.stain), [-1, 1, 1])
+        ds = tf.reshape(_uniform(b, 1 - 0.6 * cfg.stain, 1 + 0.6 * cfg.stain), [-1, 1, 1])
+        h = tf.math.floormod(hsv[..., 0] + dh, 1.0)
+        s = tf.clip_by_value(hsv[..., 1] * ds, 0.0, 1.0)
+        x = tf.image.hsv_to_rgb(tf.stack([h, s, hsv[..., 2]], axis=-1))
+    if cfg.brightness_contrast > 0:
+        k = cfg.brightness_contrast
+        contrast = tf.reshape(_uniform(b, 1 - 0.4 * k, 1 + 0.4 * k), [-1, 1, 1, 1])
+        brightness = tf.reshape(_uniform(b, 1 - 0.25 * k, 1 + 0.25 * k), [-1, 1, 1, 1])
+        mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
+        x = ((x - mean) * contrast + mean) * brightness
+    if cfg.grayscale > 0:
+        grey = tf.image.grayscale_to_rgb(tf.image.rgb_to_grayscale(x))
+        pick = tf.reshape(_uniform(b, 0.0, 1.0) < cfg.grayscale, [-1, 1, 1, 1])
+        x = tf.where(pick, grey, x)
+    return tf.clip_by_value(x, 0.0, 1.0) * 255.0
+
+
+def _blur(images: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
+    b = tf.shape(images)[0]
+    size = tf.shape(images)[1]
+    factor = tf.random.uniform([], 0.3, 0.8)
+    small = tf.cast(tf.cast(size, tf.float32) * factor, tf.int32)
+    low = tf.image.resize(tf.image.resize(images, [small, small], antialias=True), [size, size])
+    pick = tf.reshape(_uniform(b, 0.0, 1.0) < cfg.blur, [-1, 1, 1, 1])
+    return tf.where(pick, low, images)
+
+
+def augment_batch(images: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
+    """``images``: float32 batch in [0, 255]; returns the same shape and range."""
+    if cfg.flip or cfg.rotate or cfg.affine > 0 or cfg.scale > 0:
+        images = _geometry(images, cfg)
+    if cfg.blur > 0:
+        images = _blur(images, cfg)
+    if cfg.stain > 0 or cfg.brightness_contrast > 0 or cfg.grayscale > 0:
+        images = _colour(images, cfg)
+    return images

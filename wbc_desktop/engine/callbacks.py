@@ -1,0 +1,104 @@
+"""Keras callbacks that connect training to progress reports, cancellation
+and a run folder that survives interruption."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from .atomic import atomic_path, write_text
+from .progress import CancelToken, Progress, ProgressFn
+
+CHECKPOINT = "checkpoint.keras"
+BEST_WEIGHTS = "best.weights.h5"
+STATE = "state.json"
+
+
+class ProgressReporter(keras.callbacks.Callback):
+    """Batch and epoch progress; batch reports are throttled so a fast loop
+    does not flood the GUI's event queue."""
+
+    def __init__(self, progress: ProgressFn, epochs: int, steps: int, cancel: CancelToken, min_interval: float = 0.2):
+        super().__init__()
+        self.progress, self.epochs, self.steps, self.min_interval = progress, epochs, steps, min_interval
+        self.cancel = cancel
+        self._epoch, self._last, self._t0 = 0, 0.0, time.monotonic()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.monotonic()
+        if now - self._last >= self.min_interval or batch + 1 == self.steps:
+            self._last = now
+            done = self._epoch * self.steps + batch + 1
+            info = {"epoch": self._epoch + 1, "epochs": self.epochs, "batch": batch + 1, "steps": self.steps}
+            info.update({k: float(v) for k, v in (logs or {}).items()})
+            self.progress(Progress("train_batch", done, self.epochs * self.steps, "", info))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.cancel.cancelled:  # Keras ends a cut-short epoch too; it is not a finished one
+            return
+        info = {"epoch": epoch + 1, "epochs": self.epochs, "seconds": time.monotonic() - self._t0}
+        info.update({k: float(v) for k, v in (logs or {}).items()})
+        msg = "  ".join(f"{k}={v:.4f}" for k, v in (logs or {}).items() if k != "learning_rate")
+        self.progress(Progress("train_epoch", epoch + 1, self.epochs, f"epoch {epoch + 1}/{self.epochs}  {msg}", info))
+
+
+class CancelOnRequest(keras.callbacks.Callback):
+    """Keras checks ``stop_training`` after every batch, so Cancel takes
+    effect within one batch."""
+
+    def __init__(self, cancel: CancelToken):
+        super().__init__()
+        self.cancel = cancel
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.cancel.cancelled:
+            self.model.stop_training = True
+
+
+class RunFolder(keras.callbacks.Callback):
+    """After each finished epoch: the resumable checkpoint, the history and the best
+    weights so far; early stopping on ``monitor`` with a patience that
+    counts across resumes, because it lives in the saved state."""
+
+    def __init__(self, run_dir: Path, cancel: CancelToken, monitor: str = "val_loss", patience: int = 5,
+                 state: dict | None = None):
+        super().__init__()
+        self.run_dir, self.monitor, self.patience, self.cancel = Path(run_dir), monitor, patience, cancel
+        self.state = state or {"epochs_done": 0, "best": None, "best_epoch": None, "history": []}
+
+    @classmethod
+    def load_state(cls, run_dir: Path) -> dict | None:
+        path = Path(run_dir) / STATE
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.cancel.cancelled:  # an epoch cut short is redone on resume
+            return
+        logs = {k: float(v) for k, v in (logs or {}).items()}
+        self.state["history"].append({"epoch": epoch + 1, **logs})
+        self.state["epochs_done"] = epoch + 1
+        value = logs.get(self.monitor)
+        if value is not None and np.isfinite(value) and (self.state["best"] is None or value < self.state["best"]):
+            self.state["best"], self.state["best_epoch"] = value, epoch + 1
+            with atomic_path(self.run_dir / BEST_WEIGHTS) as tmp:
+                self.model.save_weights(tmp)
+        with atomic_path(self.run_dir / CHECKPOINT) as tmp:
+            self.model.save(tmp)
+        write_text(self.run_dir / STATE, json.dumps(self.state, indent=1))
+        if self.state["best_epoch"] is not None and epoch + 1 - self.state["best_epoch"] >= self.patience:
+            self.state["stopped_early"] = True
+            self.model.stop_training = True
+
+    def restore_best(self) -> bool:
+        best = self.run_dir / BEST_WEIGHTS
+        if best.exists():
+            self.model.load_weights(best)
+            return True
+        return False

@@ -1,0 +1,137 @@
+"""Classify image files in batches, yielding one result per file as soon as
+its batch is done, so callers can show progress and stop at any time.
+
+Decoding runs on a thread pool one batch ahead of the forward pass, which
+releases the GIL, so the CPU cores decode and compute at the same time.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from .csvio import write_csv
+from .dataset import collect_images
+from .imageio import ImageReadError, read_rgb
+from .preprocess import fit_square
+from .progress import CancelToken
+
+
+@dataclass
+class Prediction:
+    path: str
+    label: str | None = None
+    confidence: float = 0.0
+    probs: np.ndarray | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def load_square(path: str | os.PathLike, size: int) -> np.ndarray:
+    """A file as the model sees it (also what the GUI and reports show)."""
+    return fit_square(read_rgb(path, max_side=size * 4), size)
+
+
+class Classifier:
+    """A loaded model plus the compiled forward pass that serves it."""
+
+    def __init__(self, model, card: dict, model_path: str | os.PathLike | None = None):
+        import tensorflow as tf
+
+        self.model, self.card = model, card
+        self.model_path = Path(model_path) if model_path else None
+        self.classes: list[str] = list(card["classes"])
+        self.size: int = int(card["input_size"])
+        self.name: str = card.get("name", self.model_path.stem if self.model_path else "model")
+        self._forward = tf.function(
+            lambda x: model(x, training=False),
+            input_signature=[tf.TensorSpec([None, self.size, self.size, 3], tf.float32)],
+            reduce_retracing=True,
+        )
+
+    @classmethod
+    def open(cls, model_path: str | os.PathLike) -> "Classifier":
+        from .modelfile import load_model
+
+        model, card = load_model(model_path)
+        return cls(model, card, model_path)
+
+    def predict_arrays(self, pixels: np.ndarray, tta: bool = False, batch_size: int = 32) -> np.ndarray:
+        """Probabilities for uint8 N x S x S x 3 arrays. Test-time augmentation
+        averages the identity, two mirrors and a 90-degree turn."""
+        out = []
+        for start in range(0, len(pixels), batch_size):
+            x = pixels[start:start + batch_size].astype(np.float32)
+            if tta:
+                views = (x, x[:, :, ::-1], x[:, ::-1], np.rot90(x, 1, axes=(1, 2)))
+                probs = np.mean([self._forward(np.ascontiguousarray(v)).numpy() for v in views], axis=0)
+            else:
+                probs = self._forward(x).numpy()
+            out.append(probs)
+        return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
+
+    def classify(
+        self,
+        inputs: Sequence[str | os.PathLike],
+        batch_size: int = 32,
+        tta: bool = False,
+        cancel: CancelToken | None = None,
+    ) -> Iterator[Prediction]:
+        """Yield a :class:`Prediction` per file found in ``inputs`` (files or
+        folders), in order; unreadable files yield their error and the run goes on."""
+        files, skipped = collect_images(inputs)
+        for s in skipped:
+            yield Prediction(s.path, error=s.reason)
+        yield from self.classify_files(files, batch_size, tta, cancel)
+
+    def classify_files(
+        self, files: Sequence[Path], batch_size: int = 32, tta: bool = False, cancel: CancelToken | None = None,
+    ) -> Iterator[Prediction]:
+        batches = [files[i:i + batch_size] for i in range(0, len(files), batch_size)]
+        with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
+            submit = lambda batch: [pool.submit(load_square, p, self.size) for p in batch]  # noqa: E731
+            pending = submit(batches[0]) if batches else []
+            for index, batch in enumerate(batches):
+                if cancel is not None and cancel.cancelled:
+                    for f in pending:
+                        f.cancel()
+                    return
+                current = pending
+                pending = submit(batches[index + 1]) if index + 1 < len(batches) else []
+                pixels, good, results = [], [], []
+                for path, fut in zip(batch, current):
+                    try:
+                        pixels.append(fut.result())
+                        good.append(len(results))
+                        results.append(Prediction(str(path)))
+                    except ImageReadError as exc:
+                        results.append(Prediction(str(path), error=exc.reason))
+                if pixels:
+                    probs = self.predict_arrays(np.stack(pixels), tta=tta, batch_size=batch_size)
+                    for row, i in enumerate(good):
+                        k = int(probs[row].argmax())
+                        results[i].label, results[i].confidence, results[i].probs = self.classes[k], float(probs[row, k]), probs[row]
+                yield from results
+
+
+def write_predictions_csv(path: str | os.PathLike, predictions: Sequence[Prediction], classes: Sequence[str], model_name: str = "") -> None:
+    """``path,label,confidence,prob_<class>...`` plus the model and any error."""
+    stamp = _dt.datetime.now().isoformat(timespec="seconds")
+    header = ["path", "label", "confidence"] + [f"prob_{c}" for c in classes] + ["model", "timestamp", "error"]
+    rows = (
+        [p.path, p.label or "", f"{p.confidence:.4f}" if p.ok else ""]
+        + ([f"{v:.4f}" for v in p.probs] if p.probs is not None else [""] * len(classes))
+        + [model_name, stamp, p.error or ""]
+        for p in predictions
+    )
+    write_csv(path, header, rows)
+

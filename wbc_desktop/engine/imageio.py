@@ -1,0 +1,92 @@
+"""Decode any microscope image the lab may have into 8-bit RGB.
+
+Every failure becomes an :class:`ImageReadError` that names the file and the
+reason, so a batch job can report it and go on with the next file.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp"})
+
+# Above this many pixels a file is refused rather than risking the 4 GB PC.
+MAX_PIXELS = 20_000 * 20_000
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+
+class ImageReadError(Exception):
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+def is_image_name(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        # 16/32-bit grey: stretch the used range to 8 bits instead of clipping.
+        arr = np.asarray(im, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
+        im = Image.fromarray(arr.astype(np.uint8), "L")
+    elif im.mode == "F":
+        arr = np.nan_to_num(np.asarray(im, dtype=np.float64))
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
+        im = Image.fromarray(arr.astype(np.uint8), "L")
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+        background = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(background, im)
+    return im.convert("RGB")
+
+
+def read_rgb(path: str | os.PathLike, max_side: int | None = None, data: BinaryIO | None = None) -> np.ndarray:
+    """Return ``path`` as an HxWx3 uint8 array, EXIF orientation applied.
+
+    ``max_side`` lets huge files decode at reduced size (JPEG draft mode), so a
+    10000x10000 scan costs a fraction of its full memory. ``data`` is the
+    file's content when the caller has already read it (to hash it).
+    """
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(data if data is not None else path) as im:
+                if max_side and im.format == "JPEG":
+                    im.draft("RGB", (max_side, max_side))
+                im.load()  # first frame of multi-page TIFFs
+                im = ImageOps.exif_transpose(im)
+                if max_side and max(im.size) > 2 * max_side:
+                    im.thumbnail((2 * max_side, 2 * max_side), Image.Resampling.BILINEAR)
+                rgb = _to_rgb(im)
+    except FileNotFoundError:
+        raise ImageReadError(path, "file not found") from None
+    except IsADirectoryError:
+        raise ImageReadError(path, "is a folder, not an image") from None
+    except PermissionError:
+        raise ImageReadError(path, "permission denied") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(path, "not an image file or an unsupported format") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageReadError(path, f"image too large (over {MAX_PIXELS // 1_000_000} megapixels)") from None
+    except MemoryError:
+        raise ImageReadError(path, "not enough memory to decode this image") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        reason = str(exc) or type(exc).__name__
+        if "truncated" in reason.lower():
+            reason = "file is truncated or damaged"
+        raise ImageReadError(path, f"cannot decode: {reason}") from None
+    if rgb.width < 8 or rgb.height < 8:
+        raise ImageReadError(path, f"image is only {rgb.width}x{rgb.height} pixels")
+    return np.asarray(rgb, dtype=np.uint8)

@@ -1,0 +1,135 @@
+"""Self-describing model files: a standard ``.keras`` archive with the model
+card (``wbc_card.json``) stored inside it, so a model file needs nothing
+beside it to be used or audited."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from .. import __version__
+from .atomic import atomic_path
+from .preprocess import RESIZE_METHOD
+
+CARD_ENTRY = "wbc_card.json"
+CARD_FORMAT = 1
+
+
+class ModelFileError(Exception):
+    pass
+
+
+def new_card(
+    *, name: str, classes: list[str], input_size: int, architecture: str, weights_origin: str, **extra: Any,
+) -> dict[str, Any]:
+    card = {
+        "format": CARD_FORMAT,
+        "name": name,
+        "classes": list(classes),
+        "input_size": int(input_size),
+        "preprocessing": {
+            "input": "RGB uint8 0-255, HxWx3",
+            "resize": RESIZE_METHOD,
+            "normalisation": "inside the model (its first layers)",
+        },
+        "architecture": architecture,
+        "weights_origin": weights_origin,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "engine_version": __version__,
+        "keras_version": keras.__version__,
+    }
+    card.update(extra)
+    return card
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _inference_copy(model: keras.Model) -> keras.Model:
+    """Without optimizer state: a shipped file needs weights only, a third of the size."""
+    if getattr(model, "optimizer", None) is None:
+        return model
+    copy = keras.Model.from_config(model.get_config())  # clone_model would compile it again
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def save_model(model: keras.Model, card: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write model and card atomically: a failed save never replaces a good file."""
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise ModelFileError(f"{path}: model files must end in .keras")
+    missing = {"classes", "input_size"} - set(card)
+    if missing:
+        raise ModelFileError(f"model card lacks {sorted(missing)}")
+    if len(card["classes"]) != model.output_shape[-1]:
+        raise ModelFileError("model card classes do not match the model's outputs")
+    with atomic_path(path) as tmp:
+        _inference_copy(model).save(tmp)
+        with zipfile.ZipFile(tmp, "a") as z:
+            z.writestr(CARD_ENTRY, json.dumps(_jsonable(card), indent=1))
+    return path
+
+
+def read_card(path: str | os.PathLike) -> dict[str, Any]:
+    """The card alone, without loading TensorFlow weights: cheap enough for a
+    models list or an About box."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: model file not found")
+    try:
+        with zipfile.ZipFile(path) as z:
+            if CARD_ENTRY not in z.namelist():
+                raise ModelFileError(f"{path}: not a WBC Desktop model (no model card inside)")
+            card = json.loads(z.read(CARD_ENTRY))
+    except zipfile.BadZipFile:
+        raise ModelFileError(f"{path}: damaged or not a model file (not a .keras archive)") from None
+    except (ValueError, KeyError, OSError) as exc:
+        raise ModelFileError(f"{path}: damaged model card ({exc})") from None
+    if not isinstance(card, dict) or not isinstance(card.get("classes"), list) or "input_size" not in card:
+        raise ModelFileError(f"{path}: model card is incomplete")
+    return card
+
+
+def load_model(path: str | os.PathLike) -> tuple[keras.Model, dict[str, Any]]:
+    """Load in Keras safe mode: a model file can never run code of its own."""
+    card = read_card(path)
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:  # Keras raises many types for a bad archive
+        raise ModelFileError(f"{path}: the model inside cannot be loaded ({type(exc).__name__}: {exc})") from None
+    if model.output_shape[-1] != len(card["classes"]):
+        raise ModelFileError(f"{path}: model outputs {model.output_shape[-1]} classes but its card lists {len(card['classes'])}")
+    return model, card
+
+
+def update_card(path: str | os.PathLike, **changes: Any) -> dict[str, Any]:
+    """Rewrite the card inside an existing model file (e.g. add test metrics)."""
+    path = Path(path)
+    card = read_card(path)
+    card.update(_jsonable(changes))
+    with atomic_path(path) as tmp:
+        with zipfile.ZipFile(path) as src, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as dst:
+            for item in src.infolist():
+                if item.filename != CARD_ENTRY:
+                    dst.writestr(item, src.read(item.filename))
+            dst.writestr(CARD_ENTRY, json.dumps(card, indent=1))
+    return card

@@ -1,0 +1,175 @@
+"""Model builders: ResNet50 transfer learning and a compact from-scratch CNN.
+
+Both take uint8-range RGB and do their own pixel scaling, end in a head whose
+layers are named ``features`` (pooled features) and ``predictions``, and name
+their stages ``conv1`` … ``conv5`` so one freeze setting means the same depth
+in both.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import keras
+import numpy as np
+from keras import layers
+
+from .. import paths
+
+STAGES = ("conv1", "conv2", "conv3", "conv4", "conv5")
+FREEZE_CHOICES = ("none",) + STAGES + ("backbone",)
+IMAGENET_NOTOP_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    pass
+
+
+def imagenet_weights_candidates() -> list[Path]:
+    keras_home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
+    return [
+        paths.resources_dir() / "weights" / IMAGENET_NOTOP_FILE,
+        keras_home / "models" / IMAGENET_NOTOP_FILE,
+    ]
+
+
+def find_imagenet_weights(explicit: str | os.PathLike | None = None) -> Path:
+    """A local ResNet50 ImageNet (no-top) weights file: nothing is downloaded."""
+    candidates = [Path(explicit)] if explicit else imagenet_weights_candidates()
+    for c in candidates:
+        if c.is_file():
+            return c
+    looked = "\n  ".join(str(c) for c in candidates)
+    raise WeightsNotFoundError(
+        "ImageNet weights for ResNet50 were not found, and this app never downloads anything.\n"
+        f"Looked in:\n  {looked}\n"
+        f"Copy '{IMAGENET_NOTOP_FILE}' to one of these places, pass its path, "
+        "or train with weights 'none' (from scratch)."
+    )
+
+
+def _norm(kind: str, name: str) -> layers.Layer:
+    if kind == "group":
+        return layers.GroupNormalization(groups=8, name=name)
+    return layers.BatchNormalization(name=name)
+
+
+def _conv_block(x, filters: int, stage: str, norm: str, convs: int = 2):
+    for i in range(1, convs + 1):
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{stage}_conv{i}")(x)
+        x = _norm(norm, f"{stage}_norm{i}")(x)
+        x = layers.Activation("relu", name=f"{stage}_relu{i}")(x)
+    return x
+
+
+def _head(x, num_classes: int, dropout: float):
+    x = layers.GlobalAveragePooling2D(name="features")(x)
+    x = layers.Dropout(dropout, name="head_dropout")(x)
+    return layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
+
+
+def build_compact(num_classes: int, img_size: int, norm: str = "batch", width: int = 32, dropout: float = 0.3) -> keras.Model:
+    """A five-stage VGG-style CNN (~1.2 M parameters, ~0.3 GFLOP at 96 px):
+    enough capacity for cell morphology, cheap enough to train on two cores.
+
+    Input is standardised per image and channel, which removes most of the
+    global brightness and stain shift between labs before the first conv.
+    """
+    inputs = keras.Input((img_size, img_size, 3), name="image")
+    x = layers.Rescaling(1 / 255.0, name="rescale")(inputs)
+    x = layers.LayerNormalization(axis=(1, 2), center=False, scale=False, epsilon=1e-3, name="per_image_standardise")(x)
+    x = layers.Conv2D(width, 3, strides=2, padding="same", use_bias=False, name="conv1_conv")(x)
+    x = _norm(norm, "conv1_norm")(x)
+    x = layers.Activation("relu", name="conv1_relu")(x)
+    for i, mult in enumerate((1, 2, 4, 8), start=2):
+        x = _conv_block(x, width * mult, f"conv{i}", norm)
+        if i < 5:
+            x = layers.MaxPooling2D(name=f"conv{i}_pool")(x)
+    outputs = _head(x, num_classes, dropout)
+    return keras.Model(inputs, outputs, name=f"compact_{norm}")
+
+
+def _caffe_preprocess() -> layers.Layer:
+    """RGB 0-255 to the BGR mean-centred input that ImageNet ResNet50 weights
+    expect, as a frozen 1x1 conv so the model file needs no custom code."""
+    kernel = np.zeros((1, 1, 3, 3), np.float32)
+    for rgb_channel, bgr_channel in ((0, 2), (1, 1), (2, 0)):
+        kernel[0, 0, rgb_channel, bgr_channel] = 1.0
+    layer = layers.Conv2D(3, 1, name="caffe_preprocess", trainable=False)
+    layer.build((None, None, None, 3))
+    layer.set_weights([kernel, -np.asarray(_CAFFE_MEAN_BGR, np.float32)])
+    return layer
+
+
+def build_resnet50(
+    num_classes: int, img_size: int, weights: str | os.PathLike | None = "none", dropout: float = 0.3,
+) -> tuple[keras.Model, str]:
+    """ResNet50 with its ImageNet top replaced. ``weights``: 'imagenet' (a
+    local file, see :func:`find_imagenet_weights`), 'none', or a path to the
+    ImageNet no-top weights file. Returns the model and the weights origin."""
+    if weights in (None, "none"):
+        weights_file, origin = None, "random initialisation (trained from scratch)"
+    else:
+        weights_file = find_imagenet_weights(None if weights == "imagenet" else weights)
+        origin = f"ImageNet ({weights_file.name})"
+    base = keras.applications.ResNet50(
+        include_top=False, weights=str(weights_file) if weights_file else None, input_shape=(img_size, img_size, 3),
+    )
+    inputs = keras.Input((img_size, img_size, 3), name="image")
+    x = _caffe_preprocess()(inputs)
+    x = base(x)
+    outputs = _head(x, num_classes, dropout)
+    return keras.Model(inputs, outputs, name="resnet50_wbc"), origin
+
+
+def replace_head(model: keras.Model, num_classes: int, dropout: float = 0.3) -> keras.Model:
+    """Keep a trained WBC model's backbone and give it a fresh head for a new class list."""
+    features = model.get_layer("features").output
+    x = layers.Dropout(dropout, name="head_dropout_new")(features)
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions_new")(x)
+    return keras.Model(model.inputs, outputs, name=model.name)
+
+
+def iter_layers(model: keras.Layer) -> Iterator[keras.Layer]:
+    for layer in getattr(model, "layers", []):
+        yield layer
+        yield from iter_layers(layer)
+
+
+def _stage_of(name: str) -> str | None:
+    if name.startswith("pool1"):
+        return "conv1"
+    prefix = name.split("_")[0]
+    return prefix if prefix in STAGES else None
+
+
+def apply_freeze(model: keras.Model, freeze_until: str = "none") -> None:
+    """Freeze every stage up to and including ``freeze_until`` ('backbone':
+    all but the head). A frozen BatchNormalization runs in inference mode in
+    Keras, so its statistics stay those of the base model."""
+    if freeze_until not in FREEZE_CHOICES:
+        raise ValueError(f"freeze_until must be one of {', '.join(FREEZE_CHOICES)}")
+    head = {"features", "head_dropout", "predictions", "head_dropout_new", "predictions_new"}
+    frozen_stages: Sequence[str] = () if freeze_until == "none" else STAGES[: STAGES.index(freeze_until) + 1] if freeze_until in STAGES else STAGES
+    for layer in iter_layers(model):
+        if getattr(layer, "layers", None):
+            layer.trainable = True  # containers: decided per inner layer
+            continue
+        stage = _stage_of(layer.name)
+        if layer.name in head:
+            layer.trainable = True
+        elif layer.name == "caffe_preprocess":
+            layer.trainable = False
+        elif freeze_until == "backbone":
+            layer.trainable = False
+        else:
+            layer.trainable = stage not in frozen_stages if stage else True
+
+
+def count_params(model: keras.Model) -> tuple[int, int]:
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    total = sum(int(np.prod(w.shape)) for w in model.weights)
+    return trainable, total

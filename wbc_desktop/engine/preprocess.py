@@ -1,0 +1,28 @@
+"""Geometry shared by training and inference: resize with the aspect ratio
+kept and pad to a square. Pixel scaling lives inside the model itself, so a
+model file always gets the uint8 pixels it was trained on."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+RESIZE_METHOD = "fit-pad-border-median"
+
+
+def fit_square(rgb: np.ndarray, size: int) -> np.ndarray:
+    """Scale the long side to ``size`` and pad the short side with the
+    median border colour, which is the smear background for cell crops."""
+    h, w = rgb.shape[:2]
+    scale = size / max(h, w)
+    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    im = Image.fromarray(rgb)
+    if (new_w, new_h) != (w, h):
+        im = im.resize((new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    if new_w == new_h == size:
+        return np.asarray(im, dtype=np.uint8)
+    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
+    fill = tuple(int(v) for v in np.median(border, axis=0))
+    canvas = Image.new("RGB", (size, size), fill)
+    canvas.paste(im, ((size - new_w) // 2, (size - new_h) // 2))
+    return np.asarray(canvas, dtype=np.uint8)

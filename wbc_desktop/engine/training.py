@@ -1,0 +1,217 @@
+"""Training: Adam, categorical cross-entropy, class weights, cosine schedule,
+early stopping with the best weights restored, checkpoint and resume."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from sklearn.utils.class_weight import compute_class_weight
+
+from .augment import AugmentConfig, augment_batch
+from .callbacks import CHECKPOINT, CancelOnRequest, ProgressReporter, RunFolder
+from .modelfile import load_model, new_card
+from .models import apply_freeze, build_compact, build_resnet50, count_params, replace_head
+from .prepare import PreparedData
+from .progress import CancelToken, ProgressFn, no_progress
+
+ARCHITECTURES = ("compact", "resnet50")
+
+
+@dataclass
+class TrainConfig:
+    arch: str = "compact"
+    weights: str = "none"  # resnet50: 'imagenet', 'none' or a weights file; any arch: a .keras WBC model
+    freeze_until: str = "none"
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 1e-3
+    img_size: int = 96
+    val_frac: float = 0.15
+    test_frac: float = 0.15
+    group_by: str | None = None
+    seed: int = 42
+    label_smoothing: float = 0.05
+    class_weighting: bool = True
+    patience: int = 6
+    norm: str = "batch"
+    width: int = 32
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        if isinstance(values.get("augment"), dict):
+            values["augment"] = AugmentConfig(**values["augment"])
+        return cls(**values)
+
+    def validate(self) -> list[str]:
+        """Every problem at once, in words a user can act on."""
+        problems = []
+        if self.arch not in ARCHITECTURES:
+            problems.append(f"architecture must be one of {', '.join(ARCHITECTURES)}")
+        if not 1 <= self.epochs <= 1000:
+            problems.append("epochs must be between 1 and 1000")
+        if not 1 <= self.batch_size <= 512:
+            problems.append("batch size must be between 1 and 512")
+        if not 1e-6 <= self.lr <= 1.0:
+            problems.append("learning rate must be between 1e-6 and 1")
+        if not 32 <= self.img_size <= 512:
+            problems.append("image size must be between 32 and 512 pixels")
+        if not (0 < self.val_frac < 0.5 and 0 <= self.test_frac < 0.5 and self.val_frac + self.test_frac < 0.8):
+            problems.append("validation fraction must be in (0, 0.5), test fraction in [0, 0.5), together under 0.8")
+        if not 0 <= self.label_smoothing < 0.5:
+            problems.append("label smoothing must be in [0, 0.5)")
+        if self.patience < 1:
+            problems.append("early-stopping patience must be at least 1 epoch")
+        if self.norm not in ("batch", "group"):
+            problems.append("normalisation must be 'batch' or 'group'")
+        if self.group_by:
+            import re
+            try:
+                re.compile(self.group_by)
+            except re.error as exc:
+                problems.append(f"grouping pattern is not a valid regular expression: {exc}")
+        return problems
+
+
+@dataclass
+class TrainResult:
+    model: keras.Model
+    card: dict[str, Any]
+    history: list[dict[str, float]]
+    best_epoch: int | None
+    stopped_early: bool
+    cancelled: bool
+    seconds: float
+
+
+def build_model(config: TrainConfig, classes: list[str]) -> tuple[keras.Model, str, str]:
+    """The model to train, its weights origin and its architecture label."""
+    if str(config.weights).endswith(".keras"):
+        model, card = load_model(config.weights)
+        origin = f"fine-tuned from {card.get('name', Path(config.weights).name)}"
+        if card["classes"] != list(classes):
+            model = replace_head(model, len(classes))
+            origin += " (new head for a different class list)"
+        if card["input_size"] != config.img_size:
+            raise ValueError(f"the base model takes {card['input_size']} px images; set image size to {card['input_size']}")
+        return model, origin, card.get("architecture", "unknown")
+    if config.arch == "resnet50":
+        model, origin = build_resnet50(len(classes), config.img_size, config.weights)
+        return model, origin, "ResNet50 (keras.applications) + GAP/dropout/softmax head"
+    model = build_compact(len(classes), config.img_size, norm=config.norm, width=config.width)
+    return model, "random initialisation (trained from scratch)", f"compact CNN, 5 stages, {config.norm} norm, width {config.width}"
+
+
+def _train_dataset(x: np.ndarray, y: np.ndarray, n_classes: int, config: TrainConfig, weights: np.ndarray | None) -> tf.data.Dataset:
+    onehot = np.eye(n_classes, dtype=np.float32)[y]
+    sample_w = (weights[y] if weights is not None else np.ones(len(y))).astype(np.float32)
+    ds = tf.data.Dataset.from_tensor_slices((x, onehot, sample_w))
+    ds = ds.shuffle(min(len(y), 20000), seed=config.seed, reshuffle_each_iteration=True).batch(config.batch_size)
+    aug = config.augment
+    ds = ds.map(lambda a, b, w: (augment_batch(tf.cast(a, tf.float32), aug), b, w), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _eval_dataset(x: np.ndarray, y: np.ndarray, n_classes: int, batch_size: int) -> tf.data.Dataset:
+    onehot = np.eye(n_classes, dtype=np.float32)[y]
+    return tf.data.Dataset.from_tensor_slices((x, onehot)).batch(batch_size).map(
+        lambda a, b: (tf.cast(a, tf.float32), b)).prefetch(tf.data.AUTOTUNE)
+
+
+def _compile(model: keras.Model, config: TrainConfig, steps_per_epoch: int) -> None:
+    total = max(1, config.epochs * steps_per_epoch)
+    warmup = min(steps_per_epoch, total // 5)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=config.lr * 0.1, decay_steps=max(1, total - warmup), alpha=0.01,
+        warmup_target=config.lr, warmup_steps=warmup,
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(schedule),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+    )
+
+
+def train(
+    config: TrainConfig,
+    data: PreparedData,
+    run_dir: str | Path,
+    *,
+    progress: ProgressFn = no_progress,
+    cancel: CancelToken | None = None,
+    resume: bool = False,
+    name: str = "WBC model",
+) -> TrainResult:
+    """Train on ``data.train``, select on ``data.val``; ``data.test`` is not touched.
+
+    With ``resume``, a run folder left by an interrupted run continues from
+    its last finished epoch (same config, optimizer state and schedule)."""
+    problems = config.validate()
+    if problems:
+        raise ValueError("; ".join(problems))
+    if len(data.train.y) == 0 or len(data.val.y) == 0:
+        raise ValueError("the training and validation splits must both hold images")
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(config.seed)
+    cancel = cancel or CancelToken()
+    n_classes = len(data.classes)
+    steps = int(np.ceil(len(data.train.y) / config.batch_size))
+    state = RunFolder.load_state(run_dir) if resume else None
+    if state and (run_dir / CHECKPOINT).exists():
+        model = keras.saving.load_model(run_dir / CHECKPOINT, compile=True, safe_mode=True)
+        meta = json.loads((run_dir / "run.json").read_text())
+        origin, architecture = meta["weights_origin"], meta["architecture"]
+        initial_epoch = state["epochs_done"]
+    else:
+        state = None
+        model, origin, architecture = build_model(config, data.classes)
+        apply_freeze(model, config.freeze_until)
+        _compile(model, config, steps)
+        initial_epoch = 0
+        (run_dir / "run.json").write_text(json.dumps(
+            {"config": config.to_dict(), "classes": data.classes, "weights_origin": origin, "architecture": architecture}, indent=1))
+    present = np.unique(data.train.y)
+    weights = None
+    if config.class_weighting:
+        weights = np.ones(n_classes)
+        weights[present] = compute_class_weight("balanced", classes=present, y=data.train.y)
+    folder = RunFolder(run_dir, cancel, patience=config.patience, state=state)
+    t0 = time.monotonic()
+    if initial_epoch < config.epochs and not (state and state.get("stopped_early")):
+        model.fit(
+            _train_dataset(data.train.x, data.train.y, n_classes, config, weights),
+            validation_data=_eval_dataset(data.val.x, data.val.y, n_classes, config.batch_size),
+            epochs=config.epochs,
+            initial_epoch=initial_epoch,
+            # the run folder saves an epoch before anyone hears of it and can cancel
+            callbacks=[folder, ProgressReporter(progress, config.epochs, steps, cancel), CancelOnRequest(cancel)],
+            verbose=0,
+            shuffle=False,  # the dataset shuffles itself, seeded
+        )
+    folder.restore_best()
+    trainable, total = count_params(model)
+    card = new_card(
+        name=name, classes=data.classes, input_size=config.img_size, architecture=architecture, weights_origin=origin,
+        parameters={"total": total, "trainable": trainable},
+        hyperparameters=config.to_dict(),
+        training_data=data.data_card(),
+        best_epoch=folder.state["best_epoch"],
+        history=folder.state["history"],
+    )
+    return TrainResult(
+        model, card, folder.state["history"], folder.state["best_epoch"],
+        bool(folder.state.get("stopped_early")), cancel.cancelled, time.monotonic() - t0,
+    )
