@@ -4,7 +4,8 @@
 
 Steps: (1) the final model on all sources, evaluated on its held-out test
 split per source; (2) for each leave-one-out source, a model trained
-without it and tested on all of it (an unseen lab). Everything (split
+without it and tested on all of it (an unseen lab), whose figures are then
+written into the shipped model's card. Everything (split
 manifests, histories, reports, timings) lands in ``training/runs/``, the
 figures in ``training/RESULTS.md`` and the shipped model's card.
 """
@@ -28,7 +29,7 @@ from wbc_desktop.engine.augment import AugmentConfig  # noqa: E402
 from wbc_desktop.engine.classify import Classifier  # noqa: E402
 from wbc_desktop.engine.dataset import scan_labeled  # noqa: E402
 from wbc_desktop.engine.evaluation import evaluate_files, format_metrics, write_report  # noqa: E402
-from wbc_desktop.engine.modelfile import save_model  # noqa: E402
+from wbc_desktop.engine.modelfile import save_model, update_card  # noqa: E402
 from wbc_desktop.engine.prepare import prepare_data  # noqa: E402
 from wbc_desktop.engine.training import TrainConfig, train  # noqa: E402
 
@@ -97,6 +98,22 @@ def main() -> int:
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
     base = (ROOT / spec["datasets_dir"]).resolve()
 
+    if args.only in (None, "final"):
+        run_dir = runs / "final"
+        result, clf, per_source, seconds = run(spec, spec["sources"], run_dir, spec["name"])
+        results["final"] = {"trained_on": spec["sources"], "test_split": per_source, "epochs": len(result.history),
+                            "best_epoch": result.best_epoch, "wall_seconds": round(seconds)}
+        results_file.parent.mkdir(parents=True, exist_ok=True)
+        results_file.write_text(json.dumps(results, indent=1))
+        card = result.card
+        card["test_metrics"] = per_source.get("pbc")
+        card["test_metrics_by_source"] = per_source
+        card["data_credits"] = {s: CREDITS.get(s, "") for s in spec["sources"]}
+        card["recipe"] = "training/recipe.py with training/shipped_model.json"
+        card["training_seconds"] = round(seconds)
+        out = ROOT / spec["output"]
+        save_model(result.model, card, out)
+        print(f"saved {out} ({out.stat().st_size / 1e6:.1f} MB)", flush=True)
     if args.only in (None, "lodo"):
         for held in spec["leave_one_out"]:
             train_sources = [s for s in spec["sources"] if s != held]
@@ -113,23 +130,10 @@ def main() -> int:
             results_file.parent.mkdir(parents=True, exist_ok=True)
             results_file.write_text(json.dumps(results, indent=1))
 
-    if args.only in (None, "final"):
-        run_dir = runs / "final"
-        result, clf, per_source, seconds = run(spec, spec["sources"], run_dir, spec["name"])
-        results["final"] = {"trained_on": spec["sources"], "test_split": per_source, "epochs": len(result.history),
-                            "best_epoch": result.best_epoch, "wall_seconds": round(seconds)}
-        results_file.parent.mkdir(parents=True, exist_ok=True)
-        results_file.write_text(json.dumps(results, indent=1))
-        card = result.card
-        card["test_metrics"] = per_source.get("pbc")
-        card["test_metrics_by_source"] = per_source
-        card["unseen_lab_evaluations"] = {k: v["unseen"] for k, v in results.items() if k.startswith("lodo_")}
-        card["data_credits"] = {s: CREDITS.get(s, "") for s in spec["sources"]}
-        card["recipe"] = "training/recipe.py with training/shipped_model.json"
-        card["training_seconds"] = round(seconds)
-        out = ROOT / spec["output"]
-        save_model(result.model, card, out)
-        print(f"saved {out} ({out.stat().st_size / 1e6:.1f} MB)", flush=True)
+    out = ROOT / spec["output"]
+    unseen = {k: v["unseen"] for k, v in results.items() if k.startswith("lodo_")}
+    if out.exists() and unseen:
+        update_card(out, unseen_lab_evaluations=unseen)
     return 0
 
 

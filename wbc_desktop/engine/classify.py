@@ -30,6 +30,7 @@ class Prediction:
     confidence: float = 0.0
     probs: np.ndarray | None = None
     error: str | None = None
+    pixels: np.ndarray | None = None  # the model's input view, when asked for (thumbnails)
 
     @property
     def ok(self) -> bool:
@@ -85,16 +86,18 @@ class Classifier:
         batch_size: int = 32,
         tta: bool = False,
         cancel: CancelToken | None = None,
+        keep_pixels: bool = False,
     ) -> Iterator[Prediction]:
         """Yield a :class:`Prediction` per file found in ``inputs`` (files or
         folders), in order; unreadable files yield their error and the run goes on."""
         files, skipped = collect_images(inputs)
         for s in skipped:
             yield Prediction(s.path, error=s.reason)
-        yield from self.classify_files(files, batch_size, tta, cancel)
+        yield from self.classify_files(files, batch_size, tta, cancel, keep_pixels)
 
     def classify_files(
         self, files: Sequence[Path], batch_size: int = 32, tta: bool = False, cancel: CancelToken | None = None,
+        keep_pixels: bool = False,
     ) -> Iterator[Prediction]:
         batches = [files[i:i + batch_size] for i in range(0, len(files), batch_size)]
         with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
@@ -112,7 +115,7 @@ class Classifier:
                     try:
                         pixels.append(fut.result())
                         good.append(len(results))
-                        results.append(Prediction(str(path)))
+                        results.append(Prediction(str(path), pixels=pixels[-1] if keep_pixels else None))
                     except ImageReadError as exc:
                         results.append(Prediction(str(path), error=exc.reason))
                 if pixels:

@@ -1,6 +1,9 @@
 """Self-describing model files: a standard ``.keras`` archive with the model
 card (``wbc_card.json``) stored inside it, so a model file needs nothing
-beside it to be used or audited."""
+beside it to be used or audited.
+
+Keras is imported inside the functions that need it: reading a card (the
+app's model list, start-up) must not pay for loading TensorFlow."""
 
 from __future__ import annotations
 
@@ -11,7 +14,6 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-import keras
 import numpy as np
 
 from .. import __version__
@@ -24,6 +26,12 @@ CARD_FORMAT = 1
 
 class ModelFileError(Exception):
     pass
+
+
+def _keras():
+    import keras
+
+    return keras
 
 
 def new_card(
@@ -43,7 +51,7 @@ def new_card(
         "weights_origin": weights_origin,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "engine_version": __version__,
-        "keras_version": keras.__version__,
+        "keras_version": _keras().__version__,
     }
     card.update(extra)
     return card
@@ -63,16 +71,16 @@ def _jsonable(value):
     return value
 
 
-def _inference_copy(model: keras.Model) -> keras.Model:
+def _inference_copy(model):
     """Without optimizer state: a shipped file needs weights only, a third of the size."""
     if getattr(model, "optimizer", None) is None:
         return model
-    copy = keras.Model.from_config(model.get_config())  # clone_model would compile it again
+    copy = _keras().Model.from_config(model.get_config())  # clone_model would compile it again
     copy.set_weights(model.get_weights())
     return copy
 
 
-def save_model(model: keras.Model, card: dict[str, Any], path: str | os.PathLike) -> Path:
+def save_model(model, card: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write model and card atomically: a failed save never replaces a good file."""
     path = Path(path)
     if path.suffix != ".keras":
@@ -109,11 +117,11 @@ def read_card(path: str | os.PathLike) -> dict[str, Any]:
     return card
 
 
-def load_model(path: str | os.PathLike) -> tuple[keras.Model, dict[str, Any]]:
+def load_model(path: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
     """Load in Keras safe mode: a model file can never run code of its own."""
     card = read_card(path)
     try:
-        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+        model = _keras().saving.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:  # Keras raises many types for a bad archive
         raise ModelFileError(f"{path}: the model inside cannot be loaded ({type(exc).__name__}: {exc})") from None
     if model.output_shape[-1] != len(card["classes"]):

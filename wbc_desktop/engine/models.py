@@ -54,7 +54,7 @@ def find_imagenet_weights(explicit: str | os.PathLike | None = None) -> Path:
 def _norm(kind: str, name: str) -> layers.Layer:
     if kind == "group":
         return layers.GroupNormalization(groups=8, name=name)
-    return layers.BatchNormalization(name=name)
+    return layers.BatchNormalization(momentum=0.9, name=name)  # stats keep up with fast-moving weights
 
 
 def _conv_block(x, filters: int, stage: str, norm: str, convs: int = 2):

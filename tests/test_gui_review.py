@@ -1,0 +1,205 @@
+"""The classification screen driven for real (offscreen) with pytest-qt."""
+
+import csv
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QSettings, Qt
+
+from synth import cell_image, make_labeled_folder
+
+pytest.importorskip("pytestqt")
+
+from wbc_desktop.engine.review import UNUSABLE, ReviewSession, autosave_path  # noqa: E402
+from wbc_desktop.gui.main_window import MainWindow  # noqa: E402
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)
+
+
+@pytest.fixture
+def slide(tmp_path):
+    """A flat folder of cells as a lab would have it, plus one broken file."""
+    folder = tmp_path / "slide 42"
+    src = make_labeled_folder(tmp_path / "labelled", per_class=6, seed=9)
+    folder.mkdir()
+    for f in sorted(src.rglob("*.png")):
+        f.rename(folder / f.name)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
+    return folder
+
+
+def _window(qtbot, settings, model_path):
+    window = MainWindow(settings)
+    qtbot.addWidget(window)
+    window.show()
+    with qtbot.waitSignal(window.model_ready, timeout=60000):
+        window.load_model(model_path)
+    return window
+
+
+def _classify(qtbot, window, paths):
+    with qtbot.waitSignal(window.job_finished, timeout=60000):
+        window.open_paths(paths)
+
+
+def test_main_window_appears_without_tensorflow():
+    code = ("import sys, os; os.environ['QT_QPA_PLATFORM']='offscreen';"
+            "from PySide6.QtWidgets import QApplication; app=QApplication([]);"
+            "from wbc_desktop.gui.main_window import MainWindow; w=MainWindow(); w.show(); app.processEvents();"
+            "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False False", out.stderr
+
+
+def test_classify_folder_review_with_keys_and_count(qtbot, settings, slide, trained_model_path):
+    window = _window(qtbot, settings, trained_model_path)
+    _classify(qtbot, window, [str(slide)])
+    session = window.cells.session
+    assert len(session.items) == 19
+    broken = session.get(str(slide / "broken.jpg"))
+    assert broken.error and broken.label is None
+    assert window.counts.table.rowCount() == 3
+    assert window.counts.last["total"] == 18 and window.counts.last["errors"] == 1
+
+    # review from the keyboard in the grid
+    window.grid.setFocus()
+    row = next(i for i, it in enumerate(session.items) if it.error is None)
+    window.select_row(row)
+    assert window.current_row() == row
+    qtbot.keyClick(window.grid, Qt.Key_2)
+    assert session.items[row].reviewed == session.classes[1]
+    assert "Reviewed" in window.detail.title.text()
+    qtbot.keyClick(window.grid, Qt.Key_0)
+    assert session.items[row].reviewed == UNUSABLE
+    assert window.counts.last["unusable"] == 1 and window.counts.last["total"] == 17
+    qtbot.keyClick(window.grid, Qt.Key_Return)
+    assert session.items[row].reviewed == session.items[row].label
+
+    # flag everything, then walk the flagged cells with N
+    window.threshold.setValue(99)
+    flagged_before = window.counts.last["flagged"]
+    assert flagged_before >= 17
+    qtbot.keyClick(window.grid, Qt.Key_N)
+    nxt = window.current_row()
+    assert nxt != row and session.items[nxt].is_flagged(0.99)
+    qtbot.keyClick(window.grid, Qt.Key_1)
+    assert session.items[nxt].reviewed == session.classes[0]
+    assert window.counts.last["flagged"] == flagged_before - 1
+
+    # a note typed in the note field must not review anything
+    window.detail.note.setFocus()
+    qtbot.keyClicks(window.detail.note, "3 lobes")
+    qtbot.keyClick(window.detail.note, Qt.Key_Return)
+    assert session.items[nxt].note == "3 lobes" and session.items[nxt].reviewed == session.classes[0]
+
+    # filters
+    window.filter_combo.setCurrentIndex(window.filter_combo.findText("Reviewed"))
+    window._filter_changed(window.filter_combo.currentIndex())
+    assert window.proxy.rowCount() == 2
+    window.filter_combo.setCurrentIndex(window.filter_combo.findText("Unreadable files"))
+    window._filter_changed(window.filter_combo.currentIndex())
+    assert window.proxy.rowCount() == 1
+
+
+def test_cancel_keeps_results_and_stays_responsive(qtbot, settings, tmp_path, trained_model_path):
+    folder = tmp_path / "big"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    big = cell_image("lymphocyte", rng, 640)  # large files: decoding takes a while
+    for i in range(600):
+        big.save(folder / f"c{i:04d}.jpg", quality=95)
+    window = _window(qtbot, settings, trained_model_path)
+    window.open_paths([str(folder)])
+    qtbot.waitUntil(lambda: len(window.cells.session.items) >= 64, timeout=60000)
+    assert window.job is not None
+    worst = 0.0
+    for _ in range(5):  # the event loop keeps turning while the worker runs
+        t = time.perf_counter()
+        qtbot.wait(1)
+        worst = max(worst, time.perf_counter() - t)
+    t0 = time.monotonic()
+    with qtbot.waitSignal(window.job_finished, timeout=5000):
+        window.cancel_button.click()
+    assert time.monotonic() - t0 < 2.0
+    kept = len(window.cells.session.items)
+    assert 64 <= kept < 600
+    assert worst < 0.5
+    assert "cancelled" in window.statusBar().currentMessage()
+
+
+def test_autosave_and_reopen_restores_review(qtbot, settings, slide, trained_model_path):
+    window = _window(qtbot, settings, trained_model_path)
+    _classify(qtbot, window, [str(slide)])
+    window.select_row(3)
+    assert window.current_row() == 3
+    window.review_current("eosinophil")
+    window.detail.note.setText("check smear")
+    window.detail.note.editingFinished.emit()
+    window.close()
+    saved = ReviewSession.load(autosave_path([str(slide)]))
+    assert saved.items[3].reviewed == "eosinophil" and saved.items[3].note == "check smear"
+
+    again = _window(qtbot, settings, trained_model_path)
+    again.open_paths([str(slide)])  # restored, not classified again
+    assert again.job is None or again.job.objectName() != "classify"
+    assert again.cells.session.items[3].reviewed == "eosinophil"
+    assert str(slide) in again.recent_folders()
+
+
+def test_sort_into_folders_copy_move_conflict_undo(qtbot, settings, slide, tmp_path, trained_model_path):
+    window = _window(qtbot, settings, trained_model_path)
+    _classify(qtbot, window, [str(slide)])
+    row = next(i for i, it in enumerate(window.cells.session.items) if it.error is None)
+    first = window.cells.session.items[row]
+    window.cells.session.set_review(row, UNUSABLE)
+    target = tmp_path / "sorted"
+    (target / "unusable").mkdir(parents=True)
+    (target / "unusable" / first.path.split("/")[-1]).write_bytes(b"older")
+    with qtbot.waitSignal(window.job_finished, timeout=30000):
+        window.sort_into_folders(str(target), move=False)
+    copies = sorted(p.name for p in target.rglob("*.png"))
+    assert len(copies) == 19  # 18 copies and the earlier file, which is kept
+    assert (target / "unusable" / first.path.split("/")[-1]).read_bytes() == b"older"
+    assert all((slide / n).exists() for n in [first.path.split("/")[-1]])
+
+    moved_to = tmp_path / "moved"
+    with qtbot.waitSignal(window.job_finished, timeout=30000):
+        window.sort_into_folders(str(moved_to), move=True)
+    assert not list(slide.glob("*.png"))
+    manifest = next(moved_to.glob("sorted_*.csv"))
+    with qtbot.waitSignal(window.job_finished, timeout=30000):
+        window.undo_sort(str(manifest))
+    assert len(list(slide.glob("*.png"))) == 18
+
+
+def test_export_csv_and_pdf(qtbot, settings, slide, tmp_path, trained_model_path, monkeypatch):
+    window = _window(qtbot, settings, trained_model_path)
+    _classify(qtbot, window, [str(slide)])
+    window.cells.session.set_review(1, "lymphocyte")
+    window.cells.session.items[1].note = "atypical?"
+    out = tmp_path / "out.csv"
+    from PySide6.QtWidgets import QFileDialog
+
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(out), ""))
+    window.export_csv()
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 19
+    assert rows[1]["reviewed"] == "lymphocyte" and rows[1]["final"] == "lymphocyte" and rows[1]["note"] == "atypical?"
+    assert rows[1]["model"] == "synthetic" and {"prob_neutrophil", "timestamp", "error"} <= set(rows[0])
+    assert any(r["error"] for r in rows)
+
+    window.threshold.setValue(99)
+    pdf = tmp_path / "report.pdf"
+    window.export_pdf(str(pdf), {"Laboratory": "Haematology Lab 3", "Sample ID": "S-0042"})
+    data = pdf.read_bytes()
+    assert data.startswith(b"%PDF") and len(data) > 5000
+    if subprocess.run(["which", "pdftotext"], capture_output=True).returncode == 0:
+        text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True).stdout
+        assert "Haematology Lab 3" in text and "S-0042" in text and "Differential count" in text
+        assert "Total WBC" in text and "Flagged cells" in text

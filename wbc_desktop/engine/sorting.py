@@ -1,0 +1,77 @@
+"""Folder batch labelling: copy (or move) images into ``<target>/<class>/``,
+never overwriting, with a manifest that records every file and can undo moves."""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import os
+import shutil
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from .csvio import write_csv
+from .progress import CancelToken, Progress
+
+MANIFEST_HEADER = ["source", "destination", "label", "action", "time"]
+
+
+def free_name(folder: Path, name: str) -> Path:
+    """``name`` in ``folder``, or ``stem (2).ext`` … when it is taken."""
+    candidate = folder / name
+    stem, suffix = Path(name).stem, Path(name).suffix
+    n = 2
+    while candidate.exists():
+        candidate = folder / f"{stem} ({n}){suffix}"
+        n += 1
+    return candidate
+
+
+def sort_into_folders(
+    items: Iterable[tuple[str, str]], target: str | os.PathLike, move: bool = False, cancel: CancelToken | None = None,
+) -> Iterator[Progress]:
+    """Yield progress while filing ``(path, label)`` pairs. The manifest
+    (``sorted_<time>.csv`` in ``target``) lists what was done, also after a
+    cancel or a failure part-way."""
+    items = list(items)
+    target = Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    manifest = free_name(target, f"sorted_{stamp}.csv")
+    rows: list[list[str]] = []
+    action = "move" if move else "copy"
+    try:
+        for i, (src, label) in enumerate(items):
+            if cancel is not None and cancel.cancelled:
+                break
+            folder = target / label
+            folder.mkdir(exist_ok=True)
+            dest = free_name(folder, Path(src).name)
+            try:
+                (shutil.move if move else shutil.copy2)(src, dest)
+                rows.append([str(src), str(dest), label, action, _dt.datetime.now().isoformat(timespec="seconds")])
+                message = f"{action} {Path(src).name} -> {label}/"
+            except OSError as exc:
+                rows.append([str(src), "", label, f"failed: {exc.strerror or exc}", ""])
+                message = f"could not {action} {src}: {exc.strerror or exc}"
+            yield Progress("sort", i + 1, len(items), message, {"manifest": str(manifest)})
+    finally:
+        write_csv(manifest, MANIFEST_HEADER, rows)
+
+
+def undo_moves(manifest: str | os.PathLike) -> Iterator[Progress]:
+    """Move files listed as moved back where they came from, unless that
+    place is taken again (then they stay, reported)."""
+    with open(manifest, newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if r["action"] == "move"]
+    for i, r in enumerate(rows):
+        src, dest = Path(r["source"]), Path(r["destination"])
+        if src.exists():
+            message = f"not restored, {src} exists again"
+        elif not dest.exists():
+            message = f"not restored, {dest} is gone"
+        else:
+            src.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(dest, src)
+            message = f"restored {src.name}"
+        yield Progress("undo", i + 1, len(rows), message)

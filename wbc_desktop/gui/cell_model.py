@@ -1,0 +1,167 @@
+"""Qt item model over a review session: one row per cell, shared by the
+thumbnail grid and the table, with a filter/sort proxy in front."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt
+from PySide6.QtGui import QBrush, QColor, QFont, QImage, QPixmap
+
+from ..engine.review import UNUSABLE, ReviewItem, ReviewSession
+
+COLUMNS = ("File", "Predicted", "Confidence", "Reviewed", "Note")
+SORT_ROLE = Qt.UserRole + 1
+ITEM_ROLE = Qt.UserRole + 2
+FLAGGED_BG = QColor("#fff1cc")
+ERROR_BG = QColor("#f8d7da")
+REVIEWED_FG = QColor("#1b6e2d")
+
+
+def pixmap_from_array(pixels: np.ndarray) -> QPixmap:
+    pixels = np.ascontiguousarray(pixels)
+    h, w = pixels.shape[:2]
+    image = QImage(pixels.data, w, h, 3 * w, QImage.Format_RGB888)
+    return QPixmap.fromImage(image.copy())
+
+
+class CellTableModel(QAbstractTableModel):
+    def __init__(self, session: ReviewSession | None = None, parent=None):
+        super().__init__(parent)
+        self.session = session or ReviewSession([], [])
+        self.thumbnails: dict[str, QPixmap] = {}
+
+    # structure ---------------------------------------------------------------
+    def rowCount(self, parent=QModelIndex()):
+        return 0 if parent.isValid() else len(self.session.items)
+
+    def columnCount(self, parent=QModelIndex()):
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def headerData(self, section, orientation, role=Qt.DisplayRole):
+        if orientation == Qt.Horizontal and role == Qt.DisplayRole:
+            return COLUMNS[section]
+        return None
+
+    def set_session(self, session: ReviewSession) -> None:
+        self.beginResetModel()
+        self.session = session
+        self.thumbnails = {k: v for k, v in self.thumbnails.items() if session.get(k)}
+        self.endResetModel()
+
+    def add_item(self, item: ReviewItem, pixels: np.ndarray | None = None) -> None:
+        existing = self.session.index_of(item.path)
+        if pixels is not None:
+            self.thumbnails[item.path] = pixmap_from_array(pixels)
+        if existing is None:
+            row = len(self.session.items)
+            self.beginInsertRows(QModelIndex(), row, row)
+            self.session.add(item)
+            self.endInsertRows()
+        else:
+            self.session.add(item)
+            self.row_changed(existing)
+
+    def set_thumbnail(self, path: str, pixels: np.ndarray) -> None:
+        row = self.session.index_of(path)
+        if row is not None:
+            self.thumbnails[path] = pixmap_from_array(pixels)
+            self.row_changed(row)
+
+    def row_changed(self, row: int) -> None:
+        self.dataChanged.emit(self.index(row, 0), self.index(row, len(COLUMNS) - 1))
+
+    def all_changed(self) -> None:
+        if self.session.items:
+            self.dataChanged.emit(self.index(0, 0), self.index(len(self.session.items) - 1, len(COLUMNS) - 1))
+
+    # data --------------------------------------------------------------------
+    def data(self, index, role=Qt.DisplayRole):
+        if not index.isValid():
+            return None
+        item = self.session.items[index.row()]
+        col = index.column()
+        flagged = item.is_flagged(self.session.threshold)
+        if role == ITEM_ROLE:
+            return item
+        if role == Qt.DisplayRole:
+            if col == 0:
+                return Path(item.path).name
+            if col == 1:
+                return item.label or ("unreadable" if item.error else "")
+            if col == 2:
+                return f"{item.confidence:.0%}" if item.error is None else ""
+            if col == 3:
+                return "not a WBC / unusable" if item.reviewed == UNUSABLE else (item.reviewed or "")
+            if col == 4:
+                return item.note or (item.error or "")
+        if role == Qt.ToolTipRole:
+            text = item.path
+            if item.error:
+                return f"{text}\n{item.error}"
+            return f"{text}\npredicted {item.label} ({item.confidence:.1%})" + (f"\nreviewed: {item.reviewed}" if item.reviewed else "")
+        if role == SORT_ROLE:
+            return (item.confidence if item.error is None else -1.0) if col in (0, 2) else str(self.data(index) or "")
+        if role == Qt.DecorationRole and col == 0:
+            return self.thumbnails.get(item.path)
+        if role == Qt.BackgroundRole:
+            if item.error:
+                return QBrush(ERROR_BG)
+            if flagged:
+                return QBrush(FLAGGED_BG)
+        if role == Qt.ForegroundRole and item.reviewed and col in (0, 3):
+            return QBrush(REVIEWED_FG)
+        if role == Qt.FontRole and item.reviewed and col in (0, 3):
+            font = QFont()
+            font.setBold(True)
+            return font
+        return None
+
+
+class GridLabelModel(QSortFilterProxyModel):
+    """The grid shows one text line per cell: the final label and confidence,
+    a tick when a person reviewed it, a flag when it needs review."""
+
+    def data(self, index, role=Qt.DisplayRole):
+        if role == Qt.DisplayRole and index.column() == 0:
+            item: ReviewItem = super().data(index, ITEM_ROLE)
+            if item is None:
+                return None
+            if item.error:
+                return "⚠ unreadable"
+            if item.reviewed:
+                return f"✔ {'unusable' if item.reviewed == UNUSABLE else item.reviewed}"
+            flag = "⚑ " if item.is_flagged(self.sourceModel().sourceModel().session.threshold) else ""
+            return f"{flag}{item.label} {item.confidence:.0%}"
+        return super().data(index, role)
+
+
+FILTER_ALL, FILTER_FLAGGED, FILTER_REVIEWED, FILTER_UNREVIEWED, FILTER_ERRORS = "all", "flagged", "reviewed", "unreviewed", "errors"
+
+
+class CellFilterProxy(QSortFilterProxyModel):
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.mode = FILTER_ALL
+        self.class_name: str | None = None
+        self.setSortRole(SORT_ROLE)
+
+    def set_filter(self, mode: str, class_name: str | None = None) -> None:
+        self.mode, self.class_name = mode, class_name
+        self.invalidateFilter()
+
+    def filterAcceptsRow(self, row, parent):
+        model: CellTableModel = self.sourceModel()
+        item = model.session.items[row]
+        if self.class_name and item.final_label != self.class_name:
+            return False
+        if self.mode == FILTER_FLAGGED:
+            return item.is_flagged(model.session.threshold)
+        if self.mode == FILTER_REVIEWED:
+            return item.reviewed is not None
+        if self.mode == FILTER_UNREVIEWED:
+            return item.reviewed is None and item.error is None
+        if self.mode == FILTER_ERRORS:
+            return item.error is not None
+        return True

@@ -1,0 +1,129 @@
+"""Small dialogs: report fields, sort-into-folders options, model card, About."""
+
+from __future__ import annotations
+
+import json
+
+from PySide6.QtWidgets import (
+    QButtonGroup, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton,
+    QRadioButton, QTextBrowser, QVBoxLayout,
+)
+
+from .. import __version__
+from ..paths import APP_NAME
+from .report_pdf import REPORT_FIELDS
+
+
+class ExportReportDialog(QDialog):
+    """Lab and sample fields for the PDF report; remembered between reports
+    except the sample-specific ones."""
+
+    def __init__(self, parent=None, remembered: dict | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("Export PDF report")
+        form = QFormLayout(self)
+        self.edits = {}
+        for name in REPORT_FIELDS:
+            edit = QLineEdit((remembered or {}).get(name, "") if name in ("Laboratory", "Operator") else "")
+            form.addRow(name, edit)
+            self.edits[name] = edit
+        buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
+        buttons.button(QDialogButtonBox.Ok).setText("Choose file and export…")
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+
+    def values(self) -> dict[str, str]:
+        return {k: e.text().strip() for k, e in self.edits.items()}
+
+
+class SortDialog(QDialog):
+    def __init__(self, parent=None, n_cells: int = 0):
+        super().__init__(parent)
+        self.setWindowTitle("Sort into class folders")
+        layout = QVBoxLayout(self)
+        layout.addWidget(QLabel(
+            f"{n_cells} images will be filed into &lt;target&gt;/&lt;class&gt;/ by their reviewed class (or the "
+            "prediction where not reviewed). Cells marked unusable go to 'unusable'. Existing files are never "
+            "overwritten, and a manifest CSV lists every file."))
+        row = QHBoxLayout()
+        self.target = QLineEdit()
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse)
+        row.addWidget(self.target)
+        row.addWidget(browse)
+        layout.addLayout(row)
+        self.copy = QRadioButton("Copy (originals stay where they are)")
+        self.move = QRadioButton("Move (can be undone from the manifest)")
+        self.copy.setChecked(True)
+        group = QButtonGroup(self)
+        group.addButton(self.copy)
+        group.addButton(self.move)
+        layout.addWidget(self.copy)
+        layout.addWidget(self.move)
+        buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
+        buttons.accepted.connect(self._accept)
+        buttons.rejected.connect(self.reject)
+        layout.addWidget(buttons)
+
+    def _browse(self):
+        folder = QFileDialog.getExistingDirectory(self, "Target folder")
+        if folder:
+            self.target.setText(folder)
+
+    def _accept(self):
+        if self.target.text().strip():
+            self.accept()
+
+
+def card_html(card: dict) -> str:
+    tm = card.get("test_metrics") or {}
+    lines = [
+        f"<h3>{card.get('name', 'model')}</h3>",
+        f"<p><b>Classes ({len(card['classes'])}):</b> {', '.join(card['classes'])}<br>",
+        f"<b>Architecture:</b> {card.get('architecture', '—')}<br>",
+        f"<b>Input:</b> {card['input_size']} px ({card.get('preprocessing', {}).get('resize', '')})<br>",
+        f"<b>Weights:</b> {card.get('weights_origin', '—')}<br>",
+        f"<b>Created:</b> {card.get('created', '—')}, engine {card.get('engine_version', '—')}</p>",
+    ]
+    if tm:
+        lines.append(f"<p><b>Test split:</b> accuracy {tm['accuracy']:.1%}, balanced accuracy "
+                     f"{tm['balanced_accuracy']:.1%}, macro-F1 {tm['macro_f1']:.3f} (n={tm['n']})</p>")
+    for key, title in (("unseen_lab_evaluations", "Labs never seen in training"), ("training_data", "Training data"),
+                       ("data_credits", "Data credits"), ("limitations", "Limitations")):
+        if card.get(key):
+            value = card[key]
+            text = value if isinstance(value, str) else json.dumps(value, indent=1)
+            lines.append(f"<p><b>{title}:</b></p><pre>{text}</pre>")
+    return "\n".join(lines)
+
+
+class TextDialog(QDialog):
+    def __init__(self, title: str, html: str, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle(title)
+        self.resize(620, 520)
+        layout = QVBoxLayout(self)
+        self.browser = QTextBrowser()
+        self.browser.setOpenExternalLinks(False)
+        self.browser.setHtml(html)
+        layout.addWidget(self.browser)
+        buttons = QDialogButtonBox(QDialogButtonBox.Close)
+        buttons.rejected.connect(self.reject)
+        layout.addWidget(buttons)
+
+
+def about_html(card: dict | None) -> str:
+    model = card_html(card) if card else "<p>No model loaded.</p>"
+    return f"""
+<h2>{APP_NAME} {__version__}</h2>
+<p>Offline white-blood-cell classification with technologist review. Decision support only:
+every result must be confirmed by qualified laboratory staff.</p>
+<h3>Active model</h3>{model}
+<h3>Third-party software</h3>
+<p>Qt 6 and PySide6 (LGPLv3), TensorFlow and Keras (Apache 2.0), NumPy, SciPy, scikit-learn (BSD),
+Pillow (HPND), Matplotlib (PSF-style).</p>
+<h3>Training data credits</h3>
+<p>PBC dataset: Acevedo et al. 2020, Data in Brief 30:105474 (CC BY 4.0). BCCD dataset (MIT).
+Tecom WBC images: Zheng et al. 2018, Micron (GPL-3.0).</p>
+"""

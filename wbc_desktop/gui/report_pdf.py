@@ -1,0 +1,88 @@
+"""The PDF report: lab and sample fields, model card summary, differential
+count (table and chart) and a gallery of flagged cells, through Qt's own PDF
+writer, written atomically."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import io
+from pathlib import Path
+
+from PySide6.QtCore import QMarginsF, QUrl
+from PySide6.QtGui import QImage, QPageLayout, QPageSize, QPdfWriter, QPixmap, QTextDocument
+
+from ..engine.atomic import atomic_path
+from ..engine.review import UNUSABLE, ReviewSession
+from .count_panel import differential_figure
+
+REPORT_FIELDS = ("Laboratory", "Sample ID", "Patient / specimen", "Operator", "Comments")
+
+
+def _figure_image(fig) -> QImage:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=150)
+    image = QImage()
+    image.loadFromData(buf.getvalue(), "PNG")
+    return image
+
+
+def build_report_html(session: ReviewSession, fields: dict[str, str], card: dict | None, gallery: list[str]) -> str:
+    diff = session.differential()
+    esc = html.escape
+    rows = "".join(
+        f"<tr><td>{esc(c)}</td><td align='right'>{n}</td><td align='right'>{diff['percent'][c]:.1f}</td></tr>"
+        for c, n in diff["counts"].items()
+    )
+    info = "".join(f"<tr><td><b>{esc(k)}</b></td><td>{esc(fields.get(k, ''))}</td></tr>" for k in REPORT_FIELDS)
+    metrics = ""
+    if card and card.get("test_metrics"):
+        tm = card["test_metrics"]
+        metrics = f"; test accuracy {tm['accuracy']:.1%}, macro-F1 {tm['macro_f1']:.3f} (n={tm['n']})"
+    model = (f"{esc(session.model_name)} (engine {esc(session.model_version)}){esc(metrics)}"
+             if session.model_name else "—")
+    cells = "".join(
+        f"<td align='center'><img src='cell{i}' width='88' height='88'><br><small>{esc(Path(p).name)}<br>"
+        f"{esc(session.get(p).label or '')} {session.get(p).confidence:.0%}</small></td>"
+        + ("</tr><tr>" if i % 6 == 5 else "")
+        for i, p in enumerate(gallery)
+    )
+    return f"""
+<h2>White blood cell differential</h2>
+<p>Report date {_dt.datetime.now():%Y-%m-%d %H:%M} · source: {esc(', '.join(session.sources))}</p>
+<table cellpadding='3'>{info}</table>
+<p><b>Model:</b> {model}<br>
+Reviewed labels replace model predictions where a technologist set them. Cells marked
+"{UNUSABLE}" are excluded. This is decision support: results must be confirmed by qualified staff.</p>
+<h3>Differential count</h3>
+<table border='1' cellspacing='0' cellpadding='4'>
+<tr><th>Class</th><th>Count</th><th>%</th></tr>{rows}
+<tr><td><b>Total WBC</b></td><td align='right'><b>{diff['total']}</b></td><td></td></tr></table>
+<p>Reviewed {diff['reviewed']}, unreviewed {diff['unreviewed']}, flagged (confidence below
+{session.threshold:.0%}, not reviewed) {diff['flagged']}, unusable {diff['unusable']}, unreadable files {diff['errors']}.</p>
+<img src='chart' width='420'>
+<h3>Flagged cells ({len(gallery)} shown)</h3>
+<table cellpadding='2'><tr>{cells}</tr></table>
+"""
+
+
+def write_pdf_report(path: str | Path, session: ReviewSession, fields: dict[str, str], card: dict | None,
+                     thumbnails: dict[str, QPixmap], gallery_limit: int = 36) -> Path:
+    flagged = [it.path for it in session.items if it.is_flagged(session.threshold)][:gallery_limit]
+    doc = QTextDocument()
+    doc.addResource(QTextDocument.ImageResource, QUrl("chart"), _figure_image(differential_figure(session.differential(), (5.5, 2.8))))
+    for i, p in enumerate(flagged):
+        pix = thumbnails.get(p)
+        if pix is not None:
+            doc.addResource(QTextDocument.ImageResource, QUrl(f"cell{i}"), pix.toImage())
+    doc.setHtml(build_report_html(session, fields, card, flagged))
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        writer = QPdfWriter(str(tmp))
+        writer.setPageSize(QPageSize(QPageSize.A4))
+        writer.setPageMargins(QMarginsF(15, 15, 15, 15), QPageLayout.Millimeter)
+        writer.setTitle("WBC differential report")
+        writer.setCreator("WBC Desktop")
+        doc.print_(writer)
+        del writer  # closes the file before it is moved into place
+    return path
