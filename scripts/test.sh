@@ -2,9 +2,9 @@
 # Set up a virtual environment and run the test suite (the README's test command).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! ldconfig -p | grep -q libEGL.so.1; then
-    # Qt's offscreen platform needs these system libraries on a bare Debian/Ubuntu
-    apt-get update -qq && apt-get install -y -qq libegl1 libgl1 libxkbcommon0 libfontconfig1 libdbus-1-3 >/dev/null
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && { ! ldconfig -p | grep -q libEGL.so.1 || ! command -v pdftotext >/dev/null; }; then
+    # Qt's offscreen platform needs these libraries on a bare Debian/Ubuntu; pdftotext lets the tests read the PDF report
+    apt-get update -qq && apt-get install -y -qq libegl1 libgl1 libxkbcommon0 libfontconfig1 libdbus-1-3 poppler-utils >/dev/null
 fi
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip

@@ -9,6 +9,9 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once: mkstemp's private 0600 must not leak into users' files
+
 
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
@@ -21,6 +24,8 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        mode = target.stat().st_mode & 0o777 if target.exists() else 0o666 & ~_UMASK
+        os.chmod(tmp_path, mode)
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():

@@ -3,14 +3,15 @@ counted in place of predictions."""
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QHeaderView, QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QHBoxLayout, QHeaderView, QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
+)
 
 
-def differential_figure(diff: dict, figsize=(4.2, 2.4)):
-    """A matplotlib Figure of the differential (also used by the PDF report)."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=figsize, dpi=100)
+def plot_differential(fig, diff: dict) -> None:
+    """Draw the differential as bars into ``fig`` (the panel's canvas and the
+    PDF report share this)."""
+    fig.clear()
     ax = fig.add_subplot(111)
     names = list(diff["counts"])
     ax.bar(range(len(names)), [diff["percent"][n] for n in names], color="#3b7dd8")
@@ -18,8 +19,8 @@ def differential_figure(diff: dict, figsize=(4.2, 2.4)):
     ax.set_ylabel("% of WBC", fontsize=8)
     ax.tick_params(axis="y", labelsize=8)
     ax.set_ylim(0, max([5.0] + [v * 1.15 for v in diff["percent"].values()]))
+    ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
-    return fig
 
 
 class CountPanel(QWidget):
@@ -27,16 +28,22 @@ class CountPanel(QWidget):
         super().__init__(parent)
         self.table = QTableWidget(0, 3)
         self.table.setHorizontalHeaderLabels(["Class", "Count", "%"])
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.Stretch)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
+        self.table.horizontalHeader().setStretchLastSection(True)
         self.table.verticalHeader().setVisible(False)
+        self.table.verticalHeader().setDefaultSectionSize(20)
         self.table.setEditTriggers(QTableWidget.NoEditTriggers)
+        self.table.setMinimumWidth(230)
         self.summary = QLabel()
         self.summary.setWordWrap(True)
         self.canvas = None
-        self._layout = QVBoxLayout(self)
-        self._layout.addWidget(QLabel("<b>Differential count</b>"))
-        self._layout.addWidget(self.table)
-        self._layout.addWidget(self.summary)
+        self._row = QHBoxLayout()
+        self._row.addWidget(self.table, 2)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(QLabel("<b>Differential count</b>"))
+        layout.addLayout(self._row, 1)
+        layout.addWidget(self.summary)
         self.last = None
 
     def update_counts(self, diff: dict) -> None:
@@ -53,14 +60,12 @@ class CountPanel(QWidget):
         self._draw(diff)
 
     def _draw(self, diff: dict) -> None:
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        if self.canvas is None:  # matplotlib is imported on first use, not at start-up
+            from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+            from matplotlib.figure import Figure
 
-        fig = differential_figure(diff)
-        if self.canvas is None:
-            self.canvas = FigureCanvasQTAgg(fig)
-            self.canvas.setMinimumHeight(200)
-            self._layout.addWidget(self.canvas)
-        else:
-            self.canvas.figure = fig
-            fig.set_canvas(self.canvas)
-            self.canvas.draw_idle()
+            self.canvas = FigureCanvasQTAgg(Figure(figsize=(3.2, 2.2), dpi=100))
+            self.canvas.setMinimumSize(260, 190)
+            self._row.addWidget(self.canvas, 3)
+        plot_differential(self.canvas.figure, diff)
+        self.canvas.draw_idle()

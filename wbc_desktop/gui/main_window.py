@@ -25,7 +25,7 @@ from .cell_model import (
 from .count_panel import CountPanel
 from .detail_panel import DetailPanel
 from .dialogs import ExportReportDialog, SortDialog, TextDialog, about_html, card_html
-from .workers import GeneratorWorker, call_in_thread
+from .workers import GeneratorWorker, Worker, call_in_thread
 
 MAX_RECENT = 8
 
@@ -42,8 +42,8 @@ class MainWindow(QMainWindow):
         self.classifier = None
         self.model_path: Path | None = None
         self.sources: list[str] = []
-        self.workers: set[GeneratorWorker] = set()
-        self.job: GeneratorWorker | None = None
+        self.workers: set[Worker] = set()
+        self.job: Worker | None = None
         self._pending_classify = False
         self._job_total = 0
         self._job_done = 0
@@ -102,7 +102,7 @@ class MainWindow(QMainWindow):
         right = QSplitter(Qt.Vertical)
         right.addWidget(self.detail)
         right.addWidget(self.counts)
-        right.setSizes([560, 320])
+        right.setSizes([600, 260])
         self.splitter = QSplitter(Qt.Horizontal)
         self.splitter.addWidget(self.views)
         self.splitter.addWidget(right)
@@ -307,7 +307,7 @@ class MainWindow(QMainWindow):
         self.classifier, self.model_path = classifier, path
         index = self.model_combo.findData(str(path))
         if index < 0:
-            self.model_combo.insertItem(self.model_combo.count() - 1, path.name, str(path))
+            self.model_combo.insertItem(self.model_combo.count() - 1, classifier.name, str(path))
             index = self.model_combo.findData(str(path))
         self.model_combo.setCurrentIndex(index)
         self.model_status.setText(f"Model: {classifier.name} ({len(classifier.classes)} classes, {classifier.size} px)")
@@ -378,7 +378,7 @@ class MainWindow(QMainWindow):
             QMessageBox.information(self, "Busy", "Wait for the running job to finish, or cancel it first.")
             return
         self.autosave()
-        self.sources = [str(Path(s)) for s in sources]
+        self.sources = [str(Path(s).resolve()) for s in sources]
         if len(self.sources) == 1 and Path(self.sources[0]).is_dir():
             self._remember_folder(self.sources[0])
         saved = autosave_path(self.sources)
@@ -484,12 +484,12 @@ class MainWindow(QMainWindow):
         self._schedule_autosave()
 
     # ---------------------------------------------------------------- jobs
-    def _start_worker(self, worker: GeneratorWorker) -> None:
+    def _start_worker(self, worker: Worker) -> None:
         self.workers.add(worker)
         worker.finished.connect(lambda: self.workers.discard(worker))
         worker.start()
 
-    def _begin_job(self, worker: GeneratorWorker, name: str, verb: str) -> None:
+    def _begin_job(self, worker: Worker, name: str, verb: str) -> None:
         self.job = worker
         self._job_total, self._job_done, self._job_started = 0, 0, time.monotonic()
         self.progress.setRange(0, 0)
@@ -518,7 +518,7 @@ class MainWindow(QMainWindow):
             self.cancel_button.setEnabled(False)
             self.statusBar().showMessage("Cancelling… (results so far are kept)")
 
-    def _end_job(self, worker: GeneratorWorker, name: str) -> None:
+    def _end_job(self, worker: Worker, name: str) -> None:
         if worker is not self.job:
             return
         self.job = None

@@ -14,7 +14,7 @@ from PySide6.QtGui import QImage, QPageLayout, QPageSize, QPdfWriter, QPixmap, Q
 
 from ..engine.atomic import atomic_path
 from ..engine.review import UNUSABLE, ReviewSession
-from .count_panel import differential_figure
+from .count_panel import plot_differential
 
 REPORT_FIELDS = ("Laboratory", "Sample ID", "Patient / specimen", "Operator", "Comments")
 
@@ -70,7 +70,11 @@ def write_pdf_report(path: str | Path, session: ReviewSession, fields: dict[str,
                      thumbnails: dict[str, QPixmap], gallery_limit: int = 36) -> Path:
     flagged = [it.path for it in session.items if it.is_flagged(session.threshold)][:gallery_limit]
     doc = QTextDocument()
-    doc.addResource(QTextDocument.ImageResource, QUrl("chart"), _figure_image(differential_figure(session.differential(), (5.5, 2.8))))
+    from matplotlib.figure import Figure
+
+    chart = Figure(figsize=(5.5, 2.8))
+    plot_differential(chart, session.differential())
+    doc.addResource(QTextDocument.ImageResource, QUrl("chart"), _figure_image(chart))
     for i, p in enumerate(flagged):
         pix = thumbnails.get(p)
         if pix is not None:

@@ -19,30 +19,23 @@ from ..engine.progress import CancelToken
 log = logging.getLogger(__name__)
 
 
+Job = Callable[[CancelToken, Callable[[Any], None]], Any]
+
+
 class _Runner(QObject):
     yielded = Signal(object)
     returned = Signal(object)
     errored = Signal(str)
     finished = Signal()
 
-    def __init__(self, factory: Callable[[CancelToken], Iterator[Any]], cancel: CancelToken):
+    def __init__(self, job: Job, cancel: CancelToken):
         super().__init__()
-        self.factory, self.cancel = factory, cancel
+        self.job, self.cancel = job, cancel
 
     @Slot()
     def run(self) -> None:
         try:
-            gen = self.factory(self.cancel)
-            while True:
-                if self.cancel.cancelled:
-                    gen.close()
-                    break
-                try:
-                    item = next(gen)
-                except StopIteration as stop:
-                    self.returned.emit(stop.value)
-                    break
-                self.yielded.emit(item)
+            self.returned.emit(self.job(self.cancel, self.yielded.emit))
         except Exception as exc:  # shown to the user, never a silent crash
             log.exception("worker failed")
             self.errored.emit(str(exc) or type(exc).__name__)
@@ -50,24 +43,42 @@ class _Runner(QObject):
             self.finished.emit()
 
 
-class GeneratorWorker(QObject):
-    """Runs ``factory(cancel)`` (a generator) on its own QThread.
+def _drive(factory: Callable[[CancelToken], Iterator[Any]]) -> Job:
+    """A generator factory as a job: abort is honoured between two yields."""
 
-    ``yielded`` carries each item, ``returned`` the generator's return value,
-    ``errored`` a readable message; ``finished`` always comes last, also
-    after an abort or an error."""
+    def job(cancel: CancelToken, emit: Callable[[Any], None]):
+        gen = factory(cancel)
+        while True:
+            if cancel.cancelled:
+                gen.close()
+                return None
+            try:
+                item = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            emit(item)
+
+    return job
+
+
+class Worker(QObject):
+    """Runs ``job(cancel, emit)`` on its own QThread. ``emit`` sends progress
+    items as ``yielded``; ``returned`` carries the result, ``errored`` a
+    readable message; ``finished`` always comes last, also after an abort or
+    an error. Engine functions that report through a progress callback (as
+    training does) run as jobs directly."""
 
     yielded = Signal(object)
     returned = Signal(object)
     errored = Signal(str)
     finished = Signal()
 
-    def __init__(self, factory: Callable[[CancelToken], Iterator[Any]]):
+    def __init__(self, job: Job):
         super().__init__()
         self.cancel_token = CancelToken()
         self._thread = QThread()
         self._thread.setObjectName("wbc-worker")
-        self._runner = _Runner(factory, self.cancel_token)
+        self._runner = _Runner(job, self.cancel_token)
         self._runner.moveToThread(self._thread)
         self._thread.started.connect(self._runner.run)
         for name in ("yielded", "returned", "errored", "finished"):
@@ -91,12 +102,11 @@ class GeneratorWorker(QObject):
         return self._thread.wait(ms)
 
 
-def call_in_thread(func: Callable[[], Any]) -> GeneratorWorker:
-    """A one-shot job (e.g. loading a model) as a worker whose ``returned``
-    signal carries the result."""
+def GeneratorWorker(factory: Callable[[CancelToken], Iterator[Any]]) -> Worker:  # noqa: N802 - reads as a class
+    """A worker over an engine generator: each yielded item becomes ``yielded``."""
+    return Worker(_drive(factory))
 
-    def gen(_cancel):
-        return func()
-        yield  # pragma: no cover - makes this a generator
 
-    return GeneratorWorker(gen)
+def call_in_thread(func: Callable[[], Any]) -> Worker:
+    """A one-shot job (e.g. loading a model); ``returned`` carries the result."""
+    return Worker(lambda cancel, emit: func())

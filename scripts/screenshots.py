@@ -1,0 +1,86 @@
+"""Screenshots of the main window in its main states (offscreen), for the
+README and for a person to look at after any change to a screen.
+
+    python scripts/screenshots.py --folder DIR [--model M] [--out docs/screenshots]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--folder", required=True)
+    parser.add_argument("--model")
+    parser.add_argument("--out", default="docs/screenshots")
+    args = parser.parse_args()
+    os.environ.setdefault("WBC_DATA_DIR", tempfile.mkdtemp(prefix="wbc-shots-"))
+
+    from PySide6.QtCore import QEventLoop, QSettings, QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from wbc_desktop import paths
+    from wbc_desktop.gui.dialogs import ExportReportDialog
+    from wbc_desktop.gui.main_window import MainWindow
+
+    app = QApplication.instance() or QApplication([])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = QSettings(str(Path(os.environ["WBC_DATA_DIR"]) / "s.ini"), QSettings.IniFormat)
+    window = MainWindow(settings)
+    window.resize(1400, 880)
+    window.show()
+
+    def wait_for(signal, ms=120000):
+        loop = QEventLoop()
+        signal.connect(loop.quit)
+        QTimer.singleShot(ms, loop.quit)
+        loop.exec()
+
+    def shot(name):
+        app.processEvents()
+        window.grab().save(str(out / f"{name}.png"))
+        print("wrote", out / f"{name}.png")
+
+    shot("1_empty")
+    window.load_model(args.model or paths.default_model_path())
+    wait_for(window.model_ready)
+    window.open_paths([args.folder])
+    while len(window.cells.session.items) < 40 and window.job is not None:
+        app.processEvents()
+    shot("2_classifying")
+    if window.job is not None:
+        wait_for(window.job_finished)
+    window.select_row(0)
+    shot("3_results_detail")
+    window.threshold.setValue(90)
+    window.goto_next_flagged()
+    row = window.current_row()
+    if row is not None:
+        window.review_current(window.cells.session.classes[0])
+    window.goto_next_flagged()
+    shot("4_review_flagged")
+    window.view_combo.setCurrentIndex(1)
+    window._view_changed(1)
+    shot("5_table_view")
+    dialog = ExportReportDialog(window, {"Laboratory": "Haematology lab"})
+    dialog.show()
+    app.processEvents()
+    dialog.grab().save(str(out / "6_export_dialog.png"))
+    pdf = window.export_pdf(str(out / "report.pdf"), {"Laboratory": "Haematology lab", "Sample ID": "S-001"})
+    print("wrote", pdf)
+    window.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
