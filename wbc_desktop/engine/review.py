@@ -161,3 +161,10 @@ def write_review_csv(session: ReviewSession, path: str | os.PathLike) -> None:
         for it in session.items
     )
     write_csv(path, header, rows)
+
+
+def reviewed_cells(session: ReviewSession) -> list[tuple[str, str]]:
+    """(path, class) of every cell a person labelled with a class: the
+    lab's own ground truth, ready to become training data."""
+    return [(it.path, it.reviewed) for it in session.items
+            if it.error is None and it.reviewed and it.reviewed != UNUSABLE]

@@ -115,6 +115,10 @@ class MainWindow(QMainWindow):
         page.addWidget(self.splitter)
         self.tabs = QTabWidget()
         self.tabs.addTab(self.review_page, "Classify && review")
+        self.train_page = None  # built on first visit: it imports matplotlib's Qt canvas
+        self.train_placeholder = QWidget()
+        self.tabs.addTab(self.train_placeholder, "Fine-tune && models")
+        self.tabs.currentChanged.connect(self._tab_changed)
         self.setCentralWidget(self.tabs)
 
         self.progress = QProgressBar()
@@ -228,6 +232,22 @@ class MainWindow(QMainWindow):
         for c in classes:
             self.filter_combo.addItem(f"Class: {c}", (FILTER_ALL, c))
         self.filter_combo.addItem("Class: unusable", (FILTER_ALL, UNUSABLE))
+
+    def _tab_changed(self, index: int) -> None:
+        if index == 1:
+            self.ensure_train_page()
+
+    def ensure_train_page(self):
+        if self.train_page is None:
+            from .train_page import TrainPage
+
+            self.train_page = TrainPage(self)
+            self.tabs.blockSignals(True)
+            self.tabs.removeTab(1)
+            self.tabs.insertTab(1, self.train_page, "Fine-tune && models")
+            self.tabs.setCurrentIndex(1)
+            self.tabs.blockSignals(False)
+        return self.train_page
 
     # ------------------------------------------------------------ settings
     def _restore_settings(self) -> None:

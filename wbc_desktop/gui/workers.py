@@ -81,9 +81,17 @@ class Worker(QObject):
         self._runner = _Runner(job, self.cancel_token)
         self._runner.moveToThread(self._thread)
         self._thread.started.connect(self._runner.run)
-        for name in ("yielded", "returned", "errored", "finished"):
+        for name in ("yielded", "returned", "errored"):
             getattr(self._runner, name).connect(getattr(self, name))
         self._runner.finished.connect(self._thread.quit)
+        # ``finished`` waits for the thread itself to end, so whoever drops the
+        # last reference to this worker then cannot destroy a running QThread
+        self._thread.finished.connect(self._thread_ended)
+
+    @Slot()
+    def _thread_ended(self) -> None:
+        self._thread.wait()
+        self.finished.emit()
 
     def start(self) -> None:
         self._thread.start()

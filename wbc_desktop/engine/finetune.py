@@ -1,0 +1,53 @@
+"""One fine-tuning job as the app runs it: prepare the split, train, then
+evaluate the result and its base model on the same untouched test split,
+so the user sees whether fine-tuning helped."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from .classify import Classifier
+from .evaluation import evaluate_files, write_report
+from .prepare import PreparedData, prepare_data
+from .progress import CancelToken, Progress
+from .training import TrainConfig, TrainResult, train
+
+
+@dataclass
+class FinetuneOutcome:
+    result: TrainResult
+    data: PreparedData
+    run_dir: Path
+    metrics: dict | None = None  # the new model on the test split
+    base_metrics: dict | None = None  # the base model on the same files
+
+
+def run_finetune(
+    config: TrainConfig, source: str | Path, run_dir: str | Path, *, name: str,
+    progress: Callable[[Any], None], cancel: CancelToken, resume: bool = False,
+) -> FinetuneOutcome:
+    """``source``: labelled folder, or the run's own ``split.json`` to resume."""
+    run_dir = Path(run_dir)
+    data = prepare_data(source, config.img_size, val_frac=config.val_frac, test_frac=config.test_frac,
+                        seed=config.seed, group_by=config.group_by, progress=progress, cancel=cancel)
+    data.manifest.save(run_dir / "split.json")
+    progress(Progress("data", 1, 1, data.summary.describe() + "\n" + data.manifest.describe()))
+    result = train(config, data, run_dir, progress=progress, cancel=cancel, resume=resume, name=name)
+    outcome = FinetuneOutcome(result, data, run_dir)
+    if result.cancelled or len(data.test.y) == 0:
+        return outcome
+    progress(Progress("evaluate", 0, 1, "evaluating on the test split"))
+    probs = Classifier(result.model, result.card).predict_arrays(data.test.x)
+    outcome.metrics = write_report(run_dir / "report", data.test.y, probs, data.classes, data.test.x, data.test.paths,
+                                   {"split": "test", "model": name})
+    result.card["test_metrics"] = {k: v for k, v in outcome.metrics.items() if k != "confusion_matrix"}
+    if str(config.weights).endswith(".keras"):
+        base = Classifier.open(config.weights)
+        labels = [data.classes[i] for i in data.test.y]
+        outcome.base_metrics, _ = evaluate_files(base, data.test.paths, labels, run_dir / "report_base",
+                                                 extra={"split": "test", "role": "base model"})
+        result.card["base_model_test_metrics"] = {k: v for k, v in outcome.base_metrics.items() if k != "confusion_matrix"}
+    progress(Progress("evaluate", 1, 1, "evaluation done"))
+    return outcome
