@@ -122,3 +122,25 @@ def test_cancel_from_another_thread(tmp_path, small_data):
     result = train(_cfg(epochs=500), small_data, tmp_path / "run", cancel=cancel)
     timer.cancel()
     assert result.cancelled and len(result.history) < 500
+
+
+def test_recalibrate_batchnorm_sets_statistics_of_clean_images():
+    import keras
+
+    from wbc_desktop.engine.models import build_compact
+    from wbc_desktop.engine.training import recalibrate_batchnorm
+
+    model = build_compact(3, 32, width=8)
+    bn = model.get_layer("conv1_norm")
+    bn.moving_mean.assign(np.full(bn.moving_mean.shape, 50.0, np.float32))
+    x = np.random.default_rng(0).integers(0, 255, (300, 32, 32, 3)).astype(np.uint8)
+    probe = keras.Model(model.input, model.get_layer("conv1_conv").output)
+    feats = probe.predict(x.astype(np.float32), verbose=0)
+    assert recalibrate_batchnorm(model, x, batch_size=100) == 9
+    np.testing.assert_allclose(bn.moving_mean.numpy(), feats.mean(axis=(0, 1, 2)), atol=1e-3)
+    assert bn.momentum == 0.9  # restored
+    frozen = build_compact(3, 32, width=8)
+    from wbc_desktop.engine.models import apply_freeze
+
+    apply_freeze(frozen, "backbone")
+    assert recalibrate_batchnorm(frozen, x) == 0  # a frozen backbone keeps its statistics

@@ -70,8 +70,10 @@ def _per_source_test(clf: Classifier, data, sources: list[str], run_dir: Path) -
     return results
 
 
-def run(spec: dict, sources: list[str], run_dir: Path, name: str) -> tuple:
+def run(spec: dict, sources: list[str], run_dir: Path, name: str, epochs: int | None = None) -> tuple:
     cfg = _config(spec)
+    if epochs:
+        cfg = replace(cfg, epochs=epochs, patience=epochs)
     base = (ROOT / spec["datasets_dir"]).resolve()
     progress = ProgressPrinter()
     t0 = time.monotonic()
@@ -118,7 +120,8 @@ def main() -> int:
         for held in spec["leave_one_out"]:
             train_sources = [s for s in spec["sources"] if s != held]
             run_dir = runs / f"lodo_{held}"
-            result, clf, per_source, seconds = run(spec, train_sources, run_dir, f"without {held}")
+            result, clf, per_source, seconds = run(spec, train_sources, run_dir, f"without {held}",
+                                                   epochs=spec.get("lodo_epochs"))
             held_set = scan_labeled(base / held)
             labels = [held_set.classes[i] for i in held_set.labels]
             metrics, _ = evaluate_files(clf, held_set.paths, labels, run_dir / f"report_unseen_{held}",

@@ -49,6 +49,35 @@ class ProgressReporter(keras.callbacks.Callback):
         self.progress(Progress("train_epoch", epoch + 1, self.epochs, f"epoch {epoch + 1}/{self.epochs}  {msg}", info))
 
 
+class CleanValidation(keras.callbacks.Callback):
+    """Validation with BatchNorm statistics of clean images.
+
+    Runs first at each epoch end: re-estimates BatchNorm statistics on clean
+    training images (see ``training.recalibrate_batchnorm``), then scores the
+    validation split and adds ``val_loss``/``val_accuracy`` to the epoch's
+    logs. Without it the statistics follow the augmented images and the
+    validation score swings from epoch to epoch, which misleads early
+    stopping and the choice of the best epoch."""
+
+    def __init__(self, x_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, cancel: CancelToken,
+                 recalibrate, batch_size: int = 128):
+        super().__init__()
+        self.x_train, self.x_val, self.y_val = x_train, x_val, y_val
+        self.cancel, self.recalibrate, self.batch_size = cancel, recalibrate, batch_size
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.cancel.cancelled or logs is None:
+            return
+        self.recalibrate(self.model, self.x_train, max_images=1024, seed=epoch)
+        probs = np.concatenate([
+            np.asarray(self.model(self.x_val[i:i + self.batch_size].astype(np.float32), training=False))
+            for i in range(0, len(self.x_val), self.batch_size)
+        ])
+        picked = probs[np.arange(len(self.y_val)), self.y_val]
+        logs["val_loss"] = float(-np.mean(np.log(np.clip(picked, 1e-7, 1.0))))
+        logs["val_accuracy"] = float(np.mean(probs.argmax(axis=1) == self.y_val))
+
+
 class CancelOnRequest(keras.callbacks.Callback):
     """Keras checks ``stop_training`` after every batch, so Cancel takes
     effect within one batch."""

@@ -15,9 +15,9 @@ import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
 
 from .augment import AugmentConfig, augment_batch
-from .callbacks import CHECKPOINT, CancelOnRequest, ProgressReporter, RunFolder
+from .callbacks import CHECKPOINT, CancelOnRequest, CleanValidation, ProgressReporter, RunFolder
 from .modelfile import load_model, new_card
-from .models import apply_freeze, build_compact, build_resnet50, count_params, replace_head
+from .models import apply_freeze, build_compact, build_resnet50, count_params, iter_layers, replace_head
 from .prepare import PreparedData
 from .progress import CancelToken, ProgressFn, no_progress
 
@@ -124,10 +124,30 @@ def _train_dataset(x: np.ndarray, y: np.ndarray, n_classes: int, config: TrainCo
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def _eval_dataset(x: np.ndarray, y: np.ndarray, n_classes: int, batch_size: int) -> tf.data.Dataset:
-    onehot = np.eye(n_classes, dtype=np.float32)[y]
-    return tf.data.Dataset.from_tensor_slices((x, onehot)).batch(batch_size).map(
-        lambda a, b: (tf.cast(a, tf.float32), b)).prefetch(tf.data.AUTOTUNE)
+def recalibrate_batchnorm(model: keras.Model, x: np.ndarray, batch_size: int = 64, max_images: int = 4096,
+                          seed: int = 0) -> int:
+    """Re-estimate BatchNorm statistics on clean (un-augmented) images.
+
+    During training the moving statistics follow the augmented images, which
+    are darker, paler, greyer and larger than any real one; inference then
+    normalises with the wrong numbers. A cumulative average over clean
+    batches in training mode (as SWA's ``bn_update``) fixes that without
+    touching a single learned weight. Returns how many layers were updated."""
+    bns = [l for l in iter_layers(model) if isinstance(l, keras.layers.BatchNormalization) and l.trainable]
+    if not bns or len(x) == 0:
+        return 0
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(x))[:max_images]
+    momenta = [bn.momentum for bn in bns]
+    try:
+        for k, start in enumerate(range(0, len(order), batch_size), start=1):
+            for bn in bns:
+                bn.momentum = (k - 1) / k  # the k-th batch weighs 1/k: a running mean over batches
+            model(x[np.sort(order[start:start + batch_size])].astype(np.float32), training=True)
+    finally:
+        for bn, m in zip(bns, momenta):
+            bn.momentum = m
+    return len(bns)
 
 
 def _compile(model: keras.Model, config: TrainConfig, steps_per_epoch: int) -> None:
@@ -193,15 +213,17 @@ def train(
     if initial_epoch < config.epochs and not (state and state.get("stopped_early")):
         model.fit(
             _train_dataset(data.train.x, data.train.y, n_classes, config, weights),
-            validation_data=_eval_dataset(data.val.x, data.val.y, n_classes, config.batch_size),
             epochs=config.epochs,
             initial_epoch=initial_epoch,
-            # the run folder saves an epoch before anyone hears of it and can cancel
-            callbacks=[folder, ProgressReporter(progress, config.epochs, steps, cancel), CancelOnRequest(cancel)],
+            # order matters: validation fills the logs, the run folder saves the
+            # epoch before anyone hears of it, and only then can Cancel act
+            callbacks=[CleanValidation(data.train.x, data.val.x, data.val.y, cancel, recalibrate_batchnorm), folder,
+                       ProgressReporter(progress, config.epochs, steps, cancel), CancelOnRequest(cancel)],
             verbose=0,
             shuffle=False,  # the dataset shuffles itself, seeded
         )
     folder.restore_best()
+    recalibrate_batchnorm(model, data.train.x)
     trainable, total = count_params(model)
     card = new_card(
         name=name, classes=data.classes, input_size=config.img_size, architecture=architecture, weights_origin=origin,

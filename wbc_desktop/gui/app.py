@@ -21,7 +21,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     _setup_logging()
+    if "--self-test" in argv:
+        from ..selftest import run
+
+        rest = [a for a in argv if a != "--self-test"]
+        return run(rest[0] if rest else None)
     from PySide6.QtCore import QTimer
+    from PySide6.QtGui import QIcon
     from PySide6.QtWidgets import QApplication
 
     from .main_window import MainWindow
@@ -29,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     app = QApplication.instance() or QApplication([sys.argv[0]])
     app.setApplicationName(paths.APP_NAME)
     app.setOrganizationName(paths.APP_NAME)
+    app.setWindowIcon(QIcon(str(paths.resources_dir() / "icons" / "wbc_desktop.png")))
     window = MainWindow()
     window.show()
     QTimer.singleShot(0, window.load_initial_model)

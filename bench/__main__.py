@@ -1,0 +1,55 @@
+"""Run every benchmark and print one table of figures and same-run ratios.
+
+    python -m bench [--images 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--images", type=int, default=1000)
+    parser.add_argument("--json", help="also write the raw figures here")
+    args = parser.parse_args()
+    from . import classify_speed, memory_finetune, startup
+
+    t0 = time.time()
+    speed = classify_speed.run(args.images)
+    mem = memory_finetune.run()
+    start = startup.run()
+    peak = speed["matmul_peak_gflops"]
+    lines = ["| measure | value | ratio / goal |", "|---|---|---|"]
+    for m in speed["models"]:
+        lines += [
+            f"| {m['model']} ({m['size']} px): end-to-end classify | {m['e2e_ips']:.1f} img/s | "
+            f"{m['e2e_ips'] / m['bare_ips']:.2f}x bare forward (goal >= 0.9), {m['e2e_ips'] / m['naive_ips']:.1f}x naive loop (goal >= 7) |",
+            f"| {m['model']}: bare batched forward | {m['bare_ips']:.1f} img/s | naive per-image predict {m['naive_ips']:.1f} img/s |",
+            f"| {m['model']}: forward GFLOP/s | {m['gflops']:.0f} ({m['gflop_per_image']:.2f} GFLOP/img) | "
+            f"{m['gflops'] / peak:.0%} of matmul peak {peak:.0f} GFLOP/s |",
+        ]
+    lines += [
+        f"| peak memory, app idle with model | {mem['idle_app']['peak_mb']:.0f} MB | |",
+        f"| peak memory, classify 1,000 images | {mem['classify_1000']['peak_mb']:.0f} MB | goal < 1536 MB |",
+        f"| head-only fine-tune, 300 images, 5 epochs | {mem['finetune_head']['seconds']:.0f} s, "
+        f"{mem['finetune_head']['peak_mb']:.0f} MB | goal < 60 s, < 2560 MB |",
+        f"| deeper fine-tune (conv4-5 + head), 300 images, 5 epochs | {mem['finetune_deeper']['seconds']:.0f} s, "
+        f"{mem['finetune_deeper']['peak_mb']:.0f} MB | goal < 3584 MB |",
+        f"| start-up: main window shown | {start['window_shown_s']:.2f} s | goal < 1.5 s |",
+        f"| start-up: model ready | {start['model_ready_s']:.2f} s | goal < 8 s |",
+    ]
+    print("\n".join(lines))
+    print(f"\n(bench took {time.time() - t0:.0f} s)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"speed": speed, "memory": mem, "startup": start}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""Classification speed: end to end through the engine (decode, resize,
+batch, predict, CSV) vs the bare batched forward pass on preloaded arrays vs
+a naive per-image ``model.predict`` loop; and the forward pass's GFLOP/s vs a
+measured matrix-multiply peak of this machine."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .common import make_jpegs
+
+
+def model_flops(model) -> float:
+    """Multiply-adds x 2 of the conv and dense layers, per image."""
+    import keras
+
+    total = 0.0
+    for layer in _all_layers(model):
+        if isinstance(layer, keras.layers.Conv2D):
+            h, w, cout = layer.output.shape[1:]
+            kh, kw = layer.kernel_size
+            cin = layer.input.shape[-1]
+            total += 2.0 * h * w * cout * kh * kw * cin / layer.groups
+        elif isinstance(layer, keras.layers.DepthwiseConv2D):
+            h, w, c = layer.output.shape[1:]
+            total += 2.0 * h * w * c * layer.kernel_size[0] * layer.kernel_size[1]
+        elif isinstance(layer, keras.layers.Dense):
+            total += 2.0 * layer.input.shape[-1] * layer.units
+    return total
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _all_layers(layer)
+
+
+def matmul_peak_gflops(n: int = 2048, repeat: int = 5) -> float:
+    import tensorflow as tf
+
+    a = tf.random.normal((n, n))
+    b = tf.random.normal((n, n))
+    f = tf.function(lambda: tf.matmul(a, b))
+    f().numpy()
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        f().numpy()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def bench_model(model_path: Path, files: list[Path], naive_n: int) -> dict:
+    from wbc_desktop.engine.classify import Classifier, load_square, write_predictions_csv
+
+    clf = Classifier.open(model_path)
+    x = np.stack([load_square(p, clf.size) for p in files])
+    clf.predict_arrays(x[:64])  # trace and warm up once
+    t0 = time.perf_counter()
+    clf.predict_arrays(x)
+    bare = len(x) / (time.perf_counter() - t0)
+
+    t0 = time.perf_counter()
+    results = list(clf.classify(files, batch_size=32))
+    write_predictions_csv(Path(tempfile.mkdtemp()) / "p.csv", results, clf.classes, clf.name)
+    e2e = len(files) / (time.perf_counter() - t0)
+
+    clf.model.predict(x[:1].astype(np.float32), verbose=0)
+    t0 = time.perf_counter()
+    for i in range(naive_n):
+        clf.model.predict(x[i:i + 1].astype(np.float32), verbose=0)
+    naive = naive_n / (time.perf_counter() - t0)
+    flops = model_flops(clf.model)
+    return {"model": clf.name, "size": clf.size, "e2e_ips": e2e, "bare_ips": bare, "naive_ips": naive,
+            "gflop_per_image": flops / 1e9, "gflops": flops * bare / 1e9}
+
+
+def resnet50_model(folder: Path) -> Path:
+    """The paper's architecture at 224 px (random weights: speed only)."""
+    from wbc_desktop.engine.modelfile import new_card, save_model
+    from wbc_desktop.engine.models import build_resnet50
+
+    model, origin = build_resnet50(8, 224, "none")
+    path = folder / "resnet50_224.keras"
+    save_model(model, new_card(name="ResNet50 224 px", classes=[f"c{i}" for i in range(8)], input_size=224,
+                               architecture="resnet50", weights_origin=origin), path)
+    return path
+
+
+def run(n_images: int = 1000) -> dict:
+    from wbc_desktop import paths
+
+    work = Path(tempfile.mkdtemp(prefix="wbc-bench-"))
+    files = make_jpegs(work / "images", n_images)
+    rows = []
+    if paths.default_model_path().exists():
+        rows.append(bench_model(paths.default_model_path(), files, naive_n=200))
+    rows.append(bench_model(resnet50_model(work), files[:300], naive_n=30))
+    return {"models": rows, "matmul_peak_gflops": matmul_peak_gflops()}
