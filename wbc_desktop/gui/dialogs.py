@@ -6,12 +6,39 @@ import json
 
 from PySide6.QtWidgets import (
     QButtonGroup, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton,
-    QRadioButton, QTextBrowser, QVBoxLayout,
+    QRadioButton, QTextBrowser, QVBoxLayout, QWidget,
 )
 
 from .. import __version__
 from ..paths import APP_NAME
 from .report_pdf import REPORT_FIELDS
+
+
+class FolderField(QWidget):
+    """A folder path with a Browse… button."""
+
+    def __init__(self, title: str, placeholder: str = "", parent=None):
+        super().__init__(parent)
+        self.title = title
+        self.edit = QLineEdit()
+        self.edit.setPlaceholderText(placeholder)
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse)
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.edit)
+        row.addWidget(browse)
+
+    def _browse(self):
+        folder = QFileDialog.getExistingDirectory(self, self.title, self.edit.text())
+        if folder:
+            self.edit.setText(folder)
+
+    def text(self) -> str:
+        return self.edit.text()
+
+    def setText(self, text: str) -> None:  # noqa: N802 - Qt naming
+        self.edit.setText(text)
 
 
 class ExportReportDialog(QDialog):
@@ -46,13 +73,8 @@ class SortDialog(QDialog):
             f"{n_cells} images will be filed into &lt;target&gt;/&lt;class&gt;/ by their reviewed class (or the "
             "prediction where not reviewed). Cells marked unusable go to 'unusable'. Existing files are never "
             "overwritten, and a manifest CSV lists every file."))
-        row = QHBoxLayout()
-        self.target = QLineEdit()
-        browse = QPushButton("Browse…")
-        browse.clicked.connect(self._browse)
-        row.addWidget(self.target)
-        row.addWidget(browse)
-        layout.addLayout(row)
+        self.target = FolderField("Target folder")
+        layout.addWidget(self.target)
         self.copy = QRadioButton("Copy (originals stay where they are)")
         self.move = QRadioButton("Move (can be undone from the manifest)")
         self.copy.setChecked(True)
@@ -65,11 +87,6 @@ class SortDialog(QDialog):
         buttons.accepted.connect(self._accept)
         buttons.rejected.connect(self.reject)
         layout.addWidget(buttons)
-
-    def _browse(self):
-        folder = QFileDialog.getExistingDirectory(self, "Target folder")
-        if folder:
-            self.target.setText(folder)
 
     def _accept(self):
         if self.target.text().strip():

@@ -23,7 +23,7 @@ from ..engine.model_registry import delete_model, import_model, list_models, use
 from ..engine.models import FREEZE_CHOICES, WeightsNotFoundError, find_imagenet_weights
 from ..engine.progress import Progress
 from ..engine.training import TrainConfig
-from .dialogs import TextDialog, card_html
+from .dialogs import FolderField, TextDialog, card_html
 from .workers import Worker
 
 PRESETS = {
@@ -108,14 +108,8 @@ class TrainPage(QWidget):
 
         data_box = QGroupBox("1. Training data (a folder with one sub-folder per class)")
         data_layout = QVBoxLayout(data_box)
-        row = QHBoxLayout()
-        self.data_edit = QLineEdit()
-        self.data_edit.setPlaceholderText("labelled folder, e.g. D:/cells/<class>/<image>")
-        browse = QPushButton("Browse…")
-        browse.clicked.connect(self._browse_data)
-        row.addWidget(self.data_edit)
-        row.addWidget(browse)
-        data_layout.addLayout(row)
+        self.data_edit = FolderField("Labelled training data", "labelled folder, e.g. D:/cells/<class>/<image>")
+        data_layout.addWidget(self.data_edit)
         self.from_review = QPushButton("Use my reviewed cells as training data")
         self.from_review.setToolTip("Copies every cell you reviewed into a class-folder set in the app's data folder")
         self.from_review.clicked.connect(self.use_reviewed_cells)
@@ -367,11 +361,6 @@ class TrainPage(QWidget):
         if cfg.arch == "compact" and not str(cfg.weights).endswith(".keras") and cfg.freeze_until != "none":
             problems.append("a model trained from scratch cannot keep frozen stages: set 'Frozen up to' to none")
         return problems
-
-    def _browse_data(self):
-        folder = QFileDialog.getExistingDirectory(self, "Labelled training data")
-        if folder:
-            self.data_edit.setText(folder)
 
     def use_reviewed_cells(self) -> None:
         from ..engine.review import reviewed_cells

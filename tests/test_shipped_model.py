@@ -1,0 +1,50 @@
+"""The model shipped in resources/: loads, has the documented classes in
+order, carries an honest card and classifies out of the box."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from synth import cell_image
+from wbc_desktop import paths
+from wbc_desktop.cli import main
+from wbc_desktop.engine.classify import Classifier
+from wbc_desktop.engine.dataset import CANONICAL_CLASSES
+from wbc_desktop.engine.modelfile import read_card
+
+SHIPPED = paths.default_model_path()
+
+
+def test_shipped_model_card_is_complete():
+    card = read_card(SHIPPED)
+    assert card["classes"] == list(CANONICAL_CLASSES)
+    assert SHIPPED.stat().st_size < 100 * 1024 * 1024
+    for key in ("test_metrics", "test_metrics_by_source", "unseen_lab_evaluations", "data_credits", "training_data",
+                "hyperparameters", "recipe"):
+        assert card.get(key), key
+    assert set(card["unseen_lab_evaluations"]) == {"lodo_bccd", "lodo_tecom"}
+    assert 0 < card["test_metrics"]["accuracy"] <= 1
+
+
+def test_shipped_model_classifies_generated_images(tmp_path):
+    rng = np.random.default_rng(0)
+    for i, label in enumerate(("neutrophil", "lymphocyte", "eosinophil") * 3):
+        cell_image(label, rng, 200).save(tmp_path / f"{i}.jpg")
+    clf = Classifier.open(SHIPPED)
+    results = list(clf.classify([tmp_path]))
+    assert len(results) == 9 and all(r.ok for r in results)
+    assert all(r.label in CANONICAL_CLASSES and 0 < r.confidence <= 1 for r in results)
+
+
+def test_cli_uses_shipped_model_by_default(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    cell_image("neutrophil", rng, 200).save(tmp_path / "a.png")
+    assert main(["classify", str(tmp_path), "--out", str(tmp_path / "p.csv")]) == 0
+    row = next(csv.DictReader((tmp_path / "p.csv").open()))
+    assert row["model"] == read_card(SHIPPED)["name"]
+    assert [k for k in row if k.startswith("prob_")] == [f"prob_{c}" for c in CANONICAL_CLASSES]
+    capsys.readouterr()
+    assert main(["info", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["classes"] == list(CANONICAL_CLASSES)
