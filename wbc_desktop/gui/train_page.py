@@ -128,7 +128,8 @@ class TrainPage(QWidget):
         form.addRow("Preset", self.preset)
         self.base = QComboBox()
         self.base.currentIndexChanged.connect(self._base_changed)
-        form.addRow(self._with_help("Base model", "The model to start from: a WBC model adapts fastest"), self.base)
+        self.base.setToolTip("The model to start from: a WBC model adapts fastest")
+        self._add_row(form, "Base model", self.base)
         self.epochs = self._spin(1, 500, "Passes over the training images; early stopping may end sooner")
         self.batch = self._spin(4, 256, "Images per step: smaller uses less memory")
         self.lr = QDoubleSpinBox(decimals=5, minimum=1e-5, maximum=0.1, singleStep=1e-4)
@@ -148,13 +149,17 @@ class TrainPage(QWidget):
         self.patience = self._spin(1, 50, "Stop after this many epochs without validation improvement")
         self.seed = self._spin(0, 10**6, "Same seed, same split and same run")
         self.seed.setValue(42)
+        self.val_frac.setToolTip("Share of images used to choose the best epoch and settings")
+        self.test_frac.setToolTip("Share kept untouched for the final, honest score")
+        self.group_by.setToolTip("Files whose names match alike never straddle train and test")
+        self.class_weights.setToolTip("Rare classes count more in the loss, so they are not ignored")
         for label, widget in (("Epochs", self.epochs), ("Batch size", self.batch), ("Learning rate", self.lr),
                               ("Image size", self.img_size), ("Frozen up to", self.freeze),
                               ("Augmentation", self.augment), ("Validation fraction", self.val_frac),
                               ("Test fraction", self.test_frac), ("Group by", self.group_by),
                               ("Class weights", self.class_weights), ("Early-stop patience", self.patience),
                               ("Seed", self.seed)):
-            form.addRow(self._with_help(label, widget.toolTip()), widget)
+            self._add_row(form, label, widget)
         self.name_edit = QLineEdit()
         self.name_edit.setPlaceholderText("name for the new model, e.g. 'Lab 3 Giemsa, May 2026'")
         form.addRow("Model name", self.name_edit)
@@ -279,10 +284,14 @@ class TrainPage(QWidget):
         return s
 
     @staticmethod
-    def _with_help(label: str, tip: str) -> QLabel:
-        w = QLabel(f"{label} ⓘ" if tip else label)
-        w.setToolTip(tip)
-        return w
+    def _add_row(form: QFormLayout, label: str, widget: QWidget) -> None:
+        """The field, and under it its one-line explanation in small grey type."""
+        form.addRow(label, widget)
+        if widget.toolTip():
+            hint = QLabel(widget.toolTip())
+            hint.setWordWrap(True)
+            hint.setStyleSheet("color: #666; font-size: 8pt;")
+            form.addRow("", hint)
 
     # ------------------------------------------------------- form handling
     def refresh_bases(self) -> None:
@@ -311,10 +320,9 @@ class TrainPage(QWidget):
 
             self.img_size.setValue(int(read_card(data)["input_size"]))
             self.img_size.setEnabled(False)
-        else:
+        elif not self.img_size.isEnabled() or self.img_size.value() == self.img_size.minimum():
             self.img_size.setEnabled(True)
-            if self.img_size.value() < 32:
-                self.img_size.setValue(96)
+            self.img_size.setValue(96)  # the size the compact model was designed for
 
     def apply_preset(self, name: str) -> None:
         p = PRESETS[name]
@@ -325,8 +333,6 @@ class TrainPage(QWidget):
         self.augment.setValue(p["augment"])
         self.patience.setValue(p["patience"])
         self.batch.setValue(32)
-        if self.img_size.isEnabled() and self.img_size.value() < 32:
-            self.img_size.setValue(96)
 
     def config(self) -> TrainConfig:
         data = self.base.currentData() or SCRATCH_COMPACT
