@@ -124,3 +124,14 @@ def test_several_sources_merge_into_one_set(tmp_path):
     prepared = prepare_data([a, b], 24, seed=1)
     assert prepared.manifest.sources == ["labA", "labB"]
     assert all(p.startswith(("labA/", "labB/")) for p in prepared.manifest.paths)
+
+
+def test_with_classes_reindexes_for_a_base_models_head(tmp_path):
+    root = make_labeled_folder(tmp_path / "d", per_class=6, classes=("lymphocyte", "neutrophil"))
+    data = prepare_data(root, 24, seed=0)
+    wide = data.with_classes(["neutrophil", "eosinophil", "basophil", "lymphocyte"])
+    assert wide.classes[3] == "lymphocyte"
+    names = lambda d: [d.classes[i] for i in d.train.y]  # noqa: E731
+    assert names(wide) == names(data)
+    with pytest.raises(ValueError):
+        data.with_classes(["neutrophil"])

@@ -21,15 +21,14 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "training"))
 
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from run_models import best_model  # noqa: E402
 
-from wbc_desktop.engine.callbacks import BEST_WEIGHTS, CHECKPOINT  # noqa: E402
 from wbc_desktop.engine.classify import Classifier  # noqa: E402
 from wbc_desktop.engine.dataset import decode_images, scan_labeled  # noqa: E402
 from wbc_desktop.engine.evaluation import compute_metrics  # noqa: E402
-from wbc_desktop.engine.prepare import prepare_data  # noqa: E402
 from wbc_desktop.engine.training import recalibrate_batchnorm  # noqa: E402
 
 
@@ -43,18 +42,14 @@ def main() -> int:
     out = {}
     for held in spec["leave_one_out"]:
         run = Path(args.runs) / f"lodo_{held}"
-        meta = json.loads((run / "run.json").read_text())
-        classes, size = meta["classes"], meta["config"]["img_size"]
-        model = keras.saving.load_model(run / CHECKPOINT, compile=False)
-        model.load_weights(run / BEST_WEIGHTS)
-        train = prepare_data(run / "split.json", size).train
-        recalibrate_batchnorm(model, train.x)
+        model, card = best_model(run)
+        classes, size = card["classes"], card["input_size"]
         held_set = scan_labeled(base / held)
         decoded = decode_images(held_set.paths, size)
         keep = [i for i, ok in enumerate(decoded.ok) if ok and held_set.classes[held_set.labels[i]] in classes]
         x = decoded.pixels[keep]
         y = [classes.index(held_set.classes[held_set.labels[i]]) for i in keep]
-        clf = Classifier(model, {"classes": classes, "input_size": size})
+        clf = Classifier(model, card)
         before = compute_metrics(np.asarray(y), clf.predict_arrays(x), classes)
         recalibrate_batchnorm(model, x)
         after = compute_metrics(np.asarray(y), clf.predict_arrays(x), classes)

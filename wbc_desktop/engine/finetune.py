@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 from .classify import Classifier
 from .evaluation import evaluate_files, write_report
+from .modelfile import read_card
 from .prepare import PreparedData, prepare_data
 from .progress import CancelToken, Progress
 from .training import TrainConfig, TrainResult, train
@@ -34,6 +35,10 @@ def run_finetune(
                         seed=config.seed, group_by=config.group_by, progress=progress, cancel=cancel)
     data.manifest.save(run_dir / "split.json")
     progress(Progress("data", 1, 1, data.summary.describe() + "\n" + data.manifest.describe()))
+    if str(config.weights).endswith(".keras"):
+        base_classes = read_card(config.weights)["classes"]
+        if set(data.classes) <= set(base_classes):
+            data = data.with_classes(base_classes)  # keep the base head: it already knows these cells
     result = train(config, data, run_dir, progress=progress, cancel=cancel, resume=resume, name=name)
     outcome = FinetuneOutcome(result, data, run_dir)
     if result.cancelled or len(data.test.y) == 0:

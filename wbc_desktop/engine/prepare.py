@@ -35,6 +35,18 @@ class PreparedData:
     manifest: SplitManifest
     summary: DatasetSummary
 
+    def with_classes(self, classes: Sequence[str]) -> "PreparedData":
+        """The same images indexed by a larger class list (a base model's), so
+        fine-tuning can keep the base model's head instead of a new random one."""
+        classes = list(classes)
+        missing = set(self.classes) - set(classes)
+        if missing:
+            raise ValueError(f"classes {sorted(missing)} are not in {classes}")
+        index = np.asarray([classes.index(c) for c in self.classes], dtype=np.int64)
+        remap = lambda s: SplitArrays(s.x, index[s.y], s.paths)  # noqa: E731
+        return PreparedData(classes, self.img_size, remap(self.train), remap(self.val), remap(self.test),
+                            self.manifest, self.summary)
+
     def data_card(self) -> dict:
         """What a model card records of its training data."""
         counts = self.manifest.counts()

@@ -58,6 +58,8 @@ class CurveCanvas(QWidget):
         self.redraw()
 
     def redraw(self) -> None:
+        from matplotlib.ticker import MaxNLocator
+
         fig = self.canvas.figure
         fig.clear()
         for i, (key, title) in enumerate((("loss", "loss"), ("accuracy", "accuracy"))):
@@ -68,6 +70,7 @@ class CurveCanvas(QWidget):
                 if any(v is not None for v in values):
                     ax.plot(epochs, values, style, markersize=3, label="validation" if prefix else "train")
             ax.set_title(title, fontsize=9)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_xlabel("epoch", fontsize=8)
             ax.tick_params(labelsize=8)
             if self.history:
