@@ -36,11 +36,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", default=str(ROOT / "training" / "runs"))
     parser.add_argument("--config", default=str(ROOT / "training" / "shipped_model.json"))
+    parser.add_argument("--labs", nargs="*", help="default: the config's leave_one_out list")
     args = parser.parse_args()
     spec = json.loads(Path(args.config).read_text())
     base = (ROOT / spec["datasets_dir"]).resolve()
     out = {}
-    for held in spec["leave_one_out"]:
+    for held in args.labs or spec["leave_one_out"]:
         run = Path(args.runs) / f"lodo_{held}"
         model, card = best_model(run)
         classes, size = card["classes"], card["input_size"]
@@ -56,7 +57,9 @@ def main() -> int:
         out[held] = {k: {m: round(v[m], 4) for m in ("accuracy", "balanced_accuracy", "macro_f1")}
                      for k, v in (("as_shipped", before), ("adabn_on_unseen_lab", after))}
         print(held, json.dumps(out[held]), flush=True)
-    (Path(args.runs) / "adabn.json").write_text(json.dumps(out, indent=1))
+    target = Path(args.runs) / "adabn.json"
+    previous = json.loads(target.read_text()) if target.exists() else {}
+    target.write_text(json.dumps({**previous, **out}, indent=1))
     return 0
 
 

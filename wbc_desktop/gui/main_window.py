@@ -45,6 +45,7 @@ class MainWindow(QMainWindow):
         self.workers: set[Worker] = set()
         self.job: Worker | None = None
         self._pending_classify = False
+        self._last_manifest: str | None = None
         self._job_total = 0
         self._job_done = 0
         self._job_started = 0.0
@@ -67,7 +68,7 @@ class MainWindow(QMainWindow):
         self.grid = QListView()
         self.grid.setViewMode(QListView.IconMode)
         self.grid.setIconSize(QSize(96, 96))
-        self.grid.setGridSize(QSize(128, 132))
+        self.grid.setGridSize(QSize(150, 134))  # room for "⚑ lymphocyte 64%"
         self.grid.setResizeMode(QListView.Adjust)
         self.grid.setMovement(QListView.Static)
         self.grid.setUniformItemSizes(True)
@@ -734,7 +735,6 @@ class MainWindow(QMainWindow):
             if not dialog.exec():
                 return
             target, move = dialog.target.text().strip(), dialog.move.isChecked()
-        moved = dict(items) if move else {}
         worker = GeneratorWorker(lambda cancel: sort_into_folders(items, target, move=move, cancel=cancel))
 
         def on_progress(p):
@@ -744,9 +744,9 @@ class MainWindow(QMainWindow):
             self._last_manifest = p.info.get("manifest")
 
         worker.yielded.connect(on_progress)
-        if moved:
+        if move:
             worker.finished.connect(lambda: self.statusBar().showMessage(
-                f"Moved files; the manifest {getattr(self, '_last_manifest', '')} can undo it.", 15000))
+                f"Moved files; the manifest {self._last_manifest} can undo it.", 15000))
         self._begin_job(worker, "sort", "Filing")
 
     def undo_sort(self, manifest: str | None = None) -> None:
