@@ -12,9 +12,21 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-# Appended to child code: its own peak resident memory (Linux reports KB).
-PEAK = "import resource; RESULT['peak_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n" \
-       "import json; print(json.dumps(RESULT))\n"
+# Appended to child code: its own peak resident memory. VmHWM, not ru_maxrss:
+# Linux carries ru_maxrss across exec, so a child would inherit the bench's peak.
+PEAK = """
+def _peak_mb():
+    try:
+        for line in open('/proc/self/status'):
+            if line.startswith('VmHWM:'):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import psutil
+    return psutil.Process().memory_info().peak_wset / 2**20  # Windows
+RESULT['peak_mb'] = _peak_mb()
+import json; print(json.dumps(RESULT))
+"""
 
 
 def make_jpegs(folder: Path, n: int, size: int = 224, seed: int = 0, nucleus: float = 0.5) -> list[Path]:

@@ -100,7 +100,9 @@ class Classifier:
         keep_pixels: bool = False,
     ) -> Iterator[Prediction]:
         batches = [files[i:i + batch_size] for i in range(0, len(files), batch_size)]
-        with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
+        # half the cores decode, the rest are TensorFlow's: more decoders only
+        # preempt its compute threads, and a stalled thread stalls every kernel
+        with ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) // 2)) as pool:
             submit = lambda batch: [pool.submit(load_square, p, self.size) for p in batch]  # noqa: E731
             pending = submit(batches[0]) if batches else []
             for index, batch in enumerate(batches):
