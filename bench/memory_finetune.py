@@ -21,6 +21,7 @@ w.load_initial_model()
 t0 = time.time()
 while w.classifier is None and time.time() - t0 < 120:
     app.processEvents(); time.sleep(0.01)
+w.close()  # waits for the loader thread to end before the process does
 """
 
 CLASSIFY = """

@@ -19,6 +19,7 @@ w.load_initial_model()
 while w.classifier is None and time.time() - T0 < 120:
     app.processEvents(); time.sleep(0.005)
 RESULT['model_ready_s'] = time.time() - T0
+w.close()  # waits for the loader thread to end before the process does
 """
 
 

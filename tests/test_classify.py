@@ -82,3 +82,31 @@ def test_predictions_csv(tmp_path, tiny_model_path):
     good = [r for r in rows if not r["error"]]
     assert all(r["model"] == "tiny test model" for r in good)
     assert any("nested cell.bmp" in r["path"] for r in good)
+
+
+def test_adapting_to_a_folder_changes_statistics_not_weights(tmp_path, tiny_model_path, trained_model_path):
+    import pytest
+
+    from wbc_desktop.engine.dataset import collect_images
+
+    folder = tmp_path / "other lab"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(40):  # another 'stain': every cell tinted yellow
+        arr = np.asarray(cell_image(("neutrophil", "lymphocyte")[i % 2], rng, 40)).astype(np.int16)
+        arr[..., 2] -= 60
+        Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).save(folder / f"{i}.png")
+    clf = Classifier.open(tiny_model_path)
+    files = collect_images([folder])[0]
+    adapted = clf.adapted_to(files)
+    assert adapted.model is not clf.model and "adapted to 40 cells" in adapted.name
+    kernels = lambda c: [w.numpy() for w in c.model.trainable_weights]  # noqa: E731
+    for a, b in zip(kernels(adapted), kernels(clf)):
+        np.testing.assert_array_equal(a, b)
+    stats = lambda c: np.concatenate([w.numpy().ravel() for w in c.model.non_trainable_weights])  # noqa: E731
+    assert not np.allclose(stats(adapted), stats(clf))
+    assert len(list(adapted.classify([folder]))) == 40
+    with pytest.raises(ValueError, match="at least 32"):
+        clf.adapted_to(files[:10])
+    with pytest.raises(ValueError, match="no BatchNorm"):  # a GroupNorm model has nothing to adapt
+        Classifier.open(trained_model_path).adapted_to(files)

@@ -203,3 +203,36 @@ def test_export_csv_and_pdf(qtbot, settings, slide, tmp_path, trained_model_path
         text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True).stdout.replace("\ufb00", "ff")
         assert "Haematology Lab 3" in text and "S-0042" in text and "Differential count" in text
         assert "Total WBC" in text and "Flagged cells" in text
+
+
+def test_adapt_to_stain_classifies_with_an_adapted_copy(qtbot, settings, tmp_path, tiny_model_path):
+    folder = tmp_path / "other lab"
+    folder.mkdir()
+    rng = np.random.default_rng(4)
+    for i in range(36):
+        cell_image("neutrophil", rng, 40).save(folder / f"{i}.png")
+    window = _window(qtbot, settings, tiny_model_path)
+    window.adapt_box.setChecked(True)
+    _classify(qtbot, window, [str(folder)])
+    assert len(window.cells.session.items) == 36
+    assert window.cells.session.model_name.endswith("(adapted to this folder)")
+    window.close()
+    assert QSettings(settings.fileName(), QSettings.IniFormat).value("classify/adapt") in (True, "true")
+
+
+def test_closing_mid_job_stops_workers_and_saves(qtbot, settings, tmp_path, trained_model_path):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    big = cell_image("neutrophil", np.random.default_rng(5), 640)
+    for i in range(300):
+        big.save(folder / f"c{i:03d}.jpg", quality=95)
+    window = _window(qtbot, settings, trained_model_path)
+    window.open_paths([str(folder)])
+    qtbot.waitUntil(lambda: len(window.cells.session.items) >= 32, timeout=60000)
+    workers = list(window.workers)
+    t0 = time.monotonic()
+    window.close()
+    assert time.monotonic() - t0 < 10
+    assert workers and not any(w.is_running() for w in workers)
+    saved = ReviewSession.load(autosave_path([str(folder)]))
+    assert 32 <= len(saved.items) < 300

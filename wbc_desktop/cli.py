@@ -59,6 +59,11 @@ def cmd_classify(args) -> int:
     from .engine.classify import Classifier, write_predictions_csv
 
     clf = Classifier.open(_default_model(args.model))
+    if args.adapt:
+        from .engine.dataset import collect_images
+
+        clf = clf.adapted_to(collect_images(args.paths)[0])
+        print(f"adapted normalisation statistics: {clf.name}", file=sys.stderr)
     results = []
     failed = 0
     t0 = time.monotonic()
@@ -266,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write predictions to this CSV")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--tta", action="store_true", help="test-time augmentation (4 views)")
+    p.add_argument("--adapt", action="store_true",
+                   help="re-estimate the model's normalisation statistics on these images first (another lab's stain)")
     p.set_defaults(func=cmd_classify)
 
     p = sub.add_parser("train", help="train a model on a labelled folder")

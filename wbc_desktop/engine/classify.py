@@ -42,6 +42,9 @@ def load_square(path: str | os.PathLike, size: int) -> np.ndarray:
     return fit_square(read_rgb(path, max_side=size * 4), size)
 
 
+MIN_ADAPT_IMAGES = 32
+
+
 class Classifier:
     """A loaded model plus the compiled forward pass that serves it."""
 
@@ -65,6 +68,31 @@ class Classifier:
 
         model, card = load_model(model_path)
         return cls(model, card, model_path)
+
+    def adapted_to(self, files: Sequence[Path], max_images: int = 512, seed: int = 0) -> "Classifier":
+        """A copy whose BatchNorm statistics are re-estimated on the user's own
+        images (AdaBN): no labels needed, no weight changed. Another lab's
+        stain and optics shift every layer's statistics; re-estimating them
+        on that lab's cells undoes much of the shift (measured in
+        training/RESULTS.md). Needs a few dozen readable cells."""
+        from .modelfile import inference_copy
+        from .training import recalibrate_batchnorm
+
+        rng = np.random.default_rng(seed)
+        chosen = [files[i] for i in sorted(rng.permutation(len(files))[:max_images])]
+        pixels = []
+        for path in chosen:
+            try:
+                pixels.append(load_square(path, self.size))
+            except ImageReadError:
+                continue
+        if len(pixels) < MIN_ADAPT_IMAGES:
+            raise ValueError(f"adapting needs at least {MIN_ADAPT_IMAGES} readable images, found {len(pixels)}")
+        model = inference_copy(self.model, always=True)
+        if recalibrate_batchnorm(model, np.stack(pixels)) == 0:
+            raise ValueError("this model has no BatchNorm statistics to adapt")
+        card = dict(self.card, name=f"{self.name} (adapted to {len(pixels)} cells)")
+        return Classifier(model, card, self.model_path)
 
     def predict_arrays(self, pixels: np.ndarray, tta: bool = False, batch_size: int = 32) -> np.ndarray:
         """Probabilities for uint8 N x S x S x 3 arrays. Test-time augmentation

@@ -71,9 +71,11 @@ def _jsonable(value):
     return value
 
 
-def _inference_copy(model):
-    """Without optimizer state: a shipped file needs weights only, a third of the size."""
-    if getattr(model, "optimizer", None) is None:
+def inference_copy(model, always: bool = False):
+    """A copy without optimizer state (a shipped file needs weights only, a
+    third of the size); with ``always``, a copy even of an uncompiled model,
+    to change without touching the original."""
+    if getattr(model, "optimizer", None) is None and not always:
         return model
     copy = _keras().Model.from_config(model.get_config())  # clone_model would compile it again
     copy.set_weights(model.get_weights())
@@ -91,7 +93,7 @@ def save_model(model, card: dict[str, Any], path: str | os.PathLike) -> Path:
     if len(card["classes"]) != model.output_shape[-1]:
         raise ModelFileError("model card classes do not match the model's outputs")
     with atomic_path(path) as tmp:
-        _inference_copy(model).save(tmp)
+        inference_copy(model).save(tmp)
         with zipfile.ZipFile(tmp, "a") as z:
             z.writestr(CARD_ENTRY, json.dumps(_jsonable(card), indent=1))
     return path

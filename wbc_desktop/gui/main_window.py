@@ -8,7 +8,7 @@ from pathlib import Path
 from PySide6.QtCore import QItemSelectionModel, QSettings, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
-    QAbstractItemView, QComboBox, QFileDialog, QHBoxLayout, QLabel, QListView, QMainWindow, QMessageBox,
+    QAbstractItemView, QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QLabel, QListView, QMainWindow, QMessageBox,
     QProgressBar, QPushButton, QSlider, QSplitter, QStackedWidget, QTableView, QTabWidget, QToolBar, QVBoxLayout,
     QWidget,
 )
@@ -191,6 +191,10 @@ class MainWindow(QMainWindow):
         self.model_combo.setMinimumWidth(240)
         self.model_combo.activated.connect(self._model_chosen)
         bar.addWidget(self.model_combo)
+        self.adapt_box = QCheckBox("Adapt to stain")
+        self.adapt_box.setToolTip("Before classifying, re-estimate the model's normalisation statistics on this folder's "
+                                  "cells (no labels needed). Helps on another lab's stain and camera; needs 32+ cells.")
+        bar.addWidget(self.adapt_box)
         bar.addSeparator()
         bar.addWidget(QLabel(" Flag below "))
         self.threshold = QSlider(Qt.Horizontal)
@@ -262,6 +266,7 @@ class MainWindow(QMainWindow):
             self.splitter.restoreState(state)
         self.threshold.setValue(int(self.settings.value("review/threshold", 70)))
         self.view_combo.setCurrentIndex(int(self.settings.value("view/mode", 0)))
+        self.adapt_box.setChecked(self.settings.value("classify/adapt", "false") in (True, "true"))
         self._rebuild_recent_menu()
 
     def _save_settings(self) -> None:
@@ -269,6 +274,7 @@ class MainWindow(QMainWindow):
         self.settings.setValue("window/splitter", self.splitter.saveState())
         self.settings.setValue("review/threshold", self.threshold.value())
         self.settings.setValue("view/mode", self.view_combo.currentIndex())
+        self.settings.setValue("classify/adapt", self.adapt_box.isChecked())
         if self.model_path:
             self.settings.setValue("model/path", str(self.model_path))
         self.settings.sync()
@@ -462,22 +468,24 @@ class MainWindow(QMainWindow):
         from ..engine.classify import Prediction
 
         clf = self.classifier
+        adapt = self.adapt_box.isChecked()
         sources = list(self.sources)
         session = self.cells.session
         if session.classes != clf.classes:
             kept = ReviewSession(sources, clf.classes, threshold=session.threshold)
             self._set_session(kept)
         session = self.cells.session
-        session.model_name = clf.name
+        session.model_name = clf.name + (" (adapted to this folder)" if adapt else "")
         session.model_version = str(clf.card.get("engine_version", ""))
 
         def job(cancel):
             files, skipped = collect_images(sources)
             yield len(files) + len(skipped)
+            model = clf.adapted_to(files) if adapt else clf
             chunk = [Prediction(s.path, error=s.reason) for s in skipped]
             last = time.monotonic()
             # results travel in chunks: one GUI update per chunk keeps the event loop free
-            for pred in clf.classify_files(files, batch_size=32, cancel=cancel, keep_pixels=True):
+            for pred in model.classify_files(files, batch_size=32, cancel=cancel, keep_pixels=True):
                 chunk.append(pred)
                 if len(chunk) >= 64 or time.monotonic() - last > 0.25:
                     yield chunk

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Iterator
 
-from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
 from ..engine.progress import CancelToken
 
@@ -83,7 +83,9 @@ class Worker(QObject):
         self._thread.started.connect(self._runner.run)
         for name in ("yielded", "returned", "errored"):
             getattr(self._runner, name).connect(getattr(self, name))
-        self._runner.finished.connect(self._thread.quit)
+        # direct: quit() from the worker thread itself, so the thread ends even
+        # while the GUI thread is blocked in wait() (closing the window)
+        self._runner.finished.connect(self._thread.quit, Qt.DirectConnection)
         # ``finished`` waits for the thread itself to end, so whoever drops the
         # last reference to this worker then cannot destroy a running QThread
         self._thread.finished.connect(self._thread_ended)
