@@ -152,3 +152,26 @@ def test_models_list_protects_shipped_model(qtbot, window, tmp_path, trained_mod
     page.delete_selected()
     assert not (user_models_dir() / "mine.keras").exists()
     assert (resources / "models" / "wbc_default.keras").exists()
+
+
+def test_search_fills_the_table_and_trains_the_best(qtbot, window, tmp_path):
+    lab = make_labeled_folder(tmp_path / "lab", per_class=15, seed=11)
+    page = window.ensure_train_page()
+    page.base.setCurrentIndex(page.base.findData("compact:none"))
+    page.freeze.setCurrentText("none")
+    page.data_edit.setText(str(lab))
+    page.epochs.setValue(3)
+    page.trials.setValue(2)
+    assert page.validate() == []
+    with qtbot.waitSignal(page.search_finished, timeout=180000) as done:
+        page.search_button.click()
+    best, rows = done.args[0]
+    assert page.search_table.rowCount() == 2 == len(rows)
+    headers = [page.search_table.horizontalHeaderItem(c).text() for c in range(page.search_table.columnCount())]
+    assert "val_macro_f1" in headers and "lr" in headers
+    assert page.train_best_button.isEnabled()
+    with qtbot.waitSignal(page.training_finished, timeout=180000) as trained:
+        page.train_best_button.click()
+    outcome = trained.args[0]
+    assert outcome is not None and outcome.result.card["hyperparameters"]["lr"] == best.lr
+    assert page.lr.value() == pytest.approx(best.lr, rel=0.02)

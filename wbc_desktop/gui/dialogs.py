@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from PySide6.QtWidgets import (
     QButtonGroup, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton,
     QRadioButton, QTextBrowser, QVBoxLayout, QWidget,
@@ -93,6 +91,16 @@ class SortDialog(QDialog):
             self.accept()
 
 
+def _metrics_table(title: str, rows: dict) -> str:
+    body = "".join(
+        f"<tr><td>{name.replace('lodo_', 'without ')}</td><td align='right'>{m['n']}</td>"
+        f"<td align='right'>{m['accuracy']:.1%}</td><td align='right'>{m['macro_f1']:.3f}</td></tr>"
+        for name, m in rows.items()
+    )
+    return (f"<p><b>{title}</b></p><table border='1' cellspacing='0' cellpadding='3'>"
+            f"<tr><th>data</th><th>n</th><th>accuracy</th><th>macro-F1</th></tr>{body}</table>")
+
+
 def card_html(card: dict) -> str:
     tm = card.get("test_metrics") or {}
     lines = [
@@ -106,12 +114,19 @@ def card_html(card: dict) -> str:
     if tm:
         lines.append(f"<p><b>Test split:</b> accuracy {tm['accuracy']:.1%}, balanced accuracy "
                      f"{tm['balanced_accuracy']:.1%}, macro-F1 {tm['macro_f1']:.3f} (n={tm['n']})</p>")
-    for key, title in (("unseen_lab_evaluations", "Labs never seen in training"), ("training_data", "Training data"),
-                       ("data_credits", "Data credits"), ("limitations", "Limitations")):
-        if card.get(key):
-            value = card[key]
-            text = value if isinstance(value, str) else json.dumps(value, indent=1)
-            lines.append(f"<p><b>{title}:</b></p><pre>{text}</pre>")
+    if card.get("test_metrics_by_source"):
+        lines.append(_metrics_table("Held-out test split of each training source", card["test_metrics_by_source"]))
+    if card.get("unseen_lab_evaluations"):
+        lines.append(_metrics_table("Labs never seen in training (all of their cells)", card["unseen_lab_evaluations"]))
+    td = card.get("training_data")
+    if td:
+        sizes = " / ".join(str(sum(td["counts"][s].values())) for s in ("train", "val", "test"))
+        lines.append(f"<p><b>Training data:</b> {td.get('root', '')}, train / validation / test images {sizes}</p>")
+    if card.get("limitations"):
+        lines.append(f"<p><b>Limitations:</b> {card['limitations']}</p>")
+    if card.get("data_credits"):
+        credits = "".join(f"<li>{k}: {v}</li>" for k, v in card["data_credits"].items())
+        lines.append(f"<p><b>Data credits:</b></p><ul>{credits}</ul>")
     return "\n".join(lines)
 
 

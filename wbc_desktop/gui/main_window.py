@@ -507,7 +507,8 @@ class MainWindow(QMainWindow):
             self.cells.add_item(ReviewItem(item.path, item.label, float(item.confidence), probs, item.error), item.pixels)
         self._job_done += len(chunk)
         self._show_progress("Classifying")
-        self._counts_timer.start()
+        if not self._counts_timer.isActive():  # throttle, not debounce: the count moves while results arrive
+            self._counts_timer.start()
         if self.views.currentWidget() is self.empty_hint:
             self._update_state()
         self._schedule_autosave()

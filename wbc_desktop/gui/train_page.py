@@ -403,7 +403,8 @@ class TrainPage(QWidget):
         self.job.returned.connect(on_return)
         self.job.errored.connect(lambda msg: (self._log(f"ERROR: {msg}"),
                                               QMessageBox.warning(self, f"{title} failed", msg)))
-        self.job.finished.connect(self._job_done)
+        job = self.job
+        job.finished.connect(lambda: self._job_done(job))
         self._t0 = time.monotonic()
         self.status.setText(f"{title}…")
         self.tabs.setCurrentIndex(0)
@@ -411,10 +412,13 @@ class TrainPage(QWidget):
         self.main.workers.add(self.job)
         self.job.start()
 
-    def _job_done(self):
-        self.main.workers.discard(self.job)
-        self.job = None
-        self._set_busy(False)
+    def _job_done(self, job: Worker) -> None:
+        """A job's thread has ended. A newer job may already be running (the
+        user can start the search winner as soon as the search returns)."""
+        self.main.workers.discard(job)
+        if self.job is job:
+            self.job = None
+            self._set_busy(False)
 
     def cancel(self) -> None:
         if self.job is not None:
@@ -462,12 +466,14 @@ class TrainPage(QWidget):
 
         self._start(job, lambda text: (self._log(text), self.status.setText("Dataset checked.")), "Checking dataset")
 
-    def start_training(self, resume: bool = False) -> None:
+    def start_training(self, resume: bool = False, config: TrainConfig | None = None) -> None:
+        """``config`` overrides the form (the search winner, exactly as it
+        was tried rather than as the form's spin boxes round it)."""
         problems = [] if resume else self.validate()
         if problems:
             QMessageBox.warning(self, "Settings need attention", "\n".join(f"• {p}" for p in problems))
             return
-        cfg = self.config()
+        cfg = config or self.config()
         if resume:
             import json
 
@@ -586,7 +592,7 @@ class TrainPage(QWidget):
     def train_best(self) -> None:
         if self.best_config is not None:
             self.set_config(self.best_config)
-            self.start_training()
+            self.start_training(config=self.best_config)
 
     # -------------------------------------------------------------- models
     def save_model(self, activate: bool = False, path: str | None = None) -> Path | None:
