@@ -58,6 +58,9 @@ def main() -> int:
     window.open_paths([args.folder])
     while len(window.cells.session.items) < 40 and window.job is not None:
         app.processEvents()
+    settle = QEventLoop()
+    QTimer.singleShot(500, settle.quit)  # the live count redraws at most every 400 ms
+    settle.exec()
     shot("2_classifying")
     if window.job is not None:
         wait_for(window.job_finished)

@@ -14,6 +14,7 @@ from synth import cell_image, make_labeled_folder
 pytest.importorskip("pytestqt")
 
 from wbc_desktop.engine.review import UNUSABLE, ReviewSession, autosave_path  # noqa: E402
+from wbc_desktop.gui.cell_model import ITEM_ROLE  # noqa: E402
 from wbc_desktop.gui.main_window import MainWindow  # noqa: E402
 
 
@@ -236,3 +237,15 @@ def test_closing_mid_job_stops_workers_and_saves(qtbot, settings, tmp_path, trai
     assert workers and not any(w.is_running() for w in workers)
     saved = ReviewSession.load(autosave_path([str(folder)]))
     assert 32 <= len(saved.items) < 300
+
+
+def test_file_order_by_default_and_confidence_sort(qtbot, settings, slide, trained_model_path):
+    window = _window(qtbot, settings, trained_model_path)
+    _classify(qtbot, window, [str(slide)])
+    names = [window.proxy.index(r, 0).data() for r in range(window.proxy.rowCount())]
+    assert names == sorted(names)
+    window.sort_combo.setCurrentIndex(1)
+    window._sort_changed(1)
+    conf = [window.proxy.index(r, 0).data(ITEM_ROLE).confidence for r in range(window.proxy.rowCount())
+            if window.proxy.index(r, 0).data(ITEM_ROLE).error is None]
+    assert conf == sorted(conf)

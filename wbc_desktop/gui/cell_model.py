@@ -102,7 +102,9 @@ class CellTableModel(QAbstractTableModel):
                 return f"{text}\n{item.error}"
             return f"{text}\npredicted {item.label} ({item.confidence:.1%})" + (f"\nreviewed: {item.reviewed}" if item.reviewed else "")
         if role == SORT_ROLE:
-            return (item.confidence if item.error is None else -1.0) if col in (0, 2) else str(self.data(index) or "")
+            if col == 0:
+                return item.path
+            return (item.confidence if item.error is None else -1.0) if col == 2 else str(self.data(index) or "")
         if role == Qt.DecorationRole and col == 0:
             return self.thumbnails.get(item.path)
         if role == Qt.BackgroundRole:
@@ -120,8 +122,9 @@ class CellTableModel(QAbstractTableModel):
 
 
 class GridLabelModel(QSortFilterProxyModel):
-    """The grid shows one text line per cell: the final label and confidence,
-    a tick when a person reviewed it, a flag when it needs review."""
+    """The grid shows one text line per cell: the label and confidence, or a
+    tick and the reviewer's class. Flagged cells are marked by their amber
+    background alone, so the line fits under the thumbnail."""
 
     def data(self, index, role=Qt.DisplayRole):
         if role == Qt.DisplayRole and index.column() == 0:
@@ -132,8 +135,7 @@ class GridLabelModel(QSortFilterProxyModel):
                 return "⚠ unreadable"
             if item.reviewed:
                 return f"✔ {'unusable' if item.reviewed == UNUSABLE else item.reviewed}"
-            flag = "⚑ " if item.is_flagged(self.sourceModel().sourceModel().session.threshold) else ""
-            return f"{flag}{item.label} {item.confidence:.0%}"
+            return f"{item.label} {item.confidence:.0%}"
         return super().data(index, role)
 
 

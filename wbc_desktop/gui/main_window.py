@@ -68,7 +68,7 @@ class MainWindow(QMainWindow):
         self.grid = QListView()
         self.grid.setViewMode(QListView.IconMode)
         self.grid.setIconSize(QSize(96, 96))
-        self.grid.setGridSize(QSize(150, 134))  # room for "⚑ lymphocyte 64%"
+        self.grid.setGridSize(QSize(140, 134))  # room for "lymphocyte 64%" under the thumbnail
         self.grid.setResizeMode(QListView.Adjust)
         self.grid.setMovement(QListView.Static)
         self.grid.setUniformItemSizes(True)
@@ -78,6 +78,8 @@ class MainWindow(QMainWindow):
         self.table = QTableView()
         self.table.setModel(self.proxy)
         self.table.setSortingEnabled(True)
+        self.table.horizontalHeader().setSortIndicator(-1, Qt.AscendingOrder)
+        self.proxy.sort(-1)  # file order until the user asks for another
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SingleSelection)
         self.table.horizontalHeader().setStretchLastSection(True)
@@ -654,10 +656,10 @@ class MainWindow(QMainWindow):
         self.proxy.set_filter(mode, cls)
 
     def _sort_changed(self, index: int) -> None:
-        if index == 0:
-            self.proxy.sort(-1)
-        else:
-            self.proxy.sort(2, Qt.AscendingOrder if index == 1 else Qt.DescendingOrder)
+        column = -1 if index == 0 else 2
+        order = Qt.DescendingOrder if index == 2 else Qt.AscendingOrder
+        self.table.horizontalHeader().setSortIndicator(column, order)
+        self.proxy.sort(column, order)
 
     def _view_changed(self, index: int) -> None:
         row = self.current_row()
