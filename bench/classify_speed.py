@@ -59,7 +59,8 @@ def matmul_peak_gflops(n: int = 4096, repeat: int = 5) -> float:
 
 
 def bench_model(model_path: Path, files: list[Path], naive_n: int) -> dict:
-    from wbc_desktop.engine.classify import Classifier, load_square, write_predictions_csv
+    from wbc_desktop.engine.classify import Classifier, write_predictions_csv
+    from wbc_desktop.engine.preprocess import load_square
 
     clf = Classifier.open(model_path)
     x = np.stack([load_square(p, clf.size) for p in files])

@@ -18,8 +18,8 @@ import numpy as np
 
 from .csvio import write_csv
 from .dataset import collect_images
-from .imageio import ImageReadError, read_rgb
-from .preprocess import fit_square
+from .imageio import ImageReadError
+from .preprocess import load_square
 from .progress import CancelToken
 
 
@@ -35,11 +35,6 @@ class Prediction:
     @property
     def ok(self) -> bool:
         return self.error is None
-
-
-def load_square(path: str | os.PathLike, size: int) -> np.ndarray:
-    """A file as the model sees it (also what the GUI and reports show)."""
-    return fit_square(read_rgb(path, max_side=size * 4), size)
 
 
 MIN_ADAPT_IMAGES = 32

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+from PIL import Image
 
 from .. import paths
-from .imageio import ImageReadError, is_image_name, read_rgb
-from .preprocess import RESIZE_METHOD, fit_square
+from .imageio import ImageReadError, is_image_name
+from .preprocess import RESIZE_METHOD, load_square
 from .progress import CancelToken, Progress, ProgressFn, no_progress
 
 # The order of the shipped model; other class names follow alphabetically.
@@ -156,9 +157,10 @@ def _decode_one(path: Path, size: int):
         raw = path.read_bytes()
     except OSError as exc:
         raise ImageReadError(path, exc.strerror or str(exc)) from None
-    rgb = read_rgb(path, max_side=size * 4, data=io.BytesIO(raw))
-    square = fit_square(rgb, size)
-    return square, perceptual_hash(square), hashlib.sha1(raw).hexdigest(), (rgb.shape[1], rgb.shape[0])
+    square = load_square(path, size, data=io.BytesIO(raw))  # raises ImageReadError for a bad file
+    with Image.open(io.BytesIO(raw)) as im:  # header only: the original size for the summary
+        original = im.size
+    return square, perceptual_hash(square), hashlib.sha1(raw).hexdigest(), original
 
 
 def _cache_key(paths_: Sequence[Path], size: int) -> str:

@@ -4,8 +4,13 @@ model file always gets the uint8 pixels it was trained on."""
 
 from __future__ import annotations
 
+import os
+from typing import BinaryIO
+
 import numpy as np
 from PIL import Image
+
+from .imageio import read_rgb
 
 RESIZE_METHOD = "fit-pad-border-median"
 
@@ -26,3 +31,9 @@ def fit_square(rgb: np.ndarray, size: int) -> np.ndarray:
     canvas = Image.new("RGB", (size, size), fill)
     canvas.paste(im, ((size - new_w) // 2, (size - new_h) // 2))
     return np.asarray(canvas, dtype=np.uint8)
+
+
+def load_square(path: str | os.PathLike, size: int, data: BinaryIO | None = None) -> np.ndarray:
+    """A file as the model sees it: training, inference, thumbnails and
+    reports all go through here, so they can never disagree."""
+    return fit_square(read_rgb(path, max_side=size * 4, data=data), size)

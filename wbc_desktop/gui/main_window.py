@@ -439,7 +439,7 @@ class MainWindow(QMainWindow):
         self._update_state()
 
     def _load_thumbnails(self) -> None:
-        from ..engine.classify import load_square
+        from ..engine.preprocess import load_square
         from ..engine.imageio import ImageReadError
 
         items = [it.path for it in self.cells.session.items if it.error is None]
