@@ -2,7 +2,6 @@
 live curves, cancel and resume, evaluation views, save, set active, classify."""
 
 import shutil
-import time
 
 import pytest
 from PySide6.QtCore import QElapsedTimer, QSettings, QTimer

@@ -5,7 +5,6 @@ import csv
 import json
 
 import numpy as np
-import pytest
 
 from synth import cell_image
 from wbc_desktop import paths

@@ -8,7 +8,7 @@ from pathlib import Path
 from PySide6.QtCore import QItemSelectionModel, QSettings, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
-    QAbstractItemView, QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QLabel, QListView, QMainWindow, QMessageBox,
+    QAbstractItemView, QCheckBox, QComboBox, QFileDialog, QLabel, QListView, QMainWindow, QMessageBox,
     QProgressBar, QPushButton, QSlider, QSplitter, QStackedWidget, QTableView, QTabWidget, QToolBar, QVBoxLayout,
     QWidget,
 )
