@@ -22,7 +22,7 @@ class ProgressPrinter:
         self._tty = stream.isatty()
 
     def __call__(self, p: Progress) -> None:
-        if p.stage in ("train_epoch", "tune"):
+        if p.stage in ("train_epoch", "tune", "data", "evaluate"):
             self._clear()
             print(p.message, file=self.stream, flush=True)
             return
@@ -110,68 +110,56 @@ def _prepare(args, img_size: int, progress):
     return data
 
 
-def _final_evaluation(model, card, data, report_dir: Path) -> dict:
-    from .engine.classify import Classifier
-    from .engine.evaluation import format_metrics, write_report
-
-    probs = Classifier(model, card).predict_arrays(data.test.x)
-    metrics = write_report(report_dir, data.test.y, probs, data.classes, data.test.x, data.test.paths,
-                           {"split": "test", "model": card["name"]})
-    print(format_metrics(metrics), file=sys.stderr)
-    return metrics
-
-
-def _card_metrics(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if k not in ("confusion_matrix",)}
-
-
-def cmd_train(args) -> int:
+def _train_evaluate_save(cfg, source, run_dir: Path, out: Path, name: str, resume: bool = False,
+                         card_extra: dict | None = None) -> int:
+    """The app's own fine-tune job (train, then test split and base model
+    scored), with its result saved as a model file."""
+    from .engine.evaluation import format_metrics
+    from .engine.finetune import run_finetune
     from .engine.modelfile import save_model
-    from .engine.training import train
 
-    cfg = _train_config(args)
-    progress = ProgressPrinter()
-    out = Path(args.out)
-    run_dir = Path(args.run_dir or out.with_suffix(".run"))
-    data = _prepare(args, cfg.img_size, progress)
-    data.manifest.save(run_dir / "split.json")
-    cancel = CancelToken()
     try:
-        result = train(cfg, data, run_dir, progress=progress, cancel=cancel, resume=args.resume, name=args.name or out.stem)
+        outcome = run_finetune(cfg, source, run_dir, name=name, progress=ProgressPrinter(), cancel=CancelToken(),
+                               resume=resume)
     except KeyboardInterrupt:
         print(f"\ninterrupted: resume with --resume --run-dir {run_dir}", file=sys.stderr)
         return 130
+    result = outcome.result
     print(f"trained {len(result.history)} epochs in {result.seconds:.0f} s; best epoch {result.best_epoch}", file=sys.stderr)
-    card = result.card
-    if len(data.test.y):
-        card["test_metrics"] = _card_metrics(_final_evaluation(result.model, card, data, run_dir / "report"))
-    card["training_seconds"] = round(result.seconds, 1)
+    if outcome.metrics:
+        print(format_metrics(outcome.metrics), file=sys.stderr)
+    if outcome.base_metrics:
+        b = outcome.base_metrics
+        print(f"base model on the same test images: accuracy {b['accuracy']:.4f}, macro-F1 {b['macro_f1']:.4f}",
+              file=sys.stderr)
+    card = dict(result.card, training_seconds=round(result.seconds, 1), **(card_extra or {}))
     save_model(result.model, card, out)
     print(f"saved {out} (report in {run_dir / 'report'})", file=sys.stderr)
     return 0
 
 
+def cmd_train(args) -> int:
+    cfg = _train_config(args)
+    out = Path(args.out)
+    run_dir = Path(args.run_dir or out.with_suffix(".run"))
+    source = run_dir / "split.json" if args.resume and (run_dir / "split.json").exists() else args.data
+    return _train_evaluate_save(cfg, source, run_dir, out, args.name or out.stem, resume=args.resume)
+
+
 def cmd_tune(args) -> int:
-    from .engine.modelfile import save_model
-    from .engine.training import train
     from .engine.tuning import tune
 
     base = _train_config(args)
-    progress = ProgressPrinter()
     out_dir = Path(args.out)
-    data = _prepare(args, base.img_size, progress)
+    data = _prepare(args, base.img_size, ProgressPrinter())
     data.manifest.save(out_dir / "split.json")
-    best, rows = tune(data, base, out_dir, args.trials, trial_epochs=args.trial_epochs, progress=progress)
+    best, rows = tune(data, base, out_dir, args.trials, trial_epochs=args.trial_epochs, progress=ProgressPrinter())
     for r in rows:
         print("  ".join(f"{k}={v}" for k, v in r.items()), file=sys.stderr)
     print(f"retraining the best configuration for {best.epochs} epochs", file=sys.stderr)
-    result = train(best, data, out_dir / "best_run", progress=progress, name=args.name or "tuned model")
-    card = result.card
-    card["tuning"] = {"trials": rows, "chosen_on": "validation macro-F1"}
-    card["test_metrics"] = _card_metrics(_final_evaluation(result.model, card, data, out_dir / "report"))
-    save_model(result.model, card, out_dir / "best_model.keras")
-    print(f"saved {out_dir / 'best_model.keras'}", file=sys.stderr)
-    return 0
+    return _train_evaluate_save(best, out_dir / "split.json", out_dir / "best_run", out_dir / "best_model.keras",
+                                args.name or "tuned model",
+                                card_extra={"tuning": {"trials": rows, "chosen_on": "validation macro-F1"}})
 
 
 def cmd_evaluate(args) -> int:

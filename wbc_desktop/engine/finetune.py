@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from .classify import Classifier
 from .evaluation import evaluate_files, write_report
@@ -26,10 +26,11 @@ class FinetuneOutcome:
 
 
 def run_finetune(
-    config: TrainConfig, source: str | Path, run_dir: str | Path, *, name: str,
+    config: TrainConfig, source: str | Path | Sequence[str | Path], run_dir: str | Path, *, name: str,
     progress: Callable[[Any], None], cancel: CancelToken, resume: bool = False,
 ) -> FinetuneOutcome:
-    """``source``: labelled folder, or the run's own ``split.json`` to resume."""
+    """``source``: labelled folder(s), or a saved ``split.json`` (to resume,
+    or to train on exactly the split a search used)."""
     run_dir = Path(run_dir)
     data = prepare_data(source, config.img_size, val_frac=config.val_frac, test_frac=config.test_frac,
                         seed=config.seed, group_by=config.group_by, progress=progress, cancel=cancel)
