@@ -15,22 +15,21 @@ from PySide6.QtWidgets import (
 
 from .. import __version__, paths
 from ..engine.dataset import collect_images
-from ..engine.model_registry import list_models
-from ..engine.review import UNUSABLE, ReviewItem, ReviewSession, autosave_path, write_review_csv
-from ..engine.sorting import sort_into_folders, undo_moves
+from ..engine.review import UNUSABLE, ReviewItem, ReviewSession, autosave_path
 from .cell_model import (
     FILTER_ALL, FILTER_ERRORS, FILTER_FLAGGED, FILTER_REVIEWED, FILTER_UNREVIEWED, ITEM_ROLE, CellFilterProxy,
     CellTableModel, GridLabelModel,
 )
 from .count_panel import CountPanel
 from .detail_panel import DetailPanel
-from .dialogs import ExportReportDialog, SortDialog, TextDialog, about_html, card_html
-from .workers import GeneratorWorker, Worker, call_in_thread
+from .export_actions import ExportActions
+from .model_actions import ModelActions
+from .workers import GeneratorWorker, Worker
 
 MAX_RECENT = 8
 
 
-class MainWindow(QMainWindow):
+class MainWindow(ModelActions, ExportActions, QMainWindow):
     model_ready = Signal()
     job_finished = Signal(str)  # the job's name
 
@@ -295,88 +294,6 @@ class MainWindow(QMainWindow):
         for folder in self.recent_folders():
             self.recent_menu.addAction(folder, lambda f=folder: self.open_paths([f]))
         self.recent_menu.setEnabled(bool(self.recent_folders()))
-
-    # -------------------------------------------------------------- models
-    def refresh_models(self) -> None:
-        entries, problems = list_models()
-        extra = self.settings.value("model/extra", [])
-        extra = [extra] if isinstance(extra, str) else list(extra or [])
-        self.model_combo.clear()
-        for e in entries:
-            self.model_combo.addItem(e.title, str(e.path))
-        for p in extra:
-            if Path(p).exists() and self.model_combo.findData(p) < 0:
-                self.model_combo.addItem(Path(p).name, p)
-        self.model_combo.addItem("Open model file…", None)
-        for msg in problems:
-            self.statusBar().showMessage(msg, 8000)
-
-    def load_initial_model(self) -> None:
-        """The remembered model if it still exists, else the shipped one."""
-        self.refresh_models()
-        remembered = self.settings.value("model/path")
-        path = Path(remembered) if remembered and Path(remembered).exists() else paths.default_model_path()
-        if path.exists():
-            self.load_model(path)
-        else:
-            self.model_status.setText("Model: none — use Model ▸ Open model file…")
-
-    def load_model(self, path: str | Path) -> None:
-        from ..engine.classify import Classifier  # TensorFlow loads on the worker, not before the window shows
-
-        path = Path(path)
-        self.model_status.setText(f"Model: loading {path.name}…")
-        self.act_classify.setEnabled(False)
-        worker = call_in_thread(lambda: Classifier.open(path))
-        worker.returned.connect(lambda clf: self._model_loaded(clf, path))
-        worker.errored.connect(lambda msg: self._model_failed(path, msg))
-        self._start_worker(worker)
-
-    def _model_loaded(self, classifier, path: Path) -> None:
-        self.classifier, self.model_path = classifier, path
-        index = self.model_combo.findData(str(path))
-        if index < 0:
-            self.model_combo.insertItem(self.model_combo.count() - 1, classifier.name, str(path))
-            index = self.model_combo.findData(str(path))
-        self.model_combo.setCurrentIndex(index)
-        self.model_status.setText(f"Model: {classifier.name} ({len(classifier.classes)} classes, {classifier.size} px)")
-        self.detail.set_classes(classifier.classes)
-        self._fill_filter_combo(classifier.classes)
-        self.settings.setValue("model/path", str(path))
-        self._update_state()
-        self.model_ready.emit()
-        if self._pending_classify:
-            self._pending_classify = False
-            self.start_classification()
-
-    def _model_failed(self, path: Path, message: str) -> None:
-        self.model_status.setText("Model: none")
-        QMessageBox.warning(self, "Model not loaded", f"{path} could not be loaded:\n\n{message}")
-        self._update_state()
-
-    def _model_chosen(self, index: int) -> None:
-        data = self.model_combo.itemData(index)
-        if data is None:
-            self.choose_model_file()
-        elif self.model_path is None or Path(data) != self.model_path:
-            self.load_model(data)
-
-    def choose_model_file(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open model file", "", "WBC models (*.keras)")
-        if path:
-            extra = self.settings.value("model/extra", [])
-            extra = [extra] if isinstance(extra, str) else list(extra or [])
-            self.settings.setValue("model/extra", [path] + [p for p in extra if p != path])
-            self.load_model(path)
-        elif self.model_path:
-            self.model_combo.setCurrentIndex(max(0, self.model_combo.findData(str(self.model_path))))
-
-    def show_model_card(self) -> None:
-        if self.classifier:
-            TextDialog("Model card", card_html(self.classifier.card), self).exec()
-
-    def show_about(self) -> None:
-        TextDialog("About WBC Desktop", about_html(self.classifier.card if self.classifier else None), self).exec()
 
     # ----------------------------------------------------------- open work
     def choose_folder(self) -> None:
@@ -711,69 +628,6 @@ class MainWindow(QMainWindow):
         self.sources = session.sources
         self._set_session(session)
         self._load_thumbnails()
-
-    # -------------------------------------------------------------- export
-    def export_csv(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Export CSV", "wbc_results.csv", "CSV (*.csv)")
-        if path:
-            write_review_csv(self.cells.session, path)
-            self.statusBar().showMessage(f"Exported {path}", 5000)
-
-    def export_pdf(self, path: str | None = None, fields: dict | None = None) -> str | None:
-        from .report_pdf import write_pdf_report
-
-        if fields is None:
-            remembered = {k: self.settings.value(f"report/{k}", "") for k in ("Laboratory", "Operator")}
-            dialog = ExportReportDialog(self, remembered)
-            if not dialog.exec():
-                return None
-            fields = dialog.values()
-            for k in ("Laboratory", "Operator"):
-                self.settings.setValue(f"report/{k}", fields[k])
-        if path is None:
-            path, _ = QFileDialog.getSaveFileName(self, "Export PDF report", "wbc_report.pdf", "PDF (*.pdf)")
-            if not path:
-                return None
-        card = self.classifier.card if self.classifier else None
-        write_pdf_report(path, self.cells.session, fields, card, self.cells.thumbnails)
-        self.statusBar().showMessage(f"Report written to {path}", 8000)
-        return path
-
-    def sort_into_folders(self, target: str | None = None, move: bool | None = None) -> None:
-        items = [(it.path, it.final_label) for it in self.cells.session.items if it.error is None and it.final_label]
-        if target is None or move is None:
-            dialog = SortDialog(self, len(items))
-            if not dialog.exec():
-                return
-            target, move = dialog.target.text().strip(), dialog.move.isChecked()
-        worker = GeneratorWorker(lambda cancel: sort_into_folders(items, target, move=move, cancel=cancel))
-
-        def on_progress(p):
-            self._job_total, self._job_done = p.total, p.done
-            self.progress.setRange(0, p.total)
-            self._show_progress("Filing")
-            self._last_manifest = p.info.get("manifest")
-
-        worker.yielded.connect(on_progress)
-        if move:
-            worker.finished.connect(lambda: self.statusBar().showMessage(
-                f"Moved files; the manifest {self._last_manifest} can undo it.", 15000))
-        self._begin_job(worker, "sort", "Filing")
-
-    def undo_sort(self, manifest: str | None = None) -> None:
-        if manifest is None:
-            manifest, _ = QFileDialog.getOpenFileName(self, "Manifest of the move to undo", "", "Sort manifests (sorted_*.csv)")
-            if not manifest:
-                return
-        worker = GeneratorWorker(lambda cancel: undo_moves(manifest))
-
-        def on_progress(p):
-            self._job_total, self._job_done = p.total, p.done
-            self.progress.setRange(0, max(p.total, 1))
-            self._show_progress("Restoring")
-
-        worker.yielded.connect(on_progress)
-        self._begin_job(worker, "undo", "Restoring")
 
     # --------------------------------------------------------------- close
     def shutdown(self) -> None:
