@@ -67,7 +67,7 @@ class MainWindow(ModelActions, ExportActions, QMainWindow):
         self.grid = QListView()
         self.grid.setViewMode(QListView.IconMode)
         self.grid.setIconSize(QSize(96, 96))
-        self.grid.setGridSize(QSize(140, 134))  # room for "lymphocyte 64%" under the thumbnail
+        self.grid.setGridSize(QSize(150, 134))  # room for "lymphocyte 64%" under the thumbnail
         self.grid.setResizeMode(QListView.Adjust)
         self.grid.setMovement(QListView.Static)
         self.grid.setUniformItemSizes(True)
