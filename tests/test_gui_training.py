@@ -122,6 +122,7 @@ def test_reviewed_cells_become_training_data(qtbot, window, tmp_path):
         session.set_review(i, "lymphocyte" if i % 2 else "neutrophil")
     page = window.ensure_train_page()
     page.use_reviewed_cells()
+    qtbot.waitUntil(lambda: page.data_edit.text() != "", timeout=30000)
     target = page.data_edit.text()
     from pathlib import Path
 

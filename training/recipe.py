@@ -30,7 +30,7 @@ from wbc_desktop.engine.classify import Classifier  # noqa: E402
 from wbc_desktop.engine.dataset import scan_labeled  # noqa: E402
 from wbc_desktop.engine.evaluation import evaluate_files, format_metrics, write_report  # noqa: E402
 from wbc_desktop.engine.modelfile import save_model, update_card  # noqa: E402
-from wbc_desktop.engine.prepare import prepare_data  # noqa: E402
+from wbc_desktop.engine.finetune import prepare_for  # noqa: E402
 from wbc_desktop.engine.training import TrainConfig, train  # noqa: E402
 
 COMMON_FIVE = ["neutrophil", "eosinophil", "basophil", "lymphocyte", "monocyte"]
@@ -77,8 +77,7 @@ def run(spec: dict, sources: list[str], run_dir: Path, name: str, epochs: int | 
     base = (ROOT / spec["datasets_dir"]).resolve()
     progress = ProgressPrinter()
     t0 = time.monotonic()
-    data = prepare_data([base / s for s in sources], cfg.img_size, val_frac=cfg.val_frac, test_frac=cfg.test_frac,
-                        seed=cfg.seed, group_by=cfg.group_by, progress=progress)
+    data = prepare_for(cfg, [base / s for s in sources], progress)
     print(data.summary.describe(), "\n", data.manifest.describe(), flush=True)
     data.manifest.save(run_dir / "split.json")
     result = train(cfg, data, run_dir, progress=progress, resume=True, name=name)

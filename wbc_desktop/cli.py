@@ -100,16 +100,6 @@ def _train_config(args):
     return cfg
 
 
-def _prepare(args, img_size: int, progress):
-    from .engine.prepare import prepare_data
-
-    data = prepare_data(args.data, img_size, val_frac=args.val_frac, test_frac=args.test_frac,
-                        seed=args.seed, group_by=args.group_by, progress=progress)
-    print(data.summary.describe(), file=sys.stderr)
-    print(data.manifest.describe(), file=sys.stderr)
-    return data
-
-
 def _train_evaluate_save(cfg, source, run_dir: Path, out: Path, name: str, resume: bool = False,
                          card_extra: dict | None = None) -> int:
     """The app's own fine-tune job (train, then test split and base model
@@ -147,11 +137,14 @@ def cmd_train(args) -> int:
 
 
 def cmd_tune(args) -> int:
+    from .engine.finetune import prepare_for
     from .engine.tuning import tune
 
     base = _train_config(args)
     out_dir = Path(args.out)
-    data = _prepare(args, base.img_size, ProgressPrinter())
+    data = prepare_for(base, args.data, ProgressPrinter())
+    print(data.summary.describe(), file=sys.stderr)
+    print(data.manifest.describe(), file=sys.stderr)
     data.manifest.save(out_dir / "split.json")
     best, rows = tune(data, base, out_dir, args.trials, trial_epochs=args.trial_epochs, progress=ProgressPrinter())
     for r in rows:

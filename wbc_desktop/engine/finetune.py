@@ -12,7 +12,7 @@ from .classify import Classifier
 from .evaluation import evaluate_files, write_report
 from .modelfile import read_card
 from .prepare import PreparedData, prepare_data
-from .progress import CancelToken, Progress
+from .progress import CancelToken, Progress, no_progress
 from .training import TrainConfig, TrainResult, train
 
 
@@ -25,6 +25,13 @@ class FinetuneOutcome:
     base_metrics: dict | None = None  # the base model on the same files
 
 
+def prepare_for(config: TrainConfig, source, progress: Callable[[Any], None] = no_progress,
+                cancel: CancelToken | None = None) -> PreparedData:
+    """The split a training configuration asks for (fractions, seed, grouping)."""
+    return prepare_data(source, config.img_size, val_frac=config.val_frac, test_frac=config.test_frac,
+                        seed=config.seed, group_by=config.group_by, progress=progress, cancel=cancel)
+
+
 def run_finetune(
     config: TrainConfig, source: str | Path | Sequence[str | Path], run_dir: str | Path, *, name: str,
     progress: Callable[[Any], None], cancel: CancelToken, resume: bool = False,
@@ -32,8 +39,7 @@ def run_finetune(
     """``source``: labelled folder(s), or a saved ``split.json`` (to resume,
     or to train on exactly the split a search used)."""
     run_dir = Path(run_dir)
-    data = prepare_data(source, config.img_size, val_frac=config.val_frac, test_frac=config.test_frac,
-                        seed=config.seed, group_by=config.group_by, progress=progress, cancel=cancel)
+    data = prepare_for(config, source, progress, cancel)
     data.manifest.save(run_dir / "split.json")
     progress(Progress("data", 1, 1, data.summary.describe() + "\n" + data.manifest.describe()))
     if str(config.weights).endswith(".keras"):

@@ -393,10 +393,18 @@ class TrainPage(QWidget):
                                     "Classify & review screen first.")
             return
         target = paths.user_data_dir() / "training_data" / _dt.datetime.now().strftime("reviewed-%Y%m%d-%H%M%S")
-        for _ in sort_into_folders(cells, target):
-            pass
-        self.data_edit.setText(str(target))
-        self._log(f"Copied {len(cells)} reviewed cells into {target}")
+
+        def job(cancel, emit):  # copying thousands of files must not freeze the window
+            for p in sort_into_folders(cells, target, cancel=cancel):
+                emit(p)
+            return target
+
+        def done(folder):
+            self.data_edit.setText(str(folder))
+            self._log(f"Copied {len(cells)} reviewed cells into {folder}")
+            self.status.setText("Reviewed cells are ready as training data.")
+
+        self._start(job, done, "Copying reviewed cells")
 
     # ---------------------------------------------------------------- jobs
     def _set_busy(self, busy: bool) -> None:
@@ -450,7 +458,7 @@ class TrainPage(QWidget):
         elif p.stage == "train_epoch":
             self.curves.add_epoch(p.info)
             self._log(p.message)
-        elif p.stage == "decode":
+        elif p.stage in ("decode", "sort"):
             self.progress.setRange(0, p.total)
             self.progress.setValue(p.done)
             self.status.setText(p.message)
@@ -469,10 +477,9 @@ class TrainPage(QWidget):
         cfg = self.config()
 
         def job(cancel, emit):
-            from ..engine.prepare import prepare_data
+            from ..engine.finetune import prepare_for
 
-            data = prepare_data(folder, cfg.img_size, val_frac=cfg.val_frac, test_frac=cfg.test_frac, seed=cfg.seed,
-                                group_by=cfg.group_by, progress=emit, cancel=cancel)
+            data = prepare_for(cfg, folder, emit, cancel)
             return data.summary.describe() + "\n\nSplit (train / validation / test):\n" + data.manifest.describe()
 
         self._start(job, lambda text: (self._log(text), self.status.setText("Dataset checked.")), "Checking dataset")
@@ -571,11 +578,10 @@ class TrainPage(QWidget):
             space["freeze_until"] = ["backbone", "conv3", "none"]
 
         def job(cancel, emit):
-            from ..engine.prepare import prepare_data
+            from ..engine.finetune import prepare_for
             from ..engine.tuning import tune
 
-            data = prepare_data(folder, cfg.img_size, val_frac=cfg.val_frac, test_frac=cfg.test_frac, seed=cfg.seed,
-                                group_by=cfg.group_by, progress=emit, cancel=cancel)
+            data = prepare_for(cfg, folder, emit, cancel)
             return tune(data, cfg, out, trials, space=space, trial_epochs=max(1, cfg.epochs // 3), progress=emit,
                         cancel=cancel, on_trial=lambda row: emit(Progress("trial", 0, 0, "", row)))
 
