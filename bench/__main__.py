@@ -31,8 +31,11 @@ def main() -> None:
             f"| {m['model']} ({m['size']} px): end-to-end classify | {m['e2e_ips']:.1f} img/s | "
             f"{m['e2e_ips'] / m['bare_ips']:.2f}x bare forward (goal >= 0.9), {m['e2e_ips'] / m['naive_ips']:.1f}x naive loop (goal >= 7) |",
             f"| {m['model']}: bare batched forward | {m['bare_ips']:.1f} img/s | naive per-image predict {m['naive_ips']:.1f} img/s |",
+            f"| {m['model']}: decode + resize, one core | {m['decode_ms']:.2f} ms/img | "
+            f"end-to-end ceiling with decoding sharing the cores: {m['e2e_ceiling']:.2f}x bare |",
             f"| {m['model']}: forward GFLOP/s | {m['gflops']:.0f} ({m['gflop_per_image']:.2f} GFLOP/img) | "
-            f"{m['gflops'] / peak:.0%} of matmul peak {peak:.0f} GFLOP/s |",
+            f"{m['gflops'] / peak:.0%} of matmul peak {peak:.0f} GFLOP/s; at 100 % of peak at most "
+            f"{peak / (m['naive_ips'] * m['gflop_per_image']):.1f}x the naive loop |",
         ]
     lines += [
         f"| peak memory, app idle with model | {mem['idle_app']['peak_mb']:.0f} MB | |",

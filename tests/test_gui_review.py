@@ -67,6 +67,10 @@ def test_classify_folder_review_with_keys_and_count(qtbot, settings, slide, trai
     assert broken.error and broken.label is None
     assert window.counts.table.rowCount() == 3
     assert window.counts.last["total"] == 18 and window.counts.last["errors"] == 1
+    # every grid cell is wide enough for the longest line any cell can show
+    metrics, model = window.grid.fontMetrics(), window.grid_model
+    longest = max(metrics.horizontalAdvance(f"{c} 100%") for c in session.classes)
+    assert all(model.data(model.index(r, 0), Qt.SizeHintRole).width() > longest for r in range(model.rowCount()))
 
     # review from the keyboard in the grid
     window.grid.setFocus()

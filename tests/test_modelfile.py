@@ -6,6 +6,7 @@ import pytest
 
 from wbc_desktop.engine.modelfile import ModelFileError, load_model, new_card, read_card, save_model, update_card
 from wbc_desktop.engine.models import build_compact
+from wbc_desktop.engine.preprocess import RESIZE_METHOD
 
 
 def test_roundtrip_keeps_weights_and_card(tmp_path):
@@ -19,7 +20,7 @@ def test_roundtrip_keeps_weights_and_card(tmp_path):
     x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
     assert loaded_card["classes"] == ["a", "b", "c"] and loaded_card["test_metrics"]["accuracy"] == 0.5
-    assert loaded_card["preprocessing"]["resize"].startswith("fit-pad")
+    assert loaded_card["preprocessing"]["resize"] == RESIZE_METHOD
     with zipfile.ZipFile(path) as z:
         assert z.getinfo("model.weights.h5").file_size < 2 * 4 * model.count_params()  # no optimizer state
 

@@ -30,6 +30,18 @@ def test_rotation_only_preserves_a_centred_disc():
     assert np.abs(out - x).mean() < 8
 
 
+def test_stain_jitter_changes_the_dyes_but_not_the_empty_background():
+    x = np.zeros((32, 16, 16, 3), np.float32)
+    x[:, :, :8] = 255.0  # bright field: no dye, so no stain can colour it
+    x[:, :, 8:] = (120.0, 60.0, 160.0)  # a May-Grunwald-Giemsa purple nucleus
+    cfg = AugmentConfig(**{**AugmentConfig.none().to_dict(), "stain": 1.0})
+    out = augment_batch(x, cfg).numpy()
+    np.testing.assert_allclose(out[:, :, :8], 255.0, atol=1.0)
+    nucleus = out[:, 0, 12]
+    assert np.ptp(nucleus[:, 0] / nucleus[:, 2]) > 0.3  # the red/blue balance varies from image to image
+    assert np.ptp(nucleus.mean(axis=1)) > 20  # and so does how much dye there is
+
+
 def test_config_validation_lists_every_problem():
     problems = TrainConfig(arch="vgg", epochs=0, lr=5, img_size=8, val_frac=0.7, group_by="(").validate()
     assert len(problems) == 6

@@ -21,7 +21,7 @@ class AugmentConfig:
     affine: float = 0.5  # translation
     scale: float = 0.5  # random zoom, in and out
     brightness_contrast: float = 0.5
-    stain: float = 0.5  # hue and saturation jitter
+    stain: float = 0.5  # hue, saturation and per-dye (optical density) jitter
     grayscale: float = 0.0  # probability of a grey image
     blur: float = 0.0  # probability of a low-resolution (camera) copy
 
@@ -35,7 +35,7 @@ class AugmentConfig:
     @classmethod
     def scaled(cls, strength: float) -> "AugmentConfig":
         """One knob for hyperparameter search: every family at ``strength``."""
-        return cls(True, True, strength, strength, strength, strength, 0.2 * strength, 0.3 * strength)
+        return cls(True, True, strength, strength, strength, strength, 0.3 * strength, 0.3 * strength)
 
 
 def _uniform(batch, lo, hi):
@@ -69,12 +69,18 @@ def _colour(images: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
     b = tf.shape(images)[0]
     x = images / 255.0
     if cfg.stain > 0:
+        k = cfg.stain
         hsv = tf.image.rgb_to_hsv(x)
-        dh = tf.reshape(_uniform(b, -0.1 * cfg.stain, 0.1 * cfg.stain), [-1, 1, 1])
-        ds = tf.reshape(_uniform(b, 1 - 0.6 * cfg.stain, 1 + 0.6 * cfg.stain), [-1, 1, 1])
+        dh = tf.reshape(_uniform(b, -0.17 * k, 0.17 * k), [-1, 1, 1])
+        ds = tf.reshape(tf.exp(_uniform(b, -k, k)), [-1, 1, 1])
         h = tf.math.floormod(hsv[..., 0] + dh, 1.0)
         s = tf.clip_by_value(hsv[..., 1] * ds, 0.0, 1.0)
         x = tf.image.hsv_to_rgb(tf.stack([h, s, hsv[..., 2]], axis=-1))
+        # how much of each dye a lab's stain leaves: a gain per channel on the
+        # optical density (Beer-Lambert), which hue jitter alone cannot mimic
+        density = -tf.math.log(tf.clip_by_value(x, 1 / 255, 1.0))
+        gain = tf.exp(tf.random.uniform([b, 1, 1, 3], -0.3 * k, 0.3 * k))
+        x = tf.exp(-density * gain)
     if cfg.brightness_contrast > 0:
         k = cfg.brightness_contrast
         contrast = tf.reshape(_uniform(b, 1 - 0.4 * k, 1 + 0.4 * k), [-1, 1, 1, 1])

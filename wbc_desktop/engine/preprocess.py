@@ -12,7 +12,7 @@ from PIL import Image
 
 from .imageio import read_rgb
 
-RESIZE_METHOD = "fit-pad-border-median"
+RESIZE_METHOD = "jpeg-dct-fit-pad-border-median"
 
 
 def fit_square(rgb: np.ndarray, size: int) -> np.ndarray:
@@ -35,5 +35,10 @@ def fit_square(rgb: np.ndarray, size: int) -> np.ndarray:
 
 def load_square(path: str | os.PathLike, size: int, data: BinaryIO | None = None) -> np.ndarray:
     """A file as the model sees it: training, inference, thumbnails and
-    reports all go through here, so they can never disagree."""
-    return fit_square(read_rgb(path, max_side=size * 4, data=data), size)
+    reports all go through here, so they can never disagree.
+
+    JPEGs are decoded already scaled down in the DCT (to no less than
+    ``size``): 2.4x faster than a full decode, which is what bounds a small
+    model's throughput. Models must be trained on this same decode: the
+    shipped model lost 0.3 points when only inference used it."""
+    return fit_square(read_rgb(path, max_side=size, data=data), size)

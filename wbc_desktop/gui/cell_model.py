@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSize, QSortFilterProxyModel, Qt
 from PySide6.QtGui import QBrush, QColor, QFont, QImage, QPixmap
 
 from ..engine.review import UNUSABLE, ReviewItem, ReviewSession
@@ -126,7 +126,11 @@ class GridLabelModel(QSortFilterProxyModel):
     tick and the reviewer's class. Flagged cells are marked by their amber
     background alone, so the line fits under the thumbnail."""
 
+    item_size: QSize | None = None  # every cell's: the view's uniform size would be the first cell's
+
     def data(self, index, role=Qt.DisplayRole):
+        if role == Qt.SizeHintRole and self.item_size is not None:
+            return self.item_size
         if role == Qt.DisplayRole and index.column() == 0:
             item: ReviewItem = super().data(index, ITEM_ROLE)
             if item is None:

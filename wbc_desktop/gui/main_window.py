@@ -67,7 +67,7 @@ class MainWindow(ModelActions, ExportActions, QMainWindow):
         self.grid = QListView()
         self.grid.setViewMode(QListView.IconMode)
         self.grid.setIconSize(QSize(96, 96))
-        self.grid.setGridSize(QSize(150, 134))  # room for "lymphocyte 64%" under the thumbnail
+        self._fit_grid_to([])
         self.grid.setResizeMode(QListView.Adjust)
         self.grid.setMovement(QListView.Static)
         self.grid.setUniformItemSizes(True)
@@ -228,6 +228,14 @@ class MainWindow(ModelActions, ExportActions, QMainWindow):
             for key in ("Return", "Enter", "A"):
                 QShortcut(QKeySequence(key), view, activated=self.accept_current, context=Qt.WidgetShortcut)
             QShortcut(QKeySequence("Backspace"), view, activated=lambda: self.review_current(None), context=Qt.WidgetShortcut)
+
+    def _fit_grid_to(self, classes: list[str]) -> None:
+        """Grid cells as wide as the longest line a cell can show, so no
+        label is cut to "lymphocyte ..." (a lab's own classes can be longer)."""
+        lines = [f"{c} 100%" for c in classes] + ["✔ unusable", "⚠ unreadable"]
+        width = max(130, max(self.grid.fontMetrics().horizontalAdvance(t) for t in lines) + 20)
+        self.grid_model.item_size = QSize(width - 8, 126)
+        self.grid.setGridSize(QSize(width, 134))
 
     def _fill_filter_combo(self, classes: list[str]) -> None:
         self.filter_combo.clear()

@@ -62,6 +62,7 @@ class ModelActions:
         self.model_status.setText(f"Model: {classifier.name} ({len(classifier.classes)} classes, {classifier.size} px)")
         self.detail.set_classes(classifier.classes)
         self._fill_filter_combo(classifier.classes)
+        self._fit_grid_to(classifier.classes)
         self.settings.setValue("model/path", str(path))
         self._update_state()
         self.model_ready.emit()
