@@ -30,6 +30,8 @@ def main() -> None:
         lines += [
             f"| {m['model']} ({m['size']} px): end-to-end classify | {m['e2e_ips']:.1f} img/s | "
             f"{m['e2e_ips'] / m['bare_ips']:.2f}x bare forward (goal >= 0.9), {m['e2e_ips'] / m['naive_ips']:.1f}x naive loop (goal >= 7) |",
+            f"| {m['model']}: end-to-end classify, 4-view averaging (the default) | {m['e2e_tta_ips']:.1f} img/s | "
+            f"{m['e2e_tta_ips'] / m['e2e_ips']:.2f}x one view |",
             f"| {m['model']}: bare batched forward | {m['bare_ips']:.1f} img/s | naive per-image predict {m['naive_ips']:.1f} img/s |",
             f"| {m['model']}: decode + resize, one core | {m['decode_ms']:.2f} ms/img | "
             f"end-to-end ceiling with decoding sharing the cores: {m['e2e_ceiling']:.2f}x bare |",
