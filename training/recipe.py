@@ -54,12 +54,17 @@ def _short(metrics: dict) -> dict:
     return out
 
 
+def source_rows(paths: list, source: str) -> list[int]:
+    """Rows whose file lies in the dataset folder ``source``."""
+    return [i for i, p in enumerate(paths) if f"/{source}/" in Path(p).as_posix()]
+
+
 def _per_source_test(clf: Classifier, data, sources: list[str], run_dir: Path) -> dict:
     """Test-split metrics of each source separately: pooled numbers would hide
     a weak lab behind the big one."""
     results = {}
     for src in sources:
-        rows = [i for i, p in enumerate(data.test.paths) if f"/{src}/" in Path(p).as_posix()]
+        rows = source_rows(data.test.paths, src)
         if not rows:
             continue
         x, y = data.test.x[rows], data.test.y[rows]

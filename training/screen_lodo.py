@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-from recipe import train_config  # noqa: E402
+from recipe import source_rows, train_config  # noqa: E402
 
 from wbc_desktop.engine.classify import Classifier  # noqa: E402
 from wbc_desktop.engine.dataset import decode_images, scan_labeled  # noqa: E402
@@ -46,9 +46,9 @@ PBC_TRAIN, PBC_VAL, EPOCHS = 3000, 600, 8
 def _pbc_subset(split: SplitArrays, n: int, rng: np.random.Generator) -> SplitArrays:
     """All of the smaller labs, ``n`` random pbc images: the small labs are
     what carries the cross-lab signal, pbc is only there in bulk."""
-    is_pbc = np.asarray(["/pbc/" in Path(p).as_posix() for p in split.paths])
-    chosen = rng.choice(np.flatnonzero(is_pbc), min(n, int(is_pbc.sum())), replace=False)
-    keep = np.sort(np.concatenate([np.flatnonzero(~is_pbc), chosen]))
+    pbc = source_rows(split.paths, "pbc")
+    chosen = rng.choice(pbc, min(n, len(pbc)), replace=False)
+    keep = np.sort(np.concatenate([np.setdiff1d(np.arange(len(split.paths)), pbc), chosen]))
     return SplitArrays(split.x[keep], split.y[keep], [split.paths[i] for i in keep])
 
 

@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "training"))
 
 import numpy as np  # noqa: E402
+from recipe import source_rows  # noqa: E402
 from run_models import best_model  # noqa: E402
 
 from wbc_desktop.engine.classify import Classifier  # noqa: E402
@@ -54,7 +55,7 @@ def main() -> int:
     shipped = Classifier.open(ROOT / spec["output"])
     test = prepare_data(Path(args.runs) / "final" / "split.json", shipped.size).test
     for src in spec["sources"]:
-        rows = [i for i, p in enumerate(test.paths) if f"/{src}/" in Path(p).as_posix()]
+        rows = source_rows(test.paths, src)
         out[f"shipped_test_{src}"] = _scores(shipped, test.x[rows], test.y[rows])
         print(f"shipped_test_{src}", json.dumps(out[f"shipped_test_{src}"]), flush=True)
     for held in args.labs or spec["leave_one_out"]:

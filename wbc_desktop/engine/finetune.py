@@ -32,6 +32,11 @@ def prepare_for(config: TrainConfig, source, progress: Callable[[Any], None] = n
                         seed=config.seed, group_by=config.group_by, progress=progress, cancel=cancel)
 
 
+def _for_card(metrics: dict) -> dict:
+    """Metrics as a model card keeps them: the confusion matrix stays in the report."""
+    return {k: v for k, v in metrics.items() if k != "confusion_matrix"}
+
+
 def run_finetune(
     config: TrainConfig, source: str | Path | Sequence[str | Path], run_dir: str | Path, *, name: str,
     progress: Callable[[Any], None], cancel: CancelToken, resume: bool = False,
@@ -54,12 +59,12 @@ def run_finetune(
     probs = Classifier(result.model, result.card).predict_arrays(data.test.x)
     outcome.metrics = write_report(run_dir / "report", data.test.y, probs, data.classes, data.test.x, data.test.paths,
                                    {"split": "test", "model": name})
-    result.card["test_metrics"] = {k: v for k, v in outcome.metrics.items() if k != "confusion_matrix"}
+    result.card["test_metrics"] = _for_card(outcome.metrics)
     if str(config.weights).endswith(".keras"):
         base = Classifier.open(config.weights)
         labels = [data.classes[i] for i in data.test.y]
         outcome.base_metrics, _ = evaluate_files(base, data.test.paths, labels, run_dir / "report_base",
                                                  extra={"split": "test", "role": "base model"})
-        result.card["base_model_test_metrics"] = {k: v for k, v in outcome.base_metrics.items() if k != "confusion_matrix"}
+        result.card["base_model_test_metrics"] = _for_card(outcome.base_metrics)
     progress(Progress("evaluate", 1, 1, "evaluation done"))
     return outcome
