@@ -93,3 +93,28 @@ def test_compact_group_norm_and_replace_head():
     x = np.zeros((1, 64, 64, 3), np.float32)
     np.testing.assert_allclose(new.predict(x, verbose=0).sum(), 1.0, atol=1e-5)
     assert new.get_layer("conv2_conv1") is model.get_layer("conv2_conv1")
+
+
+def test_lab_input_removes_tint_and_survives_safe_mode_save(tmp_path):
+    """The l-alpha-beta input turns an illumination tint (a gain per cone
+    channel) into a shift that per-image standardisation removes, which a
+    per-channel RGB standardisation cannot do; and a model using it still
+    loads in the app's safe mode."""
+    from wbc_desktop.engine.modelfile import _keras
+    from wbc_desktop.engine.models import LabColourSpace
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(40, 200, (1, 16, 16, 3)).astype(np.float32)
+    m = LabColourSpace._RGB_TO_LMS
+    tinted = (x @ m.T * np.array([1.15, 1.0, 0.7], np.float32)) @ np.linalg.inv(m).T
+    standardise = keras.layers.LayerNormalization(axis=(1, 2), center=False, scale=False, epsilon=1e-6)
+    lab, lab_tinted = (standardise(LabColourSpace()(v)) for v in (x, tinted))
+    rgb, rgb_tinted = (standardise(v / 255.0) for v in (x, tinted))
+    np.testing.assert_allclose(lab, lab_tinted, atol=1e-3)
+    assert np.abs(np.asarray(rgb) - np.asarray(rgb_tinted)).max() > 0.05
+
+    model = build_compact(8, 32, colour_space="lab")
+    model.save(tmp_path / "lab.keras")
+    loaded = _keras().saving.load_model(tmp_path / "lab.keras", compile=False, safe_mode=True)
+    batch = rng.integers(0, 256, (2, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(loaded.predict(batch, verbose=0), model.predict(batch, verbose=0), atol=1e-6)

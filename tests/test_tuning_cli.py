@@ -39,10 +39,11 @@ def test_tune_ranks_on_validation_and_writes_table(tmp_path, synth_dir):
 def test_cli_train_evaluate_info_classify(tmp_path, synth_dir, capsys):
     model = tmp_path / "cli.keras"
     rc = main(["train", str(synth_dir), "--out", str(model), "--epochs", "2", "--img-size", "32", "--augment", "0",
-               "--batch-size", "16", "--name", "cli model"])
+               "--batch-size", "16", "--name", "cli model", "--colour-space", "lab"])
     assert rc == 0 and model.exists()
     card = read_card(model)
     assert card["name"] == "cli model" and "test_metrics" in card
+    assert card["hyperparameters"]["colour_space"] == "lab" and "lab input" in card["architecture"]
     run = tmp_path / "cli.run"
     assert (run / "split.json").exists() and (run / "report" / "confusion_matrix.png").exists()
 

@@ -91,7 +91,7 @@ def _train_config(args):
         arch=args.arch, weights=args.weights, freeze_until=args.freeze_until, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, img_size=args.img_size, val_frac=args.val_frac,
         test_frac=args.test_frac, group_by=args.group_by, seed=args.seed, label_smoothing=args.label_smoothing,
-        patience=args.patience, norm=args.norm, class_weighting=not args.no_class_weights,
+        patience=args.patience, norm=args.norm, colour_space=args.colour_space, class_weighting=not args.no_class_weights,
         augment=AugmentConfig.scaled(args.augment) if args.augment > 0 else AugmentConfig.none(),
     )
     problems = cfg.validate()
@@ -219,7 +219,7 @@ def cmd_gui(args) -> int:
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
-    from .engine.models import FREEZE_CHOICES
+    from .engine.models import COLOUR_SPACES, FREEZE_CHOICES
 
     p.add_argument("data", nargs="+", help="labelled folder(s) (<data>/<class>/<image>) or a split manifest .json")
     p.add_argument("--arch", choices=("compact", "resnet50"), default="compact")
@@ -236,6 +236,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-smoothing", type=float, default=0.05)
     p.add_argument("--patience", type=int, default=6)
     p.add_argument("--norm", choices=("batch", "group"), default="batch")
+    p.add_argument("--colour-space", choices=COLOUR_SPACES, default="rgb",
+                   help="compact: what the input is standardised in (lab: Reinhard's l-alpha-beta)")
     p.add_argument("--augment", type=float, default=0.5, help="augmentation strength 0-1 (0: none)")
     p.add_argument("--no-class-weights", action="store_true")
     p.add_argument("--name", default=None, help="model name shown in the app")

@@ -31,6 +31,8 @@ class ModelFileError(Exception):
 def _keras():
     import keras
 
+    from . import models  # noqa: F401  registers the engine's own layers before any model is loaded
+
     return keras
 
 

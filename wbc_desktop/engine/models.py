@@ -14,11 +14,12 @@ from typing import Iterator, Sequence
 
 import keras
 import numpy as np
-from keras import layers
+from keras import layers, ops
 
 from .. import paths
 
 STAGES = ("conv1", "conv2", "conv3", "conv4", "conv5")
+COLOUR_SPACES = ("rgb", "lab")
 FREEZE_CHOICES = ("none",) + STAGES + ("backbone",)
 IMAGENET_NOTOP_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -71,15 +72,35 @@ def _head(x, num_classes: int, dropout: float):
     return layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
 
 
-def build_compact(num_classes: int, img_size: int, norm: str = "batch", width: int = 32, dropout: float = 0.3) -> keras.Model:
+@keras.saving.register_keras_serializable(package="wbc_desktop")
+class LabColourSpace(layers.Layer):
+    """RGB (0-255) to Reinhard's l-alpha-beta space (log cone responses,
+    decorrelated). Standardising each of its channels per image is Reinhard
+    colour transfer to a fixed reference, which no per-channel RGB scaling
+    does: a stain's tint and strength become shifts the next layer removes."""
+
+    _RGB_TO_LMS = np.array([[0.3811, 0.5783, 0.0402], [0.1967, 0.7244, 0.0782], [0.0241, 0.1288, 0.8444]], np.float32)
+    _LOG_LMS_TO_LAB = (np.diag([3 ** -0.5, 6 ** -0.5, 2 ** -0.5]) @ np.array([[1, 1, 1], [1, 1, -2], [1, -1, 0]])).astype(np.float32)
+
+    def call(self, x):
+        lms = ops.matmul(ops.cast(x, "float32") / 255.0, self._RGB_TO_LMS.T)
+        return ops.matmul(ops.log(ops.maximum(lms, 1e-3)), self._LOG_LMS_TO_LAB.T)
+
+
+def build_compact(num_classes: int, img_size: int, norm: str = "batch", width: int = 32, dropout: float = 0.3,
+                  colour_space: str = "rgb") -> keras.Model:
     """A five-stage VGG-style CNN (~1.2 M parameters, ~0.3 GFLOP at 96 px):
     enough capacity for cell morphology, cheap enough to train on two cores.
 
-    Input is standardised per image and channel, which removes most of the
-    global brightness and stain shift between labs before the first conv.
+    Input is standardised per image and channel (of RGB or of
+    :class:`LabColourSpace`), which removes most of the global brightness and
+    stain shift between labs before the first conv.
     """
     inputs = keras.Input((img_size, img_size, 3), name="image")
-    x = layers.Rescaling(1 / 255.0, name="rescale")(inputs)
+    if colour_space == "lab":
+        x = LabColourSpace(name="lab_colour_space")(inputs)
+    else:
+        x = layers.Rescaling(1 / 255.0, name="rescale")(inputs)
     x = layers.LayerNormalization(axis=(1, 2), center=False, scale=False, epsilon=1e-3, name="per_image_standardise")(x)
     x = layers.Conv2D(width, 3, strides=2, padding="same", use_bias=False, name="conv1_conv")(x)
     x = _norm(norm, "conv1_norm")(x)

@@ -17,7 +17,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from .augment import AugmentConfig, augment_batch
 from .callbacks import CHECKPOINT, CancelOnRequest, CleanValidation, ProgressReporter, RunFolder
 from .modelfile import load_model, new_card
-from .models import apply_freeze, build_compact, build_resnet50, count_params, iter_layers, replace_head
+from .models import COLOUR_SPACES, apply_freeze, build_compact, build_resnet50, count_params, iter_layers, replace_head
 from .prepare import PreparedData
 from .progress import CancelToken, ProgressFn, no_progress
 
@@ -43,6 +43,7 @@ class TrainConfig:
     patience: int = 6
     norm: str = "batch"
     width: int = 32
+    colour_space: str = "rgb"  # compact only: see models.LabColourSpace
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -77,6 +78,8 @@ class TrainConfig:
             problems.append("early-stopping patience must be at least 1 epoch")
         if self.norm not in ("batch", "group"):
             problems.append("normalisation must be 'batch' or 'group'")
+        if self.colour_space not in COLOUR_SPACES:
+            problems.append(f"colour space must be one of {', '.join(COLOUR_SPACES)}")
         if self.group_by:
             import re
             try:
@@ -111,8 +114,9 @@ def build_model(config: TrainConfig, classes: list[str]) -> tuple[keras.Model, s
     if config.arch == "resnet50":
         model, origin = build_resnet50(len(classes), config.img_size, config.weights)
         return model, origin, "ResNet50 (keras.applications) + GAP/dropout/softmax head"
-    model = build_compact(len(classes), config.img_size, norm=config.norm, width=config.width)
-    return model, "random initialisation (trained from scratch)", f"compact CNN, 5 stages, {config.norm} norm, width {config.width}"
+    model = build_compact(len(classes), config.img_size, norm=config.norm, width=config.width, colour_space=config.colour_space)
+    return model, "random initialisation (trained from scratch)", (
+        f"compact CNN, 5 stages, {config.norm} norm, width {config.width}, {config.colour_space} input")
 
 
 def _train_dataset(x: np.ndarray, y: np.ndarray, n_classes: int, config: TrainConfig, weights: np.ndarray | None) -> tf.data.Dataset:
