@@ -176,7 +176,8 @@ LIMITATIONS = (
 
 WITH_A_GPU = (
     "The 2-core CPU budget (about an hour for the whole recipe: 36 minutes for this model, 36 epochs) set 96 px and "
-    "a 1.2 M-parameter network; 36 instead of 24 epochs still gained 0.5 points on PBC. A GPU run would train at 128-160 px for 60-100 epochs, compare "
+    "a 1.2 M-parameter network; 36 instead of 24 epochs still gained 0.5 points on PBC. "
+    "A GPU run would train at 128-160 px for 60-100 epochs, compare "
     "ResNet50 initialised from ImageNet at 224 px (from scratch it did not learn in the epochs this CPU allows), "
     "and average several seeds per setting; that is where the missing points on PBC most likely are."
 )
