@@ -27,7 +27,9 @@ sys.path.insert(0, str(ROOT))
 from wbc_desktop.cli import ProgressPrinter  # noqa: E402
 from wbc_desktop.engine.augment import AugmentConfig  # noqa: E402
 from wbc_desktop.engine.classify import Classifier  # noqa: E402
-from wbc_desktop.engine.dataset import scan_labeled  # noqa: E402
+import numpy as np  # noqa: E402
+
+from wbc_desktop.engine.dataset import decode_images, scan_labeled  # noqa: E402
 from wbc_desktop.engine.evaluation import evaluate_files, format_metrics, write_report  # noqa: E402
 from wbc_desktop.engine.modelfile import save_model, update_card  # noqa: E402
 from wbc_desktop.engine.finetune import prepare_for  # noqa: E402
@@ -57,6 +59,16 @@ def _short(metrics: dict) -> dict:
 def source_rows(paths: list, source: str) -> list[int]:
     """Rows whose file lies in the dataset folder ``source``."""
     return [i for i, p in enumerate(paths) if f"/{source}/" in Path(p).as_posix()]
+
+
+def lab_arrays(folder: Path, classes: list[str], size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every readable image of a labelled folder whose class the model knows,
+    decoded as the model sees it, with its label as an index into ``classes``."""
+    found = scan_labeled(folder)
+    decoded = decode_images(found.paths, size)
+    names = [found.classes[i] for i in found.labels]
+    keep = [i for i, ok in enumerate(decoded.ok) if ok and names[i] in classes]
+    return decoded.pixels[keep], np.asarray([classes.index(names[i]) for i in keep])
 
 
 def _per_source_test(clf: Classifier, data, sources: list[str], run_dir: Path) -> dict:

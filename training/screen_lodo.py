@@ -31,10 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-from recipe import source_rows, train_config  # noqa: E402
+from recipe import lab_arrays, source_rows, train_config  # noqa: E402
 
 from wbc_desktop.engine.classify import Classifier  # noqa: E402
-from wbc_desktop.engine.dataset import decode_images, scan_labeled  # noqa: E402
 from wbc_desktop.engine.evaluation import compute_metrics  # noqa: E402
 from wbc_desktop.engine.finetune import prepare_for  # noqa: E402
 from wbc_desktop.engine.prepare import SplitArrays  # noqa: E402
@@ -64,10 +63,8 @@ def screen(spec: dict, name: str, overrides: dict, held: str, runs: Path) -> dic
     data.train, data.val = _pbc_subset(data.train, PBC_TRAIN, rng), _pbc_subset(data.val, PBC_VAL, rng)
     result = train(cfg, data, runs / f"screen_{name}_{held}", name=f"screen {name}")
     clf = Classifier(result.model, result.card)
-    held_set = scan_labeled(base / held)
-    decoded = decode_images(held_set.paths, cfg.img_size)
-    y = np.asarray([clf.classes.index(held_set.classes[i]) for i in held_set.labels])
-    unseen = compute_metrics(y[decoded.ok], clf.predict_arrays(decoded.pixels[decoded.ok]), clf.classes)
+    x, y = lab_arrays(base / held, clf.classes, cfg.img_size)
+    unseen = compute_metrics(y, clf.predict_arrays(x), clf.classes)
     val = compute_metrics(data.val.y, clf.predict_arrays(data.val.x), clf.classes)
     return {
         "variant": name, "overrides": overrides, "held_out": held,

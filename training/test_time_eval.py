@@ -26,11 +26,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "training"))
 
 import numpy as np  # noqa: E402
-from recipe import source_rows  # noqa: E402
+from recipe import lab_arrays, source_rows  # noqa: E402
 from run_models import best_model  # noqa: E402
 
 from wbc_desktop.engine.classify import Classifier  # noqa: E402
-from wbc_desktop.engine.dataset import decode_images, scan_labeled  # noqa: E402
 from wbc_desktop.engine.evaluation import compute_metrics  # noqa: E402
 from wbc_desktop.engine.prepare import prepare_data  # noqa: E402
 from wbc_desktop.engine.training import recalibrate_batchnorm  # noqa: E402
@@ -61,12 +60,7 @@ def main() -> int:
     for held in args.labs or spec["leave_one_out"]:
         run = Path(args.runs) / f"lodo_{held}"
         model, card = best_model(run)
-        classes, size = card["classes"], card["input_size"]
-        held_set = scan_labeled(base / held)
-        decoded = decode_images(held_set.paths, size)
-        keep = [i for i, ok in enumerate(decoded.ok) if ok and held_set.classes[held_set.labels[i]] in classes]
-        x = decoded.pixels[keep]
-        y = np.asarray([classes.index(held_set.classes[held_set.labels[i]]) for i in keep])
+        x, y = lab_arrays(base / held, card["classes"], card["input_size"])
         clf = Classifier(model, card)
         before = _scores(clf, x, y)
         recalibrate_batchnorm(model, x)
