@@ -219,11 +219,11 @@ def cmd_gui(args) -> int:
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
-    from .engine.models import COLOUR_SPACES, FREEZE_CHOICES
+    from .engine.models import ARCHITECTURES, COLOUR_SPACES, FREEZE_CHOICES
 
     p.add_argument("data", nargs="+", help="labelled folder(s) (<data>/<class>/<image>) or a split manifest .json")
-    p.add_argument("--arch", choices=("compact", "resnet50"), default="compact")
-    p.add_argument("--weights", default="none", help="resnet50: imagenet | none | weights .h5 file; or a .keras WBC model to fine-tune")
+    p.add_argument("--arch", choices=ARCHITECTURES, default="compact")
+    p.add_argument("--weights", default="none", help="resnet50, efficientnet_lite0: imagenet | none | weights file; or a .keras WBC model to fine-tune")
     p.add_argument("--freeze-until", choices=FREEZE_CHOICES, default="none")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=32)

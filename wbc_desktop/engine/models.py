@@ -18,6 +18,7 @@ from keras import layers, ops
 
 from .. import paths
 
+ARCHITECTURES = ("compact", "resnet50", "efficientnet_lite0")
 STAGES = ("conv1", "conv2", "conv3", "conv4", "conv5")
 COLOUR_SPACES = ("rgb", "lab")
 FREEZE_CHOICES = ("none",) + STAGES + ("backbone",)
@@ -37,19 +38,24 @@ def imagenet_weights_candidates() -> list[Path]:
     ]
 
 
-def find_imagenet_weights(explicit: str | os.PathLike | None = None) -> Path:
-    """A local ResNet50 ImageNet (no-top) weights file: nothing is downloaded."""
-    candidates = [Path(explicit)] if explicit else imagenet_weights_candidates()
+def find_local_weights(what: str, candidates: Sequence[Path], advice: str) -> Path:
+    """The first existing file of ``candidates``: nothing is ever downloaded,
+    so a missing file is an error that says where it looked."""
     for c in candidates:
         if c.is_file():
             return c
     looked = "\n  ".join(str(c) for c in candidates)
     raise WeightsNotFoundError(
-        "ImageNet weights for ResNet50 were not found, and this app never downloads anything.\n"
-        f"Looked in:\n  {looked}\n"
-        f"Copy '{IMAGENET_NOTOP_FILE}' to one of these places, pass its path, "
-        "or train with weights 'none' (from scratch)."
+        f"ImageNet weights for {what} were not found, and this app never downloads anything.\n"
+        f"Looked in:\n  {looked}\n{advice}"
     )
+
+
+def find_imagenet_weights(explicit: str | os.PathLike | None = None) -> Path:
+    """A local ResNet50 ImageNet (no-top) weights file."""
+    return find_local_weights(
+        "ResNet50", [Path(explicit)] if explicit else imagenet_weights_candidates(),
+        f"Copy '{IMAGENET_NOTOP_FILE}' to one of these places, pass its path, or train with weights 'none' (from scratch).")
 
 
 def _norm(kind: str, name: str) -> layers.Layer:
@@ -66,7 +72,7 @@ def _conv_block(x, filters: int, stage: str, norm: str, convs: int = 2):
     return x
 
 
-def _head(x, num_classes: int, dropout: float):
+def classification_head(x, num_classes: int, dropout: float):
     x = layers.GlobalAveragePooling2D(name="features")(x)
     x = layers.Dropout(dropout, name="head_dropout")(x)
     return layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
@@ -109,7 +115,7 @@ def build_compact(num_classes: int, img_size: int, norm: str = "batch", width: i
         x = _conv_block(x, width * mult, f"conv{i}", norm)
         if i < 5:
             x = layers.MaxPooling2D(name=f"conv{i}_pool")(x)
-    outputs = _head(x, num_classes, dropout)
+    outputs = classification_head(x, num_classes, dropout)
     return keras.Model(inputs, outputs, name=f"compact_{norm}")
 
 
@@ -142,7 +148,7 @@ def build_resnet50(
     inputs = keras.Input((img_size, img_size, 3), name="image")
     x = _caffe_preprocess()(inputs)
     x = base(x)
-    outputs = _head(x, num_classes, dropout)
+    outputs = classification_head(x, num_classes, dropout)
     return keras.Model(inputs, outputs, name="resnet50_wbc"), origin
 
 

@@ -15,20 +15,20 @@ import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
 
 from .augment import AugmentConfig, augment_batch
+from .efficientnet_lite import build_efficientnet_lite0
 from .callbacks import CHECKPOINT, CancelOnRequest, CleanValidation, ProgressReporter, RunFolder
 from .modelfile import load_model, new_card
-from .models import COLOUR_SPACES, apply_freeze, build_compact, build_resnet50, count_params, iter_layers, replace_head
+from .models import ARCHITECTURES, COLOUR_SPACES, apply_freeze, build_compact, build_resnet50, count_params, iter_layers, replace_head
 from .prepare import PreparedData
 from .progress import CancelToken, ProgressFn, no_progress
 
-ARCHITECTURES = ("compact", "resnet50")
 MAX_CLASS_WEIGHT = 10.0
 
 
 @dataclass
 class TrainConfig:
     arch: str = "compact"
-    weights: str = "none"  # resnet50: 'imagenet', 'none' or a weights file; any arch: a .keras WBC model
+    weights: str = "none"  # resnet50, efficientnet_lite0: 'imagenet', 'none' or a weights file; any arch: a .keras WBC model
     freeze_until: str = "none"
     epochs: int = 30
     batch_size: int = 32
@@ -114,6 +114,9 @@ def build_model(config: TrainConfig, classes: list[str]) -> tuple[keras.Model, s
     if config.arch == "resnet50":
         model, origin = build_resnet50(len(classes), config.img_size, config.weights)
         return model, origin, "ResNet50 (keras.applications) + GAP/dropout/softmax head"
+    if config.arch == "efficientnet_lite0":
+        model, origin = build_efficientnet_lite0(len(classes), config.img_size, config.weights)
+        return model, origin, "EfficientNet-Lite0 (ReLU6, no squeeze-excite) + GAP/dropout/softmax head"
     model = build_compact(len(classes), config.img_size, norm=config.norm, width=config.width, colour_space=config.colour_space)
     return model, "random initialisation (trained from scratch)", (
         f"compact CNN, 5 stages, {config.norm} norm, width {config.width}, {config.colour_space} input")

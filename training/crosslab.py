@@ -1,0 +1,151 @@
+"""The cross-lab protocol every modelling choice is made on.
+
+    python training/crosslab.py --variant compact='{}' \
+        --variant lite0_128='{"arch": "efficientnet_lite0", "weights": "imagenet", "img_size": 128}'
+    python training/crosslab.py --table          # the markdown table of all rows so far
+
+Leave one lab out over every labelled lab of the config (``crosslab_labs``:
+pbc, bccd, tecom, lisc). For each variant and each left-out lab, a model is
+trained as the recipe trains it (its ``train`` settings, overridden by the
+variant's JSON: ``TrainConfig`` fields, ``augment`` for ``AugmentConfig``
+fields) on the other labs, with pbc cut to a fixed random subset (2400
+training / 600 validation images) so that one fold costs minutes, not an
+hour. It is then scored on *all* of the left-out lab's cells of the five
+common classes (an 8-class model's ig/erythroblast/platelet answers count as
+errors), and on pbc's grouped test split when pbc was trained on. The
+figures to choose by are the mean and the worst left-out lab; one view at
+test time, so that only training choices differ. One JSON line per fold is
+appended to ``crosslab.jsonl`` in the runs folder; a fold already there is
+not trained again, so an interrupted screen resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+from recipe import COMMON_FIVE, lab_arrays, source_rows, train_config  # noqa: E402
+
+from wbc_desktop.engine.classify import Classifier  # noqa: E402
+from wbc_desktop.engine.evaluation import compute_metrics  # noqa: E402
+from wbc_desktop.engine.finetune import prepare_for  # noqa: E402
+from wbc_desktop.engine.prepare import SplitArrays  # noqa: E402
+from wbc_desktop.engine.training import train  # noqa: E402
+
+PBC_TRAIN, PBC_VAL, EPOCHS = 2400, 600, 8
+RESULTS = "crosslab.jsonl"
+
+
+def _pbc_subset(split: SplitArrays, n: int, rng: np.random.Generator) -> SplitArrays:
+    """All of the smaller labs, ``n`` random pbc images: the small labs
+    carry the cross-lab signal, pbc is only there in bulk."""
+    pbc = source_rows(split.paths, "pbc")
+    if not pbc:
+        return split
+    chosen = rng.choice(pbc, min(n, len(pbc)), replace=False)
+    keep = np.sort(np.concatenate([np.setdiff1d(np.arange(len(split.paths)), pbc), chosen]))
+    return SplitArrays(split.x[keep], split.y[keep], [split.paths[i] for i in keep])
+
+
+def variant_config(spec: dict, overrides: dict):
+    cfg = train_config(spec)
+    fields = {k: v for k, v in overrides.items() if k != "augment"}
+    augment = replace(cfg.augment, **overrides.get("augment", {}))
+    fields.setdefault("epochs", EPOCHS)
+    return replace(cfg, patience=fields["epochs"], augment=augment, **fields)
+
+
+def _brief(metrics: dict) -> dict:
+    out = {k: round(metrics[k], 4) for k in ("accuracy", "balanced_accuracy", "macro_f1")}
+    out["n"] = metrics["n"]
+    out["recall"] = {c: round(m["recall"], 3) for c, m in metrics["per_class"].items() if m["support"]}
+    return out
+
+
+def fold(spec: dict, name: str, overrides: dict, held: str, runs: Path) -> dict:
+    cfg = variant_config(spec, overrides)
+    base = (ROOT / spec["datasets_dir"]).resolve()
+    t0 = time.monotonic()
+    data = prepare_for(cfg, [base / s for s in spec["crosslab_labs"] if s != held])
+    rng = np.random.default_rng(0)
+    data.train, data.val = _pbc_subset(data.train, PBC_TRAIN, rng), _pbc_subset(data.val, PBC_VAL, rng)
+    result = train(cfg, data, runs / f"crosslab_{name}_{held}", name=f"crosslab {name} without {held}")
+    train_seconds = time.monotonic() - t0
+    clf = Classifier(result.model, result.card)
+    common = [c for c in COMMON_FIVE if c in clf.classes]
+    x, y = lab_arrays(base / held, common, cfg.img_size)
+    y = np.asarray([clf.classes.index(common[i]) for i in y])
+    row = {"variant": name, "overrides": overrides, "held_out": held,
+           "unseen": _brief(compute_metrics(y, clf.predict_arrays(x), clf.classes)),
+           "train_seconds": round(train_seconds), "epochs": cfg.epochs}
+    pbc_test = source_rows(data.test.paths, "pbc")
+    if pbc_test:
+        xt, yt = data.test.x[pbc_test], data.test.y[pbc_test]
+        row["pbc_test"] = _brief(compute_metrics(yt, clf.predict_arrays(xt), clf.classes))
+    row["wall_seconds"] = round(time.monotonic() - t0)
+    return row
+
+
+def table(rows: list[dict]) -> str:
+    """One line per variant: mean and worst left-out lab, pbc in-domain, time."""
+    labs = sorted({r["held_out"] for r in rows})
+    lines = ["| variant | " + " | ".join(f"unseen {lab} acc / F1" for lab in labs)
+             + " | mean acc / F1 | worst acc / F1 | pbc test acc / F1 | train time (all folds) |",
+             "|---" * (len(labs) + 5) + "|"]
+    for name in dict.fromkeys(r["variant"] for r in rows):
+        mine = {r["held_out"]: r for r in rows if r["variant"] == name}
+        cells = [f"{mine[lab]['unseen']['accuracy']:.3f} / {mine[lab]['unseen']['macro_f1']:.3f}" if lab in mine else "-"
+                 for lab in labs]
+        acc = [r["unseen"]["accuracy"] for r in mine.values()]
+        f1 = [r["unseen"]["macro_f1"] for r in mine.values()]
+        pbc = [r["pbc_test"] for r in mine.values() if "pbc_test" in r]
+        worst = min(mine.values(), key=lambda r: r["unseen"]["accuracy"])
+        done = "" if len(mine) == len(labs) else f" ({len(mine)} of {len(labs)} folds)"
+        lines.append(
+            f"| {name}{done} | " + " | ".join(cells)
+            + f" | {np.mean(acc):.3f} / {np.mean(f1):.3f} | {min(acc):.3f} ({worst['held_out']}) / {min(f1):.3f}"
+            + (f" | {np.mean([p['accuracy'] for p in pbc]):.3f} / {np.mean([p['macro_f1'] for p in pbc]):.3f}" if pbc else " | -")
+            + f" | {sum(r['train_seconds'] for r in mine.values()) / 60:.0f} min |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variant", action="append", default=[], help="name='{json overrides}'")
+    parser.add_argument("--config", default=str(ROOT / "training" / "shipped_model.json"))
+    parser.add_argument("--runs", default=str(ROOT / "training" / "runs"))
+    parser.add_argument("--labs", nargs="*", help="left-out labs to run (default: every lab of the protocol)")
+    parser.add_argument("--table", action="store_true", help="print the table of every row so far")
+    args = parser.parse_args()
+    spec = json.loads(Path(args.config).read_text())
+    runs = Path(args.runs)
+    runs.mkdir(parents=True, exist_ok=True)
+    results = runs / RESULTS
+    rows = [json.loads(line) for line in results.read_text().splitlines()] if results.exists() else []
+    for item in args.variant:
+        name, _, overrides = item.partition("=")
+        for held in args.labs or spec["crosslab_labs"]:
+            if any(r["variant"] == name and r["held_out"] == held for r in rows):
+                continue
+            row = fold(spec, name, json.loads(overrides or "{}"), held, runs)
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+            with open(results, "a") as f:
+                f.write(json.dumps(row) + "\n")
+    if args.table or args.variant:
+        print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
