@@ -60,8 +60,8 @@ def matmul_peak_gflops(n: int = 4096, repeat: int = 5) -> float:
 
 
 def bench_model(model_path: Path, files: list[Path], naive_n: int) -> dict:
-    from wbc_desktop.engine.classify import Classifier, write_predictions_csv
-    from wbc_desktop.engine.preprocess import load_square
+    from wbc_desktop.engine.infer.classify import Classifier, write_predictions_csv
+    from wbc_desktop.engine.data.preprocess import load_square
 
     clf = Classifier.open(model_path)
     t0 = time.perf_counter()
@@ -101,8 +101,8 @@ def e2e_ceiling(decode_s: float, bare_ips: float, cores: int | None = None) -> f
 
 def resnet50_model(folder: Path) -> Path:
     """The paper's architecture at 224 px (random weights: speed only)."""
-    from wbc_desktop.engine.modelfile import new_card, save_model
-    from wbc_desktop.engine.models import build_resnet50
+    from wbc_desktop.engine.models.modelfile import new_card, save_model
+    from wbc_desktop.engine.models.builders import build_resnet50
 
     model, origin = build_resnet50(8, 224, "none")
     path = folder / "resnet50_224.keras"

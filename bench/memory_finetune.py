@@ -25,7 +25,7 @@ w.close()  # waits for the loader thread to end before the process does
 """
 
 CLASSIFY = """
-from wbc_desktop.engine.classify import Classifier, write_predictions_csv
+from wbc_desktop.engine.infer.classify import Classifier, write_predictions_csv
 from wbc_desktop import paths
 clf = Classifier.open(paths.default_model_path())
 results = list(clf.classify([{folder!r}]))
@@ -36,12 +36,12 @@ RESULT['n'] = len(results)
 FINETUNE = """
 import time
 from wbc_desktop import paths
-from wbc_desktop.engine.augment import AugmentConfig
-from wbc_desktop.engine.finetune import run_finetune
+from wbc_desktop.engine.data.augment_config import AugmentConfig
+from wbc_desktop.engine.train.finetune import run_finetune
 from wbc_desktop.engine.progress import CancelToken
-from wbc_desktop.engine.training import TrainConfig
+from wbc_desktop.engine.train.config import TrainConfig
 cfg = TrainConfig(weights=str(paths.default_model_path()), img_size={size}, freeze_until={freeze!r}, epochs=5,
-                  batch_size=32, lr={lr}, patience=5, augment=AugmentConfig.scaled(0.3))
+                  batch_size=32, lr={lr}, patience=5, augment=AugmentConfig.from_strength(0.3))
 t0 = time.time()
 out = run_finetune(cfg, {data!r}, {run!r}, name='bench', progress=lambda p: None, cancel=CancelToken())
 RESULT['seconds'] = time.time() - t0
@@ -56,7 +56,7 @@ def labelled_folder(root: Path, per_class: int = 60) -> Path:
 
 
 def run() -> dict:
-    from wbc_desktop.engine.modelfile import read_card
+    from wbc_desktop.engine.models.modelfile import read_card
     from wbc_desktop import paths
 
     work = Path(tempfile.mkdtemp(prefix="wbc-bench-mem-"))

@@ -33,8 +33,8 @@ def tiny_model_path(tmp_path_factory):
     to exercise loading and classification without training."""
     import keras
 
-    from wbc_desktop.engine.modelfile import new_card, save_model
-    from wbc_desktop.engine.models import build_compact
+    from wbc_desktop.engine.models.modelfile import new_card, save_model
+    from wbc_desktop.engine.models.builders import build_compact
 
     keras.utils.set_random_seed(0)
     model = build_compact(3, 32, width=8)
@@ -48,10 +48,11 @@ def tiny_model_path(tmp_path_factory):
 @pytest.fixture(scope="session")
 def trained_model_path(tmp_path_factory, synth_dir):
     """A compact model really trained on the synthetic cells (a few seconds)."""
-    from wbc_desktop.engine.modelfile import save_model
-    from wbc_desktop.engine.augment import AugmentConfig
-    from wbc_desktop.engine.prepare import prepare_data
-    from wbc_desktop.engine.training import TrainConfig, train
+    from wbc_desktop.engine.models.modelfile import save_model
+    from wbc_desktop.engine.data.augment_config import AugmentConfig
+    from wbc_desktop.engine.data.prepare import prepare_data
+    from wbc_desktop.engine.train.config import TrainConfig
+    from wbc_desktop.engine.train.trainer import train
 
     out = tmp_path_factory.mktemp("trained")
     cfg = TrainConfig(img_size=40, epochs=15, batch_size=16, lr=3e-3, width=16, patience=15, norm="group",

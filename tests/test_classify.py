@@ -5,7 +5,7 @@ from PIL import Image
 
 from conftest import rgb_noise
 from synth import cell_image
-from wbc_desktop.engine.classify import Classifier, write_predictions_csv
+from wbc_desktop.engine.infer.classify import Classifier, write_predictions_csv
 from wbc_desktop.engine.progress import CancelToken
 
 
@@ -87,7 +87,7 @@ def test_predictions_csv(tmp_path, tiny_model_path):
 def test_adapting_to_a_folder_changes_statistics_not_weights(tmp_path, tiny_model_path, trained_model_path):
     import pytest
 
-    from wbc_desktop.engine.dataset import collect_images
+    from wbc_desktop.engine.data.dataset import collect_images
 
     folder = tmp_path / "other lab"
     folder.mkdir()

@@ -5,11 +5,11 @@ import pytest
 from PIL import Image
 
 from synth import make_labeled_folder
-from wbc_desktop.engine.dataset import (
+from wbc_desktop.engine.data.dataset import (
     collect_images, decode_images, order_classes, scan_labeled, scan_sources, summarize,
 )
-from wbc_desktop.engine.prepare import prepare_data
-from wbc_desktop.engine.splits import SplitManifest, assign_splits, source_groups
+from wbc_desktop.engine.data.prepare import prepare_data
+from wbc_desktop.engine.data.splits import SplitManifest, assign_splits, source_groups
 
 
 def test_class_order_puts_known_classes_first():

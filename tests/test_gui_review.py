@@ -13,14 +13,16 @@ from synth import cell_image, make_labeled_folder
 
 pytest.importorskip("pytestqt")
 
-from wbc_desktop.engine.review import UNUSABLE, ReviewSession, autosave_path  # noqa: E402
+from wbc_desktop.engine.review.session import UNUSABLE, ReviewSession, autosave_path  # noqa: E402
 from wbc_desktop.gui.cell_model import ITEM_ROLE  # noqa: E402
 from wbc_desktop.gui.main_window import MainWindow  # noqa: E402
 
 
 @pytest.fixture
 def settings(tmp_path):
-    return QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)
+    s = QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)
+    s.setValue("review/operator", "T. Tester")
+    return s
 
 
 @pytest.fixture
@@ -65,51 +67,51 @@ def test_classify_folder_review_with_keys_and_count(qtbot, settings, slide, trai
     assert len(session.items) == 19
     broken = session.get(str(slide / "broken.jpg"))
     assert broken.error and broken.label is None
-    assert window.counts.table.rowCount() == 3
-    assert window.counts.last["total"] == 18 and window.counts.last["errors"] == 1
+    assert window.review.counts.table.rowCount() == 3 + 2  # the classes, NRBC per 100 WBC, platelets seen
+    assert window.review.counts.last["total"] == 18 and window.review.counts.last["errors"] == 1
     # every grid cell is wide enough for the longest line any cell can show
-    metrics, model = window.grid.fontMetrics(), window.grid_model
+    metrics, model = window.review.grid.fontMetrics(), window.review.grid_model
     longest = max(metrics.horizontalAdvance(f"{c} 100%") for c in session.classes)
     assert all(model.data(model.index(r, 0), Qt.SizeHintRole).width() > longest for r in range(model.rowCount()))
 
     # review from the keyboard in the grid
-    window.grid.setFocus()
+    window.review.grid.setFocus()
     row = next(i for i, it in enumerate(session.items) if it.error is None)
-    window.select_row(row)
-    assert window.current_row() == row
-    qtbot.keyClick(window.grid, Qt.Key_2)
+    window.review.select_row(row)
+    assert window.review.current_row() == row
+    qtbot.keyClick(window.review.grid, Qt.Key_2)
     assert session.items[row].reviewed == session.classes[1]
-    assert "Reviewed" in window.detail.title.text()
-    qtbot.keyClick(window.grid, Qt.Key_0)
+    assert "Reviewed" in window.review.detail.title.text()
+    qtbot.keyClick(window.review.grid, Qt.Key_0)
     assert session.items[row].reviewed == UNUSABLE
-    assert window.counts.last["unusable"] == 1 and window.counts.last["total"] == 17
-    qtbot.keyClick(window.grid, Qt.Key_Return)
+    assert window.review.counts.last["unusable"] == 1 and window.review.counts.last["total"] == 17
+    qtbot.keyClick(window.review.grid, Qt.Key_Return)
     assert session.items[row].reviewed == session.items[row].label
 
     # flag everything, then walk the flagged cells with N
-    window.threshold.setValue(99)
-    flagged_before = window.counts.last["flagged"]
+    window.review.threshold.setValue(99)
+    flagged_before = window.review.counts.last["flagged"]
     assert flagged_before >= 17
-    qtbot.keyClick(window.grid, Qt.Key_N)
-    nxt = window.current_row()
+    qtbot.keyClick(window.review.grid, Qt.Key_N)
+    nxt = window.review.current_row()
     assert nxt != row and session.items[nxt].is_flagged(0.99)
-    qtbot.keyClick(window.grid, Qt.Key_1)
+    qtbot.keyClick(window.review.grid, Qt.Key_1)
     assert session.items[nxt].reviewed == session.classes[0]
-    assert window.counts.last["flagged"] == flagged_before - 1
+    assert window.review.counts.last["flagged"] == flagged_before - 1
 
     # a note typed in the note field must not review anything
-    window.detail.note.setFocus()
-    qtbot.keyClicks(window.detail.note, "3 lobes")
-    qtbot.keyClick(window.detail.note, Qt.Key_Return)
+    window.review.detail.note.setFocus()
+    qtbot.keyClicks(window.review.detail.note, "3 lobes")
+    qtbot.keyClick(window.review.detail.note, Qt.Key_Return)
     assert session.items[nxt].note == "3 lobes" and session.items[nxt].reviewed == session.classes[0]
 
     # filters
-    window.filter_combo.setCurrentIndex(window.filter_combo.findText("Reviewed"))
-    window._filter_changed(window.filter_combo.currentIndex())
-    assert window.proxy.rowCount() == 2
-    window.filter_combo.setCurrentIndex(window.filter_combo.findText("Unreadable files"))
-    window._filter_changed(window.filter_combo.currentIndex())
-    assert window.proxy.rowCount() == 1
+    window.review.filter_combo.setCurrentIndex(window.review.filter_combo.findText("Reviewed"))
+    window.review._filter_changed(window.review.filter_combo.currentIndex())
+    assert window.review.proxy.rowCount() == 2
+    window.review.filter_combo.setCurrentIndex(window.review.filter_combo.findText("Unreadable files"))
+    window.review._filter_changed(window.review.filter_combo.currentIndex())
+    assert window.review.proxy.rowCount() == 1
 
 
 def test_cancel_keeps_results_and_stays_responsive(qtbot, settings, tmp_path, trained_model_path):
@@ -122,7 +124,7 @@ def test_cancel_keeps_results_and_stays_responsive(qtbot, settings, tmp_path, tr
     window = _window(qtbot, settings, trained_model_path)
     window.open_paths([str(folder)])
     qtbot.waitUntil(lambda: len(window.cells.session.items) >= 64, timeout=60000)
-    assert window.job is not None
+    assert window.state.jobs.busy
     worst = 0.0
     for _ in range(5):  # the event loop keeps turning while the worker runs
         t = time.perf_counter()
@@ -141,18 +143,18 @@ def test_cancel_keeps_results_and_stays_responsive(qtbot, settings, tmp_path, tr
 def test_autosave_and_reopen_restores_review(qtbot, settings, slide, trained_model_path):
     window = _window(qtbot, settings, trained_model_path)
     _classify(qtbot, window, [str(slide)])
-    window.select_row(3)
-    assert window.current_row() == 3
-    window.review_current("eosinophil")
-    window.detail.note.setText("check smear")
-    window.detail.note.editingFinished.emit()
+    window.review.select_row(3)
+    assert window.review.current_row() == 3
+    window.review.review_current("eosinophil")
+    window.review.detail.note.setText("check smear")
+    window.review.detail.note.editingFinished.emit()
     window.close()
     saved = ReviewSession.load(autosave_path([str(slide)]))
     assert saved.items[3].reviewed == "eosinophil" and saved.items[3].note == "check smear"
 
     again = _window(qtbot, settings, trained_model_path)
     again.open_paths([str(slide)])  # restored, not classified again
-    assert again.job is None or again.job.objectName() != "classify"
+    assert not again.state.jobs.busy  # restored, not classified again
     assert again.cells.session.items[3].reviewed == "eosinophil"
     assert str(slide) in again.recent_folders()
 
@@ -162,7 +164,7 @@ def test_sort_into_folders_copy_move_conflict_undo(qtbot, settings, slide, tmp_p
     _classify(qtbot, window, [str(slide)])
     row = next(i for i, it in enumerate(window.cells.session.items) if it.error is None)
     first = window.cells.session.items[row]
-    window.cells.session.set_review(row, UNUSABLE)
+    window.cells.session.set_review(row, UNUSABLE, "T. Tester")
     target = tmp_path / "sorted"
     (target / "unusable").mkdir(parents=True)
     (target / "unusable" / first.path.split("/")[-1]).write_bytes(b"older")
@@ -186,7 +188,7 @@ def test_sort_into_folders_copy_move_conflict_undo(qtbot, settings, slide, tmp_p
 def test_export_csv_and_pdf(qtbot, settings, slide, tmp_path, trained_model_path, monkeypatch):
     window = _window(qtbot, settings, trained_model_path)
     _classify(qtbot, window, [str(slide)])
-    window.cells.session.set_review(1, "lymphocyte")
+    window.cells.session.set_review(1, "lymphocyte", "T. Tester")
     window.cells.session.items[1].note = "atypical?"
     out = tmp_path / "out.csv"
     from PySide6.QtWidgets import QFileDialog
@@ -199,7 +201,7 @@ def test_export_csv_and_pdf(qtbot, settings, slide, tmp_path, trained_model_path
     assert rows[1]["model"] == "synthetic" and {"prob_neutrophil", "timestamp", "error"} <= set(rows[0])
     assert any(r["error"] for r in rows)
 
-    window.threshold.setValue(99)
+    window.review.threshold.setValue(99)
     pdf = tmp_path / "report.pdf"
     window.export_pdf(str(pdf), {"Laboratory": "Haematology Lab 3", "Sample ID": "S-0042"})
     data = pdf.read_bytes()
@@ -211,23 +213,34 @@ def test_export_csv_and_pdf(qtbot, settings, slide, tmp_path, trained_model_path
 
 
 def test_adapt_to_stain_classifies_with_an_adapted_copy(qtbot, settings, tmp_path, tiny_model_path):
+    from wbc_desktop.engine.data.preprocess import load_square
+    from wbc_desktop.engine.infer.classify import Classifier
+
     folder = tmp_path / "other lab"
     folder.mkdir()
     rng = np.random.default_rng(4)
     for i in range(36):
-        cell_image("neutrophil", rng, 40).save(folder / f"{i}.png")
+        cell_image("neutrophil", rng, 40).save(folder / f"{i:02d}.png")
     window = _window(qtbot, settings, tiny_model_path)
     window.adapt_box.setChecked(True)
     _classify(qtbot, window, [str(folder)])
     assert len(window.cells.session.items) == 36
-    assert window.cells.session.model_name.endswith("(adapted to this folder)")
+    # what the app shows is the adapted copy's answer, not the base model's
+    base = Classifier.open(tiny_model_path)
+    files = sorted(folder.iterdir())
+    adapted = base.adapted_to(files)
+    pixels = load_square(files[0], base.size)[None]
+    shown = np.asarray(window.cells.session.get(str(files[0])).probs)
+    np.testing.assert_allclose(shown, adapted.predict_arrays(pixels, tta=True)[0], atol=1e-4)
+    assert not np.allclose(shown, base.predict_arrays(pixels, tta=True)[0], atol=1e-3)
+    assert window.cells.session.model_name == adapted.name == "tiny test model (adapted to 36 cells)"
     window.close()
     assert QSettings(settings.fileName(), QSettings.IniFormat).value("classify/adapt") in (True, "true")
 
 
 def test_four_view_averaging_is_the_default_and_can_be_turned_off(qtbot, settings, slide, trained_model_path):
-    from wbc_desktop.engine.classify import Classifier
-    from wbc_desktop.engine.preprocess import load_square
+    from wbc_desktop.engine.infer.classify import Classifier
+    from wbc_desktop.engine.data.preprocess import load_square
 
     window = _window(qtbot, settings, trained_model_path)
     assert window.tta_box.isChecked()
@@ -254,7 +267,7 @@ def test_closing_mid_job_stops_workers_and_saves(qtbot, settings, tmp_path, trai
     window = _window(qtbot, settings, trained_model_path)
     window.open_paths([str(folder)])
     qtbot.waitUntil(lambda: len(window.cells.session.items) >= 32, timeout=60000)
-    workers = list(window.workers)
+    workers = list(window.state.jobs.running)
     t0 = time.monotonic()
     window.close()
     assert time.monotonic() - t0 < 10
@@ -266,10 +279,10 @@ def test_closing_mid_job_stops_workers_and_saves(qtbot, settings, tmp_path, trai
 def test_file_order_by_default_and_confidence_sort(qtbot, settings, slide, trained_model_path):
     window = _window(qtbot, settings, trained_model_path)
     _classify(qtbot, window, [str(slide)])
-    names = [window.proxy.index(r, 0).data() for r in range(window.proxy.rowCount())]
+    names = [window.review.proxy.index(r, 0).data() for r in range(window.review.proxy.rowCount())]
     assert names == sorted(names)
-    window.sort_combo.setCurrentIndex(1)
-    window._sort_changed(1)
-    conf = [window.proxy.index(r, 0).data(ITEM_ROLE).confidence for r in range(window.proxy.rowCount())
-            if window.proxy.index(r, 0).data(ITEM_ROLE).error is None]
+    window.review.sort_combo.setCurrentIndex(1)
+    window.review._sort_changed(1)
+    conf = [window.review.proxy.index(r, 0).data(ITEM_ROLE).confidence for r in range(window.review.proxy.rowCount())
+            if window.review.proxy.index(r, 0).data(ITEM_ROLE).error is None]
     assert conf == sorted(conf)

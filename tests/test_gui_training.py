@@ -7,13 +7,15 @@ import pytest
 from PySide6.QtCore import QElapsedTimer, QSettings, QTimer
 
 from synth import make_labeled_folder
-from wbc_desktop.engine.model_registry import user_models_dir
+from wbc_desktop.engine.models.registry import user_models_dir
 from wbc_desktop.gui.main_window import MainWindow
 
 
 @pytest.fixture
 def window(qtbot, tmp_path, trained_model_path):
-    w = MainWindow(QSettings(str(tmp_path / "s.ini"), QSettings.IniFormat))
+    settings = QSettings(str(tmp_path / "s.ini"), QSettings.IniFormat)
+    settings.setValue("review/operator", "T. Tester")
+    w = MainWindow(settings)
     qtbot.addWidget(w)
     w.show()
     with qtbot.waitSignal(w.model_ready, timeout=60000):
@@ -44,15 +46,15 @@ class LoopLatency:
 
 def test_settings_are_validated_before_start(window, tmp_path):
     page = window.ensure_train_page()
-    page.data_edit.setText("")
-    assert "choose a training-data folder" in page.validate()[0]
-    page.data_edit.setText(str(tmp_path / "nope"))
-    assert "does not exist" in page.validate()[0]
-    page.data_edit.setText(str(tmp_path))
-    page.group_by.setText("(")
-    page.base.setCurrentIndex(page.base.findData("compact:none"))
-    page.freeze.setCurrentText("conv2")
-    problems = " ".join(page.validate())
+    page.form.data_edit.setText("")
+    assert "choose a training-data folder" in page.form.validate()[0]
+    page.form.data_edit.setText(str(tmp_path / "nope"))
+    assert "does not exist" in page.form.validate()[0]
+    page.form.data_edit.setText(str(tmp_path))
+    page.form.group_by.setText("(")
+    page.form.base.setCurrentIndex(page.form.base.findData("compact:none"))
+    page.form.freeze.setCurrentText("conv2")
+    problems = " ".join(page.form.validate())
     assert "regular expression" in problems and "from scratch cannot keep frozen stages" in problems
 
 
@@ -61,16 +63,16 @@ def test_finetune_cancel_resume_evaluate_save_and_classify(qtbot, window, tmp_pa
     shutil.copy(trained_model_path, base)
     lab = make_labeled_folder(tmp_path / "lab data", per_class=24, seed=7)
     page = window.ensure_train_page()
-    page.refresh_bases()
-    page.base.setCurrentIndex(page.base.findData(str(base)))
-    assert page.img_size.value() == 40 and not page.img_size.isEnabled()
-    page.apply_preset("Full fine-tune")
-    page.epochs.setValue(6)
-    page.patience.setValue(6)
-    page.batch.setValue(16)
-    page.data_edit.setText(str(lab))
-    page.name_edit.setText("Lab 7 cells")
-    assert page.validate() == []
+    page.form.refresh_bases()
+    page.form.base.setCurrentIndex(page.form.base.findData(str(base)))
+    assert page.form.img_size.value() == 40 and not page.form.img_size.isEnabled()
+    page.form.apply_preset("Full fine-tune")
+    page.form.epochs.setValue(6)
+    page.form.patience.setValue(6)
+    page.form.batch.setValue(16)
+    page.form.data_edit.setText(str(lab))
+    page.form.name_edit.setText("Lab 7 cells")
+    assert page.form.validate() == []
 
     latency = LoopLatency()
     latency.start()
@@ -100,7 +102,7 @@ def test_finetune_cancel_resume_evaluate_save_and_classify(qtbot, window, tmp_pa
     with qtbot.waitSignal(window.model_ready, timeout=60000):
         saved = page.save_model(activate=True)
     assert saved.exists() and window.classifier.name == "Lab 7 cells"
-    assert any(e.card["name"] == "Lab 7 cells" for e in page.entries)
+    assert any(e.card["name"] == "Lab 7 cells" for e in page.models.entries)
     assert "test_metrics" in window.classifier.card and "base_model_test_metrics" in window.classifier.card
 
     slide = tmp_path / "new slide"
@@ -119,11 +121,11 @@ def test_reviewed_cells_become_training_data(qtbot, window, tmp_path):
         window.open_paths([str(slide)])
     session = window.cells.session
     for i, it in enumerate(session.items[:8]):
-        session.set_review(i, "lymphocyte" if i % 2 else "neutrophil")
+        session.set_review(i, "lymphocyte" if i % 2 else "neutrophil", "tester")
     page = window.ensure_train_page()
     page.use_reviewed_cells()
-    qtbot.waitUntil(lambda: page.data_edit.text() != "", timeout=30000)
-    target = page.data_edit.text()
+    qtbot.waitUntil(lambda: page.form.data_edit.text() != "", timeout=30000)
+    target = page.form.data_edit.text()
     from pathlib import Path
 
     files = sorted(p.parent.name for p in Path(target).rglob("*.png"))
@@ -138,18 +140,18 @@ def test_models_list_protects_shipped_model(qtbot, window, tmp_path, trained_mod
     monkeypatch.setenv("WBC_RESOURCES", str(resources))
     shutil.copy(trained_model_path, user_models_dir() / "mine.keras")
     page = window.ensure_train_page()
-    page.refresh_models()
-    titles = [page.model_list.item(i).text() for i in range(page.model_list.count())]
+    page.models.refresh_models()
+    titles = [page.models.model_list.item(i).text() for i in range(page.models.model_list.count())]
     assert titles[0].startswith("synthetic (shipped)") and len(titles) >= 2
-    page.model_list.setCurrentRow(0)
-    assert not page.delete_button.isEnabled()
-    row = next(i for i, e in enumerate(page.entries) if e.path.name == "mine.keras")
-    page.model_list.setCurrentRow(row)
-    assert page.delete_button.isEnabled()
+    page.models.model_list.setCurrentRow(0)
+    assert not page.models.delete_button.isEnabled()
+    row = next(i for i, e in enumerate(page.models.entries) if e.path.name == "mine.keras")
+    page.models.model_list.setCurrentRow(row)
+    assert page.models.delete_button.isEnabled()
     from PySide6.QtWidgets import QMessageBox
 
     monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.Yes)
-    page.delete_selected()
+    page.models.delete_selected()
     assert not (user_models_dir() / "mine.keras").exists()
     assert (resources / "models" / "wbc_default.keras").exists()
 
@@ -157,12 +159,12 @@ def test_models_list_protects_shipped_model(qtbot, window, tmp_path, trained_mod
 def test_search_fills_the_table_and_trains_the_best(qtbot, window, tmp_path):
     lab = make_labeled_folder(tmp_path / "lab", per_class=15, seed=11)
     page = window.ensure_train_page()
-    page.base.setCurrentIndex(page.base.findData("compact:none"))
-    page.freeze.setCurrentText("none")
-    page.data_edit.setText(str(lab))
-    page.epochs.setValue(3)
+    page.form.base.setCurrentIndex(page.form.base.findData("compact:none"))
+    page.form.freeze.setCurrentText("none")
+    page.form.data_edit.setText(str(lab))
+    page.form.epochs.setValue(3)
     page.trials.setValue(2)
-    assert page.validate() == []
+    assert page.form.validate() == []
     with qtbot.waitSignal(page.search_finished, timeout=180000) as done:
         page.search_button.click()
     best, rows = done.args[0]
@@ -174,4 +176,4 @@ def test_search_fills_the_table_and_trains_the_best(qtbot, window, tmp_path):
         page.train_best_button.click()
     outcome = trained.args[0]
     assert outcome is not None and outcome.result.card["hyperparameters"]["lr"] == best.lr
-    assert page.lr.value() == pytest.approx(best.lr, rel=0.02)
+    assert page.form.lr.value() == pytest.approx(best.lr, rel=0.02)

@@ -3,8 +3,8 @@ import pytest
 from PIL import Image
 
 from conftest import rgb_noise
-from wbc_desktop.engine.imageio import ImageReadError, read_rgb
-from wbc_desktop.engine.preprocess import fit_square
+from wbc_desktop.engine.io.imageio import ImageReadError, read_rgb
+from wbc_desktop.engine.data.preprocess import fit_square
 
 
 def test_truncated_jpeg_names_the_file(tmp_path):

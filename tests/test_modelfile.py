@@ -4,9 +4,9 @@ import keras
 import numpy as np
 import pytest
 
-from wbc_desktop.engine.modelfile import ModelFileError, load_model, new_card, read_card, save_model, update_card
-from wbc_desktop.engine.models import build_compact
-from wbc_desktop.engine.preprocess import RESIZE_METHOD
+from wbc_desktop.engine.models.modelfile import ModelFileError, load_model, new_card, read_card, save_model, update_card
+from wbc_desktop.engine.models.builders import build_compact
+from wbc_desktop.engine.data.preprocess import RESIZE_METHOD
 
 
 def test_roundtrip_keeps_weights_and_card(tmp_path):

@@ -3,10 +3,8 @@ import keras
 import numpy as np
 import pytest
 
-from wbc_desktop.engine.models import (
-    IMAGENET_NOTOP_FILE, WeightsNotFoundError, apply_freeze, build_compact, build_resnet50, find_imagenet_weights,
-    iter_layers, replace_head,
-)
+from wbc_desktop.engine.models.builders import apply_freeze, build_compact, build_resnet50, iter_layers, replace_head
+from wbc_desktop.engine.models.weights import IMAGENET_NOTOP_FILE, WeightsNotFoundError, find_imagenet_weights
 
 
 @pytest.fixture(scope="module")
@@ -100,8 +98,8 @@ def test_lab_input_removes_tint_and_survives_safe_mode_save(tmp_path):
     channel) into a shift that per-image standardisation removes, which a
     per-channel RGB standardisation cannot do; and a model using it still
     loads in the app's safe mode."""
-    from wbc_desktop.engine.modelfile import _keras
-    from wbc_desktop.engine.models import LabColourSpace
+    from wbc_desktop.engine.models.modelfile import _keras
+    from wbc_desktop.engine.models.builders import LabColourSpace
 
     rng = np.random.default_rng(0)
     x = rng.uniform(40, 200, (1, 16, 16, 3)).astype(np.float32)

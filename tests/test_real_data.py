@@ -3,8 +3,8 @@
 from collections import Counter
 
 from conftest import shared_dataset
-from wbc_desktop.engine.dataset import CANONICAL_CLASSES, scan_labeled
-from wbc_desktop.engine.prepare import prepare_data
+from wbc_desktop.engine.data.dataset import CANONICAL_CLASSES, scan_labeled
+from wbc_desktop.engine.data.prepare import prepare_data
 
 BCCD_GROUPS = r"^(BloodImage_\d+)"
 

@@ -2,8 +2,8 @@ import csv
 
 import pytest
 
-from wbc_desktop.engine.review import UNUSABLE, ReviewItem, ReviewSession, autosave_path
-from wbc_desktop.engine.sorting import sort_into_folders, undo_moves
+from wbc_desktop.engine.review.session import UNUSABLE, ReviewItem, ReviewSession, autosave_path
+from wbc_desktop.engine.review.sorting import sort_into_folders, undo_moves
 
 CLASSES = ["neutrophil", "eosinophil", "lymphocyte"]
 
@@ -22,13 +22,13 @@ def test_differential_uses_reviewed_labels_and_excludes_unusable():
     d = s.differential()
     assert d["counts"] == {"neutrophil": 1, "eosinophil": 1, "lymphocyte": 1}
     assert d["flagged"] == 2 and d["unreviewed"] == 3 and d["errors"] == 1
-    s.set_review(1, "neutrophil")
-    s.set_review(2, UNUSABLE)
+    s.set_review(1, "neutrophil", "A. Tech")
+    s.set_review(2, UNUSABLE, "A. Tech")
     d = s.differential()
     assert d["counts"] == {"neutrophil": 2, "eosinophil": 0, "lymphocyte": 0}
     assert d["percent"]["neutrophil"] == 100.0 and d["unusable"] == 1 and d["flagged"] == 0 and d["reviewed"] == 2
     with pytest.raises(ValueError):
-        s.set_review(0, "dragon")
+        s.set_review(0, "dragon", "A. Tech")
 
 
 def test_next_flagged_follows_view_order_and_wraps():
@@ -37,18 +37,19 @@ def test_next_flagged_follows_view_order_and_wraps():
     assert s.next_flagged(1) == 2
     assert s.next_flagged(2) == 1
     assert s.next_flagged(0, order=[0, 2, 1]) == 2
-    s.set_review(1, "eosinophil")
-    s.set_review(2, "lymphocyte")
+    s.set_review(1, "eosinophil", "A. Tech")
+    s.set_review(2, "lymphocyte", "A. Tech")
     assert s.next_flagged(0) is None
 
 
 def test_save_load_and_rerun_keeps_review(tmp_path):
     s = _session()
-    s.set_review(1, "neutrophil")
+    s.set_review(1, "neutrophil", "A. Tech")
     s.items[1].note = "band form?"
     s.save(tmp_path / "s.json")
     back = ReviewSession.load(tmp_path / "s.json")
     assert back.items[1].reviewed == "neutrophil" and back.items[1].note == "band form?"
+    assert back.audit == s.audit and back.audit[0]["operator"] == "A. Tech"
     back.add(ReviewItem("/b.png", "lymphocyte", 0.9, [0.05, 0.05, 0.9]))  # classified again
     assert back.get("/b.png").reviewed == "neutrophil" and back.get("/b.png").label == "lymphocyte"
     (tmp_path / "bad.json").write_text("{")
@@ -92,3 +93,71 @@ def test_move_and_undo(tmp_path):
     messages = [p.message for p in undo_moves(manifest)]
     assert (src / "a.png").read_bytes() == b"A"
     assert (src / "b.png").read_bytes() == b"new file in the old place" and "exists again" in messages[1]
+
+
+EIGHT = ["neutrophil", "eosinophil", "basophil", "lymphocyte", "monocyte", "ig", "erythroblast", "platelet"]
+
+
+def _eight_class_session(labels: list[str]) -> ReviewSession:
+    s = ReviewSession(["/slide"], EIGHT, threshold=0.5)
+    for i, label in enumerate(labels):
+        s.add(ReviewItem(f"/{i}.png", label, 0.9))
+    return s
+
+
+def test_differential_counts_leukocytes_only_nrbc_per_100_and_platelets_apart():
+    s = _eight_class_session(["neutrophil"] * 6 + ["lymphocyte"] * 3 + ["ig"] + ["erythroblast"] * 2 + ["platelet"] * 4)
+    d = s.differential()
+    assert list(d["counts"]) == EIGHT[:6]  # IG is a leukocyte; erythroblasts and platelets are not
+    assert d["total"] == 10 and d["percent"]["neutrophil"] == 60.0 and d["percent"]["ig"] == 10.0
+    assert d["nrbc"] == 2 and d["nrbc_per_100_wbc"] == 20.0 and d["platelets_seen"] == 4
+    assert d["refer"] == ["ig present (1)", "erythroblast present (2)"]
+    assert "NRBC" in d["convention"] and "platelets" in d["convention"]
+
+
+def test_referral_rules_are_configurable_and_count_unusable_cells():
+    from wbc_desktop.engine.review.differential import ReferralRules
+
+    s = _eight_class_session(["neutrophil"] * 8 + ["monocyte"] * 2)
+    assert s.differential()["refer"] == []
+    s.set_review(0, UNUSABLE, "A. Tech")
+    s.set_review(1, UNUSABLE, "A. Tech")
+    assert s.differential()["refer"] == ["20 % of cells unusable (limit 10 %)"]
+    assert s.differential(ReferralRules(max_unusable_percent=25))["refer"] == []
+    assert s.differential(ReferralRules(refer_on_any=("monocyte",), max_unusable_percent=25))["refer"] == [
+        "monocyte present (2)"]
+
+
+def test_every_review_change_is_audited_with_operator_time_old_and_new():
+    s = _session()
+    s.set_review(1, "neutrophil", "A. Tech")
+    s.set_review(1, "neutrophil", "A. Tech")  # no change, no entry
+    s.set_review(1, None, "B. Smith")
+    s.set_review(2, "lymphocyte", "B. Smith")  # confirms the model: audited, but not a change from the model
+    assert [(e["operator"], e["path"], e["model"], e["old"], e["new"]) for e in s.audit] == [
+        ("A. Tech", "/b.png", "eosinophil", None, "neutrophil"),
+        ("B. Smith", "/b.png", "eosinophil", "neutrophil", None),
+        ("B. Smith", "/c.png", "lymphocyte", None, "lymphocyte"),
+    ]
+    assert all(e["time"] for e in s.audit)
+    assert s.reviewers() == ["A. Tech", "B. Smith"] and s.changed_from_model() == 0
+    s.set_review(0, "eosinophil", "B. Smith")
+    assert s.changed_from_model() == 1
+
+
+def test_csv_exports_say_where_each_cell_is_counted(tmp_path):
+    from wbc_desktop.engine.review.export import differential_csv_path, write_differential_csv, write_review_csv
+
+    s = _eight_class_session(["neutrophil"] * 4 + ["erythroblast", "platelet"])
+    s.set_review(0, UNUSABLE, "A. Tech")
+    write_review_csv(s, tmp_path / "cells.csv")
+    rows = list(csv.DictReader((tmp_path / "cells.csv").open()))
+    assert [r["counted_as"] for r in rows] == ["not counted (unusable)", "WBC", "WBC", "WBC", "NRBC", "platelet"]
+    path = differential_csv_path(tmp_path / "cells.csv")
+    assert path.name == "cells_differential.csv"
+    write_differential_csv(s, path)
+    table = {r["class"]: r for r in csv.DictReader(path.open())}
+    assert table["neutrophil"]["count"] == "3" and table["neutrophil"]["percent_of_wbc"] == "100.0"
+    assert table["Total WBC"]["count"] == "3" and table["NRBC (per 100 WBC)"]["percent_of_wbc"] == "33.3"
+    assert table["Platelets seen (not white cells)"]["count"] == "1"
+    assert table["Needs a haematologist"]["count"] == "yes" and table["Reviewed by"]["count"] == "A. Tech"

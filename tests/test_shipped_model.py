@@ -9,10 +9,10 @@ import numpy as np
 from synth import cell_image
 from wbc_desktop import paths
 from wbc_desktop.cli import main
-from wbc_desktop.engine.classify import Classifier
-from wbc_desktop.engine.dataset import CANONICAL_CLASSES
-from wbc_desktop.engine.modelfile import read_card
-from wbc_desktop.engine.preprocess import RESIZE_METHOD
+from wbc_desktop.engine.infer.classify import Classifier
+from wbc_desktop.engine.data.dataset import CANONICAL_CLASSES
+from wbc_desktop.engine.models.modelfile import read_card
+from wbc_desktop.engine.data.preprocess import RESIZE_METHOD
 
 SHIPPED = paths.default_model_path()
 
@@ -61,7 +61,7 @@ def test_shipped_model_reads_real_pbc_files_the_way_it_was_trained():
     # mostly its own training images: not a quality estimate (RESULTS.md has
     # those), but a wrong decode, channel order or scaling drops this far
     from conftest import shared_dataset
-    from wbc_desktop.engine.dataset import scan_labeled
+    from wbc_desktop.engine.data.dataset import scan_labeled
 
     data = scan_labeled(shared_dataset("pbc"))
     rows = np.concatenate([np.flatnonzero(data.labels == k)[:30] for k in range(len(data.classes))])

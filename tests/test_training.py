@@ -4,20 +4,22 @@ import threading
 import numpy as np
 import pytest
 
-from wbc_desktop.engine.augment import AugmentConfig, augment_batch
-from wbc_desktop.engine.classify import Classifier
-from wbc_desktop.engine.evaluation import compute_metrics
-from wbc_desktop.engine.prepare import prepare_data
+from wbc_desktop.engine.data.augment import augment_batch
+from wbc_desktop.engine.data.augment_config import AugmentConfig
+from wbc_desktop.engine.infer.classify import Classifier
+from wbc_desktop.engine.train.evaluation import compute_metrics
+from wbc_desktop.engine.data.prepare import prepare_data
 from wbc_desktop.engine.progress import CancelToken
-from wbc_desktop.engine.training import TrainConfig, train
+from wbc_desktop.engine.train.config import TrainConfig
+from wbc_desktop.engine.train.trainer import train
 
 
 def test_augmentation_keeps_shape_range_and_varies():
     x = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype(np.float32)
-    out = augment_batch(x, AugmentConfig.scaled(1.0)).numpy()
+    out = augment_batch(x, AugmentConfig.from_strength(1.0)).numpy()
     assert out.shape == x.shape and out.min() >= 0 and out.max() <= 255
     assert not np.allclose(out, x)
-    assert not np.allclose(out[0], augment_batch(x, AugmentConfig.scaled(1.0)).numpy()[0])
+    assert not np.allclose(out[0], augment_batch(x, AugmentConfig.from_strength(1.0)).numpy()[0])
     np.testing.assert_array_equal(augment_batch(x, AugmentConfig.none()), x)
 
 
@@ -108,8 +110,8 @@ def test_cancel_stops_within_a_batch_and_keeps_best(tmp_path, small_data):
 
 
 def test_run_folder_stops_early_and_restores_best_weights(tmp_path):
-    from wbc_desktop.engine.callbacks import RunFolder
-    from wbc_desktop.engine.models import build_compact
+    from wbc_desktop.engine.train.callbacks import RunFolder
+    from wbc_desktop.engine.models.builders import build_compact
 
     model = build_compact(3, 32, width=8)
     folder = RunFolder(tmp_path, CancelToken(), patience=2)
@@ -139,8 +141,8 @@ def test_cancel_from_another_thread(tmp_path, small_data):
 def test_recalibrate_batchnorm_sets_statistics_of_clean_images():
     import keras
 
-    from wbc_desktop.engine.models import build_compact
-    from wbc_desktop.engine.training import recalibrate_batchnorm
+    from wbc_desktop.engine.models.builders import build_compact
+    from wbc_desktop.engine.models.batchnorm import recalibrate_batchnorm
 
     model = build_compact(3, 32, width=8)
     bn = model.get_layer("conv1_norm")
@@ -152,7 +154,7 @@ def test_recalibrate_batchnorm_sets_statistics_of_clean_images():
     np.testing.assert_allclose(bn.moving_mean.numpy(), feats.mean(axis=(0, 1, 2)), atol=1e-3)
     assert bn.momentum == 0.9  # restored
     frozen = build_compact(3, 32, width=8)
-    from wbc_desktop.engine.models import apply_freeze
+    from wbc_desktop.engine.models.builders import apply_freeze
 
     apply_freeze(frozen, "backbone")
     assert recalibrate_batchnorm(frozen, x) == 0  # a frozen backbone keeps its statistics

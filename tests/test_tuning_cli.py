@@ -6,11 +6,11 @@ import sys
 import pytest
 
 from wbc_desktop.cli import main
-from wbc_desktop.engine.augment import AugmentConfig
-from wbc_desktop.engine.modelfile import read_card
-from wbc_desktop.engine.prepare import prepare_data
-from wbc_desktop.engine.training import TrainConfig
-from wbc_desktop.engine.tuning import sample_configs, tune
+from wbc_desktop.engine.data.augment_config import AugmentConfig
+from wbc_desktop.engine.models.modelfile import read_card
+from wbc_desktop.engine.data.prepare import prepare_data
+from wbc_desktop.engine.train.config import TrainConfig
+from wbc_desktop.engine.train.tuning import sample_configs, tune
 
 
 def test_sample_configs_are_distinct_and_bounded():
@@ -20,7 +20,7 @@ def test_sample_configs_are_distinct_and_bounded():
     assert len(configs) == 4
     assert len({(c.lr, c.batch_size) for c in configs}) == 4
     strong = sample_configs(base, {"augment_strength": [0.9]}, 1, 0)[0]
-    assert strong.augment == AugmentConfig.scaled(0.9)
+    assert strong.augment == AugmentConfig.from_strength(0.9)
 
 
 def test_tune_ranks_on_validation_and_writes_table(tmp_path, synth_dir):

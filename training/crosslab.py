@@ -36,11 +36,11 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 from recipe import COMMON_FIVE, lab_arrays, source_rows, train_config  # noqa: E402
 
-from wbc_desktop.engine.classify import Classifier  # noqa: E402
-from wbc_desktop.engine.evaluation import compute_metrics  # noqa: E402
-from wbc_desktop.engine.finetune import prepare_for  # noqa: E402
-from wbc_desktop.engine.prepare import SplitArrays  # noqa: E402
-from wbc_desktop.engine.training import train  # noqa: E402
+from wbc_desktop.engine.infer.classify import Classifier  # noqa: E402
+from wbc_desktop.engine.train.evaluation import compute_metrics  # noqa: E402
+from wbc_desktop.engine.train.finetune import prepare_for  # noqa: E402
+from wbc_desktop.engine.data.prepare import SplitArrays  # noqa: E402
+from wbc_desktop.engine.train.trainer import train  # noqa: E402
 
 PBC_TRAIN, PBC_VAL, EPOCHS = 2400, 600, 8
 RESULTS = "crosslab.jsonl"

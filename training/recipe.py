@@ -24,16 +24,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from wbc_desktop.cli import ProgressPrinter  # noqa: E402
-from wbc_desktop.engine.augment import AugmentConfig  # noqa: E402
-from wbc_desktop.engine.classify import Classifier  # noqa: E402
+from wbc_desktop.engine.console import ProgressPrinter  # noqa: E402
+from wbc_desktop.engine.data.augment_config import AugmentConfig  # noqa: E402
+from wbc_desktop.engine.infer.classify import Classifier  # noqa: E402
 import numpy as np  # noqa: E402
 
-from wbc_desktop.engine.dataset import decode_images, scan_labeled  # noqa: E402
-from wbc_desktop.engine.evaluation import evaluate_files, format_metrics, write_report  # noqa: E402
-from wbc_desktop.engine.modelfile import save_model, update_card  # noqa: E402
-from wbc_desktop.engine.finetune import prepare_for  # noqa: E402
-from wbc_desktop.engine.training import TrainConfig, train  # noqa: E402
+from wbc_desktop.engine.data.dataset import decode_images, scan_labeled  # noqa: E402
+from wbc_desktop.engine.train.evaluation import evaluate_files, format_metrics, write_report  # noqa: E402
+from wbc_desktop.engine.models.modelfile import save_model, update_card  # noqa: E402
+from wbc_desktop.engine.train.finetune import prepare_for  # noqa: E402
+from wbc_desktop.engine.train.config import TrainConfig
+from wbc_desktop.engine.train.trainer import train  # noqa: E402
 
 COMMON_FIVE = ["neutrophil", "eosinophil", "basophil", "lymphocyte", "monocyte"]
 CREDITS = {
@@ -46,7 +47,7 @@ CREDITS = {
 def train_config(spec: dict) -> TrainConfig:
     t = dict(spec["train"])
     strength = t.pop("augment_strength")
-    return replace(TrainConfig(**t), group_by=spec["group_by"], augment=AugmentConfig.scaled(strength))
+    return replace(TrainConfig(**t), group_by=spec["group_by"], augment=AugmentConfig.from_strength(strength))
 
 
 def _short(metrics: dict) -> dict:

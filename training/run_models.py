@@ -9,10 +9,10 @@ from pathlib import Path
 
 import keras
 
-from wbc_desktop.engine.callbacks import BEST_WEIGHTS, CHECKPOINT
-from wbc_desktop.engine.modelfile import new_card, save_model
-from wbc_desktop.engine.prepare import prepare_data
-from wbc_desktop.engine.training import recalibrate_batchnorm
+from wbc_desktop.engine.train.callbacks import BEST_WEIGHTS, CHECKPOINT
+from wbc_desktop.engine.models.modelfile import new_card, save_model
+from wbc_desktop.engine.data.prepare import prepare_data
+from wbc_desktop.engine.models.batchnorm import recalibrate_batchnorm
 
 
 def best_model(run_dir: str | Path):

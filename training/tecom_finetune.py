@@ -24,10 +24,10 @@ sys.path.insert(0, str(ROOT / "training"))
 
 from run_models import export  # noqa: E402
 
-from wbc_desktop.engine.augment import AugmentConfig  # noqa: E402
-from wbc_desktop.engine.finetune import run_finetune  # noqa: E402
+from wbc_desktop.engine.data.augment_config import AugmentConfig  # noqa: E402
+from wbc_desktop.engine.train.finetune import run_finetune  # noqa: E402
 from wbc_desktop.engine.progress import CancelToken  # noqa: E402
-from wbc_desktop.engine.training import TrainConfig  # noqa: E402
+from wbc_desktop.engine.train.config import TrainConfig  # noqa: E402
 
 SETTINGS = {
     "head_only": dict(freeze_until="backbone", epochs=15, lr=1e-3, patience=15),
@@ -44,7 +44,7 @@ def main() -> int:
     base = export(runs / "lodo_tecom", runs / "tecom_finetune" / "base_without_tecom.keras")
     results = {}
     for name, extra in SETTINGS.items():
-        cfg = TrainConfig(weights=str(base), img_size=96, batch_size=32, seed=42, augment=AugmentConfig.scaled(0.5),
+        cfg = TrainConfig(weights=str(base), img_size=96, batch_size=32, seed=42, augment=AugmentConfig.from_strength(0.5),
                           **extra)
         t0 = time.monotonic()
         out = run_finetune(cfg, args.data, runs / "tecom_finetune" / name, name=name, progress=lambda p: None,

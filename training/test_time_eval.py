@@ -29,10 +29,10 @@ import numpy as np  # noqa: E402
 from recipe import lab_arrays, source_rows  # noqa: E402
 from run_models import best_model  # noqa: E402
 
-from wbc_desktop.engine.classify import Classifier  # noqa: E402
-from wbc_desktop.engine.evaluation import compute_metrics  # noqa: E402
-from wbc_desktop.engine.prepare import prepare_data  # noqa: E402
-from wbc_desktop.engine.training import recalibrate_batchnorm  # noqa: E402
+from wbc_desktop.engine.infer.classify import Classifier  # noqa: E402
+from wbc_desktop.engine.train.evaluation import compute_metrics  # noqa: E402
+from wbc_desktop.engine.data.prepare import prepare_data  # noqa: E402
+from wbc_desktop.engine.models.batchnorm import recalibrate_batchnorm  # noqa: E402
 
 
 def _scores(clf: Classifier, x: np.ndarray, y: np.ndarray) -> dict:

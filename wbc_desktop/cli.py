@@ -11,39 +11,9 @@ import time
 from pathlib import Path
 
 from . import __version__, paths
-from .engine.progress import Cancelled, CancelToken, Progress
-
-
-class ProgressPrinter:
-    """One self-overwriting status line on stderr; epoch summaries stay."""
-
-    def __init__(self, stream=sys.stderr, interval: float = 0.25):
-        self.stream, self.interval, self._last = stream, interval, 0.0
-        self._tty = stream.isatty()
-
-    def __call__(self, p: Progress) -> None:
-        if p.stage in ("train_epoch", "tune", "data", "evaluate"):
-            self._clear()
-            print(p.message, file=self.stream, flush=True)
-            return
-        now = time.monotonic()
-        if now - self._last < self.interval and p.done < p.total:
-            return
-        self._last = now
-        frac = p.done / p.total if p.total else 1.0
-        bar = "#" * int(frac * 30)
-        extra = ""
-        if p.stage == "train_batch":
-            extra = f" epoch {p.info['epoch']}/{p.info['epochs']} loss {p.info.get('loss', float('nan')):.4f}"
-        line = f"[{bar:<30}] {frac:6.1%} {p.stage} {p.done}/{p.total}{extra}"
-        if self._tty:
-            print("\r" + line, end="", file=self.stream, flush=True)
-        elif p.done >= p.total:
-            print(line, file=self.stream, flush=True)
-
-    def _clear(self) -> None:
-        if self._tty:
-            print("\r" + " " * 90 + "\r", end="", file=self.stream, flush=True)
+from .engine.console import ProgressPrinter
+from .engine.train.run_layout import RunLayout
+from .engine.progress import Cancelled, CancelToken
 
 
 def _default_model(arg: str | None) -> Path:
@@ -56,11 +26,11 @@ def _default_model(arg: str | None) -> Path:
 
 
 def cmd_classify(args) -> int:
-    from .engine.classify import Classifier, write_predictions_csv
+    from .engine.infer.classify import Classifier, write_predictions_csv
 
     clf = Classifier.open(_default_model(args.model))
     if args.adapt:
-        from .engine.dataset import collect_images
+        from .engine.data.dataset import collect_images
 
         clf = clf.adapted_to(collect_images(args.paths)[0])
         print(f"adapted normalisation statistics: {clf.name}", file=sys.stderr)
@@ -84,29 +54,33 @@ def cmd_classify(args) -> int:
 
 
 def _train_config(args):
-    from .engine.augment import AugmentConfig
-    from .engine.training import TrainConfig
+    from .engine.data.augment_config import AugmentConfig
+    from .engine.train.config import TrainConfig
 
-    cfg = TrainConfig(
-        arch=args.arch, weights=args.weights, freeze_until=args.freeze_until, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, img_size=args.img_size, val_frac=args.val_frac,
-        test_frac=args.test_frac, group_by=args.group_by, seed=args.seed, label_smoothing=args.label_smoothing,
-        patience=args.patience, norm=args.norm, colour_space=args.colour_space, class_weighting=not args.no_class_weights,
-        augment=AugmentConfig.scaled(args.augment) if args.augment > 0 else AugmentConfig.none(),
-    )
+    values = {f.name: getattr(args, f.name) for f in _train_fields()}
+    cfg = TrainConfig(**values, augment=AugmentConfig.from_strength(args.augment))
     problems = cfg.validate()
     if problems:
         sys.exit("error: " + "; ".join(problems))
     return cfg
 
 
+def _train_fields():
+    """Every ``TrainConfig`` setting but the augmentation (one strength knob)."""
+    from dataclasses import fields
+
+    from .engine.train.config import TrainConfig
+
+    return [f for f in fields(TrainConfig) if f.name != "augment"]
+
+
 def _train_evaluate_save(cfg, source, run_dir: Path, out: Path, name: str, resume: bool = False,
                          card_extra: dict | None = None) -> int:
     """The app's own fine-tune job (train, then test split and base model
     scored), with its result saved as a model file."""
-    from .engine.evaluation import format_metrics
-    from .engine.finetune import run_finetune
-    from .engine.modelfile import save_model
+    from .engine.train.evaluation import format_metrics
+    from .engine.train.finetune import run_finetune
+    from .engine.models.modelfile import save_model
 
     try:
         outcome = run_finetune(cfg, source, run_dir, name=name, progress=ProgressPrinter(), cancel=CancelToken(),
@@ -124,7 +98,7 @@ def _train_evaluate_save(cfg, source, run_dir: Path, out: Path, name: str, resum
               file=sys.stderr)
     card = dict(result.card, training_seconds=round(result.seconds, 1), **(card_extra or {}))
     save_model(result.model, card, out)
-    print(f"saved {out} (report in {run_dir / 'report'})", file=sys.stderr)
+    print(f"saved {out} (report in {RunLayout(run_dir).report})", file=sys.stderr)
     return 0
 
 
@@ -132,34 +106,36 @@ def cmd_train(args) -> int:
     cfg = _train_config(args)
     out = Path(args.out)
     run_dir = Path(args.run_dir or out.with_suffix(".run"))
-    source = run_dir / "split.json" if args.resume and (run_dir / "split.json").exists() else args.data
+    split = RunLayout(run_dir).split
+    source = split if args.resume and split.exists() else args.data
     return _train_evaluate_save(cfg, source, run_dir, out, args.name or out.stem, resume=args.resume)
 
 
 def cmd_tune(args) -> int:
-    from .engine.finetune import prepare_for
-    from .engine.tuning import tune
+    from .engine.train.finetune import prepare_for
+    from .engine.train.tuning import tune
 
     base = _train_config(args)
     out_dir = Path(args.out)
+    split = RunLayout(out_dir).split
     data = prepare_for(base, args.data, ProgressPrinter())
     print(data.summary.describe(), file=sys.stderr)
     print(data.manifest.describe(), file=sys.stderr)
-    data.manifest.save(out_dir / "split.json")
+    data.manifest.save(split)
     best, rows = tune(data, base, out_dir, args.trials, trial_epochs=args.trial_epochs, progress=ProgressPrinter())
     for r in rows:
         print("  ".join(f"{k}={v}" for k, v in r.items()), file=sys.stderr)
     print(f"retraining the best configuration for {best.epochs} epochs", file=sys.stderr)
-    return _train_evaluate_save(best, out_dir / "split.json", out_dir / "best_run", out_dir / "best_model.keras",
+    return _train_evaluate_save(best, split, out_dir / "best_run", out_dir / "best_model.keras",
                                 args.name or "tuned model",
                                 card_extra={"tuning": {"trials": rows, "chosen_on": "validation macro-F1"}})
 
 
 def cmd_evaluate(args) -> int:
-    from .engine.classify import Classifier
-    from .engine.dataset import scan_labeled
-    from .engine.evaluation import evaluate_files, format_metrics
-    from .engine.splits import SplitManifest
+    from .engine.infer.classify import Classifier
+    from .engine.data.dataset import scan_labeled
+    from .engine.train.evaluation import evaluate_files, format_metrics
+    from .engine.data.splits import SplitManifest
 
     clf = Classifier.open(args.model)
     source = Path(args.data)
@@ -181,7 +157,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from .engine.dataset import decode_images, scan_labeled, summarize
+    from .engine.data.dataset import decode_images, scan_labeled, summarize
 
     data = scan_labeled(args.data)
     summary = summarize(data, decode_images(data.paths, args.img_size, ProgressPrinter()))
@@ -190,7 +166,7 @@ def cmd_check(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from .engine.modelfile import read_card
+    from .engine.models.modelfile import read_card
 
     card = read_card(_default_model(args.model))
     if args.json:
@@ -219,27 +195,22 @@ def cmd_gui(args) -> int:
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
-    from .engine.models import ARCHITECTURES, COLOUR_SPACES, FREEZE_CHOICES
+    """One option per ``TrainConfig`` field, with its default and help: the
+    CLI cannot drift from the dataclass the app and the recipe use."""
+    from .engine.train.config import TrainConfig
 
+    defaults = TrainConfig()
     p.add_argument("data", nargs="+", help="labelled folder(s) (<data>/<class>/<image>) or a split manifest .json")
-    p.add_argument("--arch", choices=ARCHITECTURES, default="compact")
-    p.add_argument("--weights", default="none", help="resnet50, efficientnet_lite0: imagenet | none | weights file; or a .keras WBC model to fine-tune")
-    p.add_argument("--freeze-until", choices=FREEZE_CHOICES, default="none")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--img-size", type=int, default=96)
-    p.add_argument("--val-frac", type=float, default=0.15)
-    p.add_argument("--test-frac", type=float, default=0.15)
-    p.add_argument("--group-by", default=None, help="regex on file names; files with the same match stay on one side")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--label-smoothing", type=float, default=0.05)
-    p.add_argument("--patience", type=int, default=6)
-    p.add_argument("--norm", choices=("batch", "group"), default="batch")
-    p.add_argument("--colour-space", choices=COLOUR_SPACES, default="rgb",
-                   help="compact: what the input is standardised in (lab: Reinhard's l-alpha-beta)")
-    p.add_argument("--augment", type=float, default=0.5, help="augmentation strength 0-1 (0: none)")
-    p.add_argument("--no-class-weights", action="store_true")
+    for f in _train_fields():
+        flag, default, meta = "--" + f.name.replace("_", "-"), getattr(defaults, f.name), f.metadata
+        if isinstance(default, bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=meta["help"])
+        else:
+            kind = type(default) if default is not None else str
+            p.add_argument(flag, type=kind, default=default, choices=meta.get("choices"),
+                           help=f"{meta['help']} (default: {default})")
+    p.add_argument("--augment", type=float, default=defaults.augment.strength,
+                   help=f"augmentation strength 0-1, 0: none (default: {defaults.augment.strength})")
     p.add_argument("--name", default=None, help="model name shown in the app")
 
 
@@ -310,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:
-        from .engine.modelfile import ModelFileError
+        from .engine.models.modelfile import ModelFileError
 
         if isinstance(exc, ModelFileError):
             print(f"error: {exc}", file=sys.stderr)

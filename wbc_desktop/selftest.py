@@ -38,14 +38,14 @@ def _make_images(folder: Path, n: int = 12) -> list[Path]:
 def run(out_dir: str | None = None) -> int:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from . import paths
-    from .engine.classify import Classifier, write_predictions_csv
+    from .engine.infer.classify import Classifier, write_predictions_csv
 
     out = Path(out_dir or tempfile.mkdtemp(prefix="wbc-selftest-"))
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     model = paths.default_model_path()
     print(f"self-test: resources at {paths.resources_dir()}")
-    from .engine.modelfile import ModelFileError
+    from .engine.models.modelfile import ModelFileError
 
     try:
         clf = Classifier.open(model)

@@ -9,7 +9,7 @@ import numpy as np
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSize, QSortFilterProxyModel, Qt
 from PySide6.QtGui import QBrush, QColor, QFont, QImage, QPixmap
 
-from ..engine.review import UNUSABLE, ReviewItem, ReviewSession
+from ..engine.review.session import UNUSABLE, ReviewItem, ReviewSession
 
 COLUMNS = ("File", "Predicted", "Confidence", "Reviewed", "Note")
 SORT_ROLE = Qt.UserRole + 1

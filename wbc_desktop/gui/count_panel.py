@@ -1,8 +1,10 @@
-"""Live differential count: table and matplotlib bar chart, reviewed labels
-counted in place of predictions."""
+"""Live differential count by haematology conventions (see
+``engine.review.differential``): leukocytes with %, NRBC per 100 WBC,
+platelets seen, and a flag when a haematologist should look."""
 
 from __future__ import annotations
 
+from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QHBoxLayout, QHeaderView, QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
@@ -36,6 +38,10 @@ class CountPanel(QWidget):
         self.table.setMinimumWidth(230)
         self.summary = QLabel()
         self.summary.setWordWrap(True)
+        self.referral = QLabel()
+        self.referral.setWordWrap(True)
+        self.referral.setStyleSheet("color: #a01919; font-weight: bold;")
+        self.referral.setVisible(False)
         self.canvas = None
         self._row = QHBoxLayout()
         self._row.addWidget(self.table, 2)
@@ -44,19 +50,29 @@ class CountPanel(QWidget):
         layout.addWidget(QLabel("<b>Differential count</b>"))
         layout.addLayout(self._row, 1)
         layout.addWidget(self.summary)
+        layout.addWidget(self.referral)
         self.last = None
 
     def update_counts(self, diff: dict) -> None:
         self.last = diff
-        self.table.setRowCount(len(diff["counts"]))
-        for r, (name, n) in enumerate(diff["counts"].items()):
-            for c, text in enumerate((name, str(n), f"{diff['percent'][name]:.1f}")):
-                self.table.setItem(r, c, QTableWidgetItem(text))
+        rows = [(name, str(n), f"{diff['percent'][name]:.1f}") for name, n in diff["counts"].items()]
+        rows += [("NRBC / 100 WBC", str(diff["nrbc"]), f"{diff['nrbc_per_100_wbc']:.1f}"),
+                 ("Platelets seen", str(diff["platelets_seen"]), "")]
+        self.table.setRowCount(len(rows))
+        for r, row in enumerate(rows):
+            for c, text in enumerate(row):
+                item = QTableWidgetItem(text)
+                if r >= len(diff["counts"]):
+                    item.setForeground(QColor("#555"))
+                self.table.setItem(r, c, item)
         self.summary.setText(
             f"Total WBC: <b>{diff['total']}</b> · reviewed {diff['reviewed']} · unreviewed {diff['unreviewed']} · "
             f"<span style='color:#9a6b00'>flagged {diff['flagged']}</span> · unusable {diff['unusable']} · "
             f"unreadable {diff['errors']}"
         )
+        self.summary.setToolTip(diff["convention"])
+        self.referral.setText("Needs a haematologist's look: " + "; ".join(diff["refer"]))
+        self.referral.setVisible(bool(diff["refer"]))
         self._draw(diff)
 
     def _draw(self, diff: dict) -> None:

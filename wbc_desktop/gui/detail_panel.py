@@ -12,8 +12,8 @@ from PySide6.QtWidgets import (
     QFrame, QGridLayout, QGroupBox, QLabel, QLineEdit, QPushButton, QSizePolicy, QVBoxLayout, QWidget,
 )
 
-from ..engine.imageio import ImageReadError, read_rgb
-from ..engine.review import UNUSABLE, ReviewItem
+from ..engine.io.imageio import ImageReadError, read_rgb
+from ..engine.review.session import UNUSABLE, ReviewItem
 from .cell_model import pixmap_from_array
 
 

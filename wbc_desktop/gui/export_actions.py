@@ -5,60 +5,66 @@ from __future__ import annotations
 
 from PySide6.QtWidgets import QFileDialog
 
-from ..engine.review import write_review_csv
-from ..engine.sorting import sort_into_folders, undo_moves
+from ..engine.review.export import differential_csv_path, write_differential_csv, write_review_csv
+from ..engine.review.sorting import sort_into_folders, undo_moves
 from .dialogs import ExportReportDialog, SortDialog
 from .workers import GeneratorWorker
 
 
 class ExportActions:
-    """Mixed into MainWindow; uses its session, settings and job machinery."""
+    """Mixed into MainWindow; reads the session from its ``state``."""
 
-    def export_csv(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Export CSV", "wbc_results.csv", "CSV (*.csv)")
-        if path:
-            write_review_csv(self.cells.session, path)
-            self.statusBar().showMessage(f"Exported {path}", 5000)
+    def export_csv(self, path: str | None = None) -> str | None:
+        """The cells (one row each) and, beside them, the differential."""
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(self, "Export CSV", "wbc_results.csv", "CSV (*.csv)")
+            if not path:
+                return None
+        write_review_csv(self.state.session, path)
+        write_differential_csv(self.state.session, differential_csv_path(path), self.referral_rules())
+        self.statusBar().showMessage(f"Exported {path} and {differential_csv_path(path).name}", 8000)
+        return path
 
     def export_pdf(self, path: str | None = None, fields: dict | None = None) -> str | None:
         from .report_pdf import write_pdf_report
 
         if fields is None:
-            remembered = {k: self.settings.value(f"report/{k}", "") for k in ("Laboratory", "Operator")}
+            remembered = {"Laboratory": self.settings.value("report/Laboratory", ""),
+                          "Operator": self.settings.value("review/operator", "")}
             dialog = ExportReportDialog(self, remembered)
             if not dialog.exec():
                 return None
             fields = dialog.values()
-            for k in ("Laboratory", "Operator"):
-                self.settings.setValue(f"report/{k}", fields[k])
+            self.settings.setValue("report/Laboratory", fields["Laboratory"])
         if path is None:
             path, _ = QFileDialog.getSaveFileName(self, "Export PDF report", "wbc_report.pdf", "PDF (*.pdf)")
             if not path:
                 return None
-        card = self.classifier.card if self.classifier else None
-        write_pdf_report(path, self.cells.session, fields, card, self.cells.thumbnails)
+        card = self.state.classifier.card if self.state.classifier else None
+        write_pdf_report(path, self.state.session, fields, card, self.state.cells.thumbnails, self.referral_rules())
         self.statusBar().showMessage(f"Report written to {path}", 8000)
         return path
 
     def sort_into_folders(self, target: str | None = None, move: bool | None = None) -> None:
-        items = [(it.path, it.final_label) for it in self.cells.session.items if it.error is None and it.final_label]
+        items = [(it.path, it.final_label) for it in self.state.session.items if it.error is None and it.final_label]
         if target is None or move is None:
             dialog = SortDialog(self, len(items))
             if not dialog.exec():
                 return
             target, move = dialog.target.text().strip(), dialog.move.isChecked()
         worker = GeneratorWorker(lambda cancel: sort_into_folders(items, target, move=move, cancel=cancel))
+        manifest = []
 
         def on_progress(p):
             self._job_total, self._job_done = p.total, p.done
             self.progress.setRange(0, p.total)
             self._show_progress("Filing")
-            self._last_manifest = p.info.get("manifest")
+            manifest[:] = [p.info.get("manifest")]
 
         worker.yielded.connect(on_progress)
         if move:
-            worker.finished.connect(lambda: self.statusBar().showMessage(
-                f"Moved files; the manifest {self._last_manifest} can undo it.", 15000))
+            worker.returned.connect(lambda _: self.statusBar().showMessage(
+                f"Moved files; the manifest {manifest[0] if manifest else ''} can undo it.", 15000))
         self._begin_job(worker, "sort", "Filing")
 
     def undo_sort(self, manifest: str | None = None) -> None:

@@ -1,128 +1,84 @@
-"""The classification and review screen a technologist uses all day."""
+"""The application window: menus, toolbar, status bar, the two screens, and
+the work that opens folders, classifies them and saves reviews.
+
+Where things live: the cells, the active model and the running jobs in
+:class:`~.app_state.AppState`; a cell's prediction and review on the
+:class:`~.review_page.ReviewPage`; the count in ``count_panel``; model
+files in ``model_actions``; exports in ``export_actions``."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from PySide6.QtCore import QItemSelectionModel, QSettings, QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QKeySequence, QShortcut
+from PySide6.QtCore import QSettings, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
-    QAbstractItemView, QCheckBox, QComboBox, QFileDialog, QLabel, QListView, QMainWindow, QMessageBox,
-    QProgressBar, QPushButton, QSlider, QSplitter, QStackedWidget, QTableView, QTabWidget, QToolBar, QVBoxLayout,
-    QWidget,
+    QCheckBox, QComboBox, QFileDialog, QInputDialog, QLabel, QMainWindow, QMessageBox, QProgressBar, QPushButton,
+    QTabWidget, QToolBar, QWidget,
 )
 
 from .. import __version__, paths
-from ..engine.dataset import collect_images
-from ..engine.review import UNUSABLE, ReviewItem, ReviewSession, autosave_path
-from .cell_model import (
-    FILTER_ALL, FILTER_ERRORS, FILTER_FLAGGED, FILTER_REVIEWED, FILTER_UNREVIEWED, ITEM_ROLE, CellFilterProxy,
-    CellTableModel, GridLabelModel,
-)
-from .count_panel import CountPanel
-from .detail_panel import DetailPanel
+from ..engine.review.differential import ReferralRules
+from ..engine.review.session import ReviewItem, ReviewSession, autosave_path
+from .action_states import BUSY, HAS_CELLS, HAS_SELECTION, HAS_SOURCES, IDLE, MODEL_READY, ActionStates
+from .app_state import AppState
+from .classify_job import classification
 from .export_actions import ExportActions
 from .model_actions import ModelActions
-from .workers import GeneratorWorker, Worker
+from .review_page import ReviewPage
+from .workers import GeneratorWorker, Worker, describe_error
 
 MAX_RECENT = 8
 
 
 class MainWindow(ModelActions, ExportActions, QMainWindow):
     model_ready = Signal()
-    job_finished = Signal(str)  # the job's name
+    job_finished = Signal(str)  # the job's name, after the window has taken its results in
 
     def __init__(self, settings: QSettings | None = None):
         super().__init__()
         self.settings = settings or QSettings("WBC Desktop", "WBC Desktop")
         self.setWindowTitle(f"{paths.APP_NAME} {__version__}")
         self.setAcceptDrops(True)
-        self.classifier = None
-        self.model_path: Path | None = None
-        self.sources: list[str] = []
-        self.workers: set[Worker] = set()
-        self.job: Worker | None = None
+        self.state = AppState(self)
+        self.review = ReviewPage(self.state, self.operator, self.referral_rules)
+        self.review.review_changed.connect(self._schedule_autosave)
+        self.review.message.connect(lambda text, ms: self.statusBar().showMessage(text, ms))
+        self.action_states = ActionStates()
         self._pending_classify = False
-        self._last_manifest: str | None = None
-        self._job_total = 0
-        self._job_done = 0
+        self._job_total = self._job_done = 0
         self._job_started = 0.0
-        self.cells = CellTableModel()
-        self.proxy = CellFilterProxy(self)
-        self.proxy.setSourceModel(self.cells)
-        self.grid_model = GridLabelModel(self)
-        self.grid_model.setSourceModel(self.proxy)
         self._autosave_timer = QTimer(self, singleShot=True, interval=1500)
         self._autosave_timer.timeout.connect(self.autosave)
-        self._counts_timer = QTimer(self, singleShot=True, interval=400)  # the chart redraws at most this often
-        self._counts_timer.timeout.connect(self._refresh_counts)
         self._build_ui()
         self._build_actions()
         self._restore_settings()
+        self.state.flags_changed.connect(self._update_state)
+        self.state.model_loading.connect(lambda path: self.model_status.setText(f"Model: loading {Path(path).name}…"))
+        self.state.model_changed.connect(self._model_changed)
+        self.state.model_failed.connect(self._model_failed)
+        self.state.models_changed.connect(self.refresh_models)
+        self.state.jobs.job_finished.connect(self._end_job)
+        self.state.cells.rowsInserted.connect(lambda *_: self._schedule_autosave())
         self._update_state()
+
+    @property
+    def cells(self):
+        return self.state.cells
+
+    @property
+    def classifier(self):
+        return self.state.classifier
 
     # ------------------------------------------------------------------ UI
     def _build_ui(self) -> None:
-        self.grid = QListView()
-        self.grid.setViewMode(QListView.IconMode)
-        self.grid.setIconSize(QSize(96, 96))
-        self._fit_grid_to([])
-        self.grid.setResizeMode(QListView.Adjust)
-        self.grid.setMovement(QListView.Static)
-        self.grid.setUniformItemSizes(True)
-        self.grid.setWordWrap(True)
-        self.grid.setSelectionMode(QAbstractItemView.SingleSelection)
-        self.grid.setModel(self.grid_model)
-        self.table = QTableView()
-        self.table.setModel(self.proxy)
-        self.table.setSortingEnabled(True)
-        self.table.horizontalHeader().setSortIndicator(-1, Qt.AscendingOrder)
-        self.proxy.sort(-1)  # file order until the user asks for another
-        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SingleSelection)
-        self.table.horizontalHeader().setStretchLastSection(True)
-        self.table.verticalHeader().setDefaultSectionSize(28)
-        self.table.setColumnWidth(0, 260)
-        self.views = QStackedWidget()
-        self.views.addWidget(self.grid)
-        self.views.addWidget(self.table)
-        self.empty_hint = QLabel(
-            "<h2>No cells yet</h2><p>Open a folder of single-cell images (File ▸ Open folder…, Ctrl+O)<br>"
-            "or drop a folder or images here. Sub-folders are included.</p>")
-        self.empty_hint.setAlignment(Qt.AlignCenter)
-        self.views.addWidget(self.empty_hint)
-        self.grid.selectionModel().currentChanged.connect(lambda cur, _: self._on_current(cur, self.grid_model))
-        self.table.selectionModel().currentChanged.connect(lambda cur, _: self._on_current(cur, self.proxy))
-
-        self.detail = DetailPanel()
-        self.detail.review_requested.connect(self.review_current)
-        self.detail.accept_requested.connect(self.accept_current)
-        self.detail.note_changed.connect(self._set_note)
-        self.detail.next_flagged_requested.connect(self.goto_next_flagged)
-        self.counts = CountPanel()
-        right = QSplitter(Qt.Vertical)
-        right.addWidget(self.detail)
-        right.addWidget(self.counts)
-        right.setSizes([600, 260])
-        self.splitter = QSplitter(Qt.Horizontal)
-        self.splitter.addWidget(self.views)
-        self.splitter.addWidget(right)
-        self.splitter.setStretchFactor(0, 3)
-        self.splitter.setStretchFactor(1, 2)
-
-        self.review_page = QWidget()
-        page = QVBoxLayout(self.review_page)
-        page.setContentsMargins(4, 4, 4, 4)
-        page.addWidget(self.splitter)
         self.tabs = QTabWidget()
-        self.tabs.addTab(self.review_page, "Classify && review")
+        self.tabs.addTab(self.review, "Classify && review")
         self.train_page = None  # built on first visit: it imports matplotlib's Qt canvas
-        self.train_placeholder = QWidget()
-        self.tabs.addTab(self.train_placeholder, "Fine-tune && models")
-        self.tabs.currentChanged.connect(self._tab_changed)
+        self.tabs.addTab(QWidget(), "Fine-tune && models")
+        self.tabs.currentChanged.connect(lambda index: index == 1 and self.ensure_train_page())
         self.setCentralWidget(self.tabs)
-
         self.progress = QProgressBar()
         self.progress.setMaximumWidth(320)
         self.progress.setVisible(False)
@@ -130,35 +86,38 @@ class MainWindow(ModelActions, ExportActions, QMainWindow):
         self.cancel_button.setVisible(False)
         self.cancel_button.clicked.connect(self.cancel_job)
         self.model_status = QLabel("Model: —")
-        self.statusBar().addPermanentWidget(self.progress)
-        self.statusBar().addPermanentWidget(self.cancel_button)
-        self.statusBar().addPermanentWidget(self.model_status)
+        for w in (self.progress, self.cancel_button, self.model_status):
+            self.statusBar().addPermanentWidget(w)
 
     def _build_actions(self) -> None:
-        def action(text, slot, shortcut=None, tip=None):
+        def action(text, slot, needs, shortcut=None, tip=None):
             a = QAction(text, self)
             a.triggered.connect(slot)
             if shortcut:
                 a.setShortcut(QKeySequence(shortcut))
             if tip:
                 a.setStatusTip(tip)
-            return a
+            return self.action_states.add(a, *needs)
 
-        self.act_open = action("Open folder…", self.choose_folder, "Ctrl+O", "Open a folder of cell images")
-        self.act_open_files = action("Open images…", self.choose_files, "Ctrl+Shift+O")
-        self.act_classify = action("Classify", self.start_classification, "F5", "Classify (again) with the active model")
-        self.act_cancel = action("Cancel", self.cancel_job, "Esc")
-        self.act_save_session = action("Save session as…", self.save_session_as, "Ctrl+S")
-        self.act_open_session = action("Open session…", self.open_session)
-        self.act_csv = action("Export CSV…", self.export_csv, "Ctrl+E")
-        self.act_pdf = action("Export PDF report…", self.export_pdf, "Ctrl+P")
-        self.act_sort = action("Sort into class folders…", self.sort_into_folders)
-        self.act_undo_sort = action("Undo a move from its manifest…", self.undo_sort)
-        self.act_open_model = action("Open model file…", self.choose_model_file)
-        self.act_card = action("Model card…", self.show_model_card)
-        self.act_about = action("About WBC Desktop", self.show_about)
-        self.act_quit = action("Quit", self.close, "Ctrl+Q")
-        self.act_next = action("Next flagged cell", self.goto_next_flagged, "N")
+        self.act_open = action("Open folder…", self.choose_folder, [IDLE], "Ctrl+O", "Open a folder of cell images")
+        self.act_open_files = action("Open images…", self.choose_files, [IDLE], "Ctrl+Shift+O")
+        self.act_classify = action("Classify", self.start_classification, [IDLE, HAS_SOURCES, MODEL_READY], "F5",
+                                   "Classify (again) with the active model")
+        self.act_cancel = action("Cancel", self.cancel_job, [BUSY], "Esc")
+        self.act_save_session = action("Save session as…", self.save_session_as, [IDLE, HAS_CELLS], "Ctrl+S")
+        self.act_open_session = action("Open session…", self.open_session, [IDLE])
+        self.act_csv = action("Export CSV…", self.export_csv, [IDLE, HAS_CELLS], "Ctrl+E")
+        self.act_pdf = action("Export PDF report…", self.export_pdf, [IDLE, HAS_CELLS], "Ctrl+P")
+        self.act_sort = action("Sort into class folders…", self.sort_into_folders, [IDLE, HAS_CELLS])
+        self.act_undo_sort = action("Undo a move from its manifest…", self.undo_sort, [IDLE])
+        self.act_open_model = action("Open model file…", self.choose_model_file, [])
+        self.act_card = action("Model card…", self.show_model_card, [MODEL_READY])
+        self.act_about = action("About WBC Desktop", self.show_about, [])
+        self.act_quit = action("Quit", self.close, [], "Ctrl+Q")
+        self.act_next = action("Next flagged cell", self.review.goto_next_flagged, [HAS_CELLS], "N")
+        self.act_accept = action("Accept the prediction", self.review.accept_current, [HAS_SELECTION])
+        self.act_operator = action("Operator…", self.change_operator, [],
+                                   tip="The name recorded with every review change")
 
         menu = self.menuBar().addMenu("&File")
         for a in (self.act_open, self.act_open_files):
@@ -173,7 +132,10 @@ class MainWindow(ModelActions, ExportActions, QMainWindow):
         menu.addSeparator()
         menu.addAction(self.act_quit)
         menu = self.menuBar().addMenu("&Classify")
-        for a in (self.act_classify, self.act_cancel, self.act_next):
+        for a in (self.act_classify, self.act_cancel):
+            menu.addAction(a)
+        menu = self.menuBar().addMenu("&Review")
+        for a in (self.act_next, self.act_accept, self.act_operator):
             menu.addAction(a)
         menu = self.menuBar().addMenu("&Model")
         for a in (self.act_open_model, self.act_card):
@@ -202,70 +164,30 @@ class MainWindow(ModelActions, ExportActions, QMainWindow):
         bar.addWidget(self.tta_box)
         bar.addSeparator()
         bar.addWidget(QLabel(" Flag below "))
-        self.threshold = QSlider(Qt.Horizontal)
-        self.threshold.setRange(30, 99)
-        self.threshold.setFixedWidth(120)
-        self.threshold.valueChanged.connect(self._threshold_changed)
-        self.threshold_label = QLabel()
-        bar.addWidget(self.threshold)
-        bar.addWidget(self.threshold_label)
+        for w in (self.review.threshold, self.review.threshold_label):
+            bar.addWidget(w)
         bar.addSeparator()
-        self.filter_combo = QComboBox()
-        self.filter_combo.activated.connect(self._filter_changed)
-        bar.addWidget(self.filter_combo)
-        self.sort_combo = QComboBox()
-        self.sort_combo.addItems(["File order", "Confidence ↑ (least sure first)", "Confidence ↓"])
-        self.sort_combo.activated.connect(self._sort_changed)
-        bar.addWidget(self.sort_combo)
-        self.view_combo = QComboBox()
-        self.view_combo.addItems(["Grid", "Table"])
-        self.view_combo.activated.connect(self._view_changed)
-        bar.addWidget(self.view_combo)
-        self._fill_filter_combo([])
-
-        # review keys act on the cell views only, so typing a note never reviews a cell
-        for view in (self.grid, self.table):
-            for key in range(1, 10):
-                QShortcut(QKeySequence(str(key)), view, activated=lambda k=key: self._review_by_number(k),
-                          context=Qt.WidgetShortcut)
-            QShortcut(QKeySequence("0"), view, activated=lambda: self.review_current(UNUSABLE), context=Qt.WidgetShortcut)
-            for key in ("Return", "Enter", "A"):
-                QShortcut(QKeySequence(key), view, activated=self.accept_current, context=Qt.WidgetShortcut)
-            QShortcut(QKeySequence("Backspace"), view, activated=lambda: self.review_current(None), context=Qt.WidgetShortcut)
-
-    def _fit_grid_to(self, classes: list[str]) -> None:
-        """Grid cells as wide as the longest line a cell can show, so no
-        label is cut to "lymphocyte ..." (a lab's own classes can be longer)."""
-        lines = [f"{c} 100%" for c in classes] + ["✔ unusable", "⚠ unreadable"]
-        width = max(130, max(self.grid.fontMetrics().horizontalAdvance(t) for t in lines) + 20)
-        self.grid_model.item_size = QSize(width - 8, 126)
-        self.grid.setGridSize(QSize(width, 134))
-
-    def _fill_filter_combo(self, classes: list[str]) -> None:
-        self.filter_combo.clear()
-        for text, data in (("All cells", (FILTER_ALL, None)), ("Needs review (flagged)", (FILTER_FLAGGED, None)),
-                           ("Reviewed", (FILTER_REVIEWED, None)), ("Unreviewed", (FILTER_UNREVIEWED, None)),
-                           ("Unreadable files", (FILTER_ERRORS, None))):
-            self.filter_combo.addItem(text, data)
-        for c in classes:
-            self.filter_combo.addItem(f"Class: {c}", (FILTER_ALL, c))
-        self.filter_combo.addItem("Class: unusable", (FILTER_ALL, UNUSABLE))
-
-    def _tab_changed(self, index: int) -> None:
-        if index == 1:
-            self.ensure_train_page()
+        for w in (self.review.filter_combo, self.review.sort_combo, self.review.view_combo):
+            bar.addWidget(w)
 
     def ensure_train_page(self):
         if self.train_page is None:
             from .train_page import TrainPage
 
-            self.train_page = TrainPage(self)
+            self.train_page = TrainPage(self.state)
             self.tabs.blockSignals(True)
             self.tabs.removeTab(1)
             self.tabs.insertTab(1, self.train_page, "Fine-tune && models")
             self.tabs.setCurrentIndex(1)
             self.tabs.blockSignals(False)
         return self.train_page
+
+    def _update_state(self) -> None:
+        flags = self.state.flags()
+        if self.review.current_row() is not None:
+            flags.add(HAS_SELECTION)
+        self.action_states.update(flags)
+        self.review.show_current_view()
 
     # ------------------------------------------------------------ settings
     def _restore_settings(self) -> None:
@@ -276,23 +198,46 @@ class MainWindow(ModelActions, ExportActions, QMainWindow):
             self.resize(1360, 860)
         state = self.settings.value("window/splitter")
         if state is not None:
-            self.splitter.restoreState(state)
-        self.threshold.setValue(int(self.settings.value("review/threshold", 70)))
-        self.view_combo.setCurrentIndex(int(self.settings.value("view/mode", 0)))
+            self.review.splitter.restoreState(state)
+        self.review.threshold.setValue(int(self.settings.value("review/threshold", 70)))
+        self.review.view_combo.setCurrentIndex(int(self.settings.value("view/mode", 0)))
         self.adapt_box.setChecked(self.settings.value("classify/adapt", "false") in (True, "true"))
         self.tta_box.setChecked(self.settings.value("classify/tta", "true") in (True, "true"))
         self._rebuild_recent_menu()
 
     def _save_settings(self) -> None:
         self.settings.setValue("window/geometry", self.saveGeometry())
-        self.settings.setValue("window/splitter", self.splitter.saveState())
-        self.settings.setValue("review/threshold", self.threshold.value())
-        self.settings.setValue("view/mode", self.view_combo.currentIndex())
+        self.settings.setValue("window/splitter", self.review.splitter.saveState())
+        self.settings.setValue("review/threshold", self.review.threshold.value())
+        self.settings.setValue("view/mode", self.review.view_combo.currentIndex())
         self.settings.setValue("classify/adapt", self.adapt_box.isChecked())
         self.settings.setValue("classify/tta", self.tta_box.isChecked())
-        if self.model_path:
-            self.settings.setValue("model/path", str(self.model_path))
+        if self.state.model_path:
+            self.settings.setValue("model/path", str(self.state.model_path))
         self.settings.sync()
+
+    def operator(self) -> str | None:
+        """The reviewer's name, asked for once and then kept in the settings."""
+        name = str(self.settings.value("review/operator", "") or "").strip()
+        return name or self.change_operator()
+
+    def change_operator(self) -> str | None:
+        current = str(self.settings.value("review/operator", "") or "")
+        name, ok = QInputDialog.getText(self, "Operator", "Your name or initials, recorded with every review change:",
+                                        text=current)
+        if not ok or not name.strip():
+            return None
+        self.settings.setValue("review/operator", name.strip())
+        return name.strip()
+
+    def referral_rules(self) -> ReferralRules:
+        """When a count needs a haematologist: ``review/refer_on`` (classes)
+        and ``review/max_unusable_percent`` in the settings."""
+        default = ReferralRules()
+        refer_on = self.settings.value("review/refer_on", list(default.refer_on_any))
+        refer_on = [refer_on] if isinstance(refer_on, str) else list(refer_on or [])
+        limit = float(self.settings.value("review/max_unusable_percent", default.max_unusable_percent))
+        return ReferralRules(tuple(refer_on), limit)
 
     def recent_folders(self) -> list[str]:
         value = self.settings.value("recent/folders", [])
@@ -331,17 +276,22 @@ class MainWindow(ModelActions, ExportActions, QMainWindow):
         if local:
             self.open_paths(local)
 
+    def _refuse_while_busy(self) -> bool:
+        if self.state.jobs.busy:
+            QMessageBox.information(self, "Busy", "Wait for the running job to finish, or cancel it first.")
+            return True
+        return False
+
     def open_paths(self, sources: list[str]) -> None:
         """Open a folder or files: restore its autosaved review if there is
         one, else classify it."""
-        if self.job is not None:
-            QMessageBox.information(self, "Busy", "Wait for the running job to finish, or cancel it first.")
+        if self._refuse_while_busy():
             return
         self.autosave()
-        self.sources = [str(Path(s).resolve()) for s in sources]
-        if len(self.sources) == 1 and Path(self.sources[0]).is_dir():
-            self._remember_folder(self.sources[0])
-        saved = autosave_path(self.sources)
+        sources = [str(Path(s).resolve()) for s in sources]
+        if len(sources) == 1 and Path(sources[0]).is_dir():
+            self._remember_folder(sources[0])
+        saved = autosave_path(sources)
         session = None
         if saved.exists():
             try:
@@ -349,31 +299,28 @@ class MainWindow(ModelActions, ExportActions, QMainWindow):
             except ValueError as exc:
                 self.statusBar().showMessage(str(exc), 8000)
         if session is not None:
-            self._set_session(session)
-            self.statusBar().showMessage(f"Restored the saved review of {', '.join(self.sources)} "
+            self._show_session(session, sources)
+            self.statusBar().showMessage(f"Restored the saved review of {', '.join(sources)} "
                                          f"({len(session.items)} cells)", 8000)
-            self._load_thumbnails()
         else:
             classes = self.classifier.classes if self.classifier else []
-            self._set_session(ReviewSession(self.sources, classes, threshold=self.threshold.value() / 100))
+            self.state.set_session(ReviewSession(sources, classes, threshold=self.review.threshold.value() / 100),
+                                   sources)
             self.start_classification()
-        self.setWindowTitle(f"{paths.APP_NAME} — {', '.join(Path(s).name for s in self.sources)}")
+        self.setWindowTitle(f"{paths.APP_NAME} — {', '.join(Path(s).name for s in sources)}")
 
-    def _set_session(self, session: ReviewSession) -> None:
-        session.threshold = self.threshold.value() / 100
-        self.cells.set_session(session)
+    def _show_session(self, session: ReviewSession, sources: list[str]) -> None:
+        self.state.set_session(session, sources)
         if session.classes and self.classifier and session.classes != self.classifier.classes:
             self.statusBar().showMessage("This review was made with a model of other classes; "
                                          "classify again to use the active model.", 10000)
-        self.detail.set_item(None, None)
-        self._refresh_counts()
-        self._update_state()
+        self._load_thumbnails()
 
     def _load_thumbnails(self) -> None:
-        from ..engine.preprocess import load_square
-        from ..engine.imageio import ImageReadError
+        from ..engine.data.preprocess import load_square
+        from ..engine.io.imageio import ImageReadError
 
-        items = [it.path for it in self.cells.session.items if it.error is None]
+        items = [it.path for it in self.state.session.items if it.error is None]
 
         def job(cancel):
             for p in items:
@@ -385,85 +332,57 @@ class MainWindow(ModelActions, ExportActions, QMainWindow):
                     continue
 
         worker = GeneratorWorker(job)
-        worker.yielded.connect(lambda pair: self.cells.set_thumbnail(*pair))
-        self._start_worker(worker)
+        worker.yielded.connect(lambda pair: self.state.cells.set_thumbnail(*pair))
+        self.state.jobs.start(worker, "thumbnails", exclusive=False)
 
     # ------------------------------------------------------------ classify
     def start_classification(self) -> None:
-        if not self.sources:
+        if not self.state.sources or self.state.jobs.busy:
             return
-        if self.classifier is None:
+        clf = self.classifier
+        if clf is None:
             self._pending_classify = True
             self.statusBar().showMessage("Classification starts as soon as the model is loaded…")
             return
-        if self.job is not None:
-            return
-        from ..engine.classify import Prediction
-
-        clf = self.classifier
         adapt, tta = self.adapt_box.isChecked(), self.tta_box.isChecked()
-        sources = list(self.sources)
-        session = self.cells.session
+        session = self.state.session
         if session.classes != clf.classes:
-            kept = ReviewSession(sources, clf.classes, threshold=session.threshold)
-            self._set_session(kept)
-        session = self.cells.session
-        session.model_name = clf.name + (" (adapted to this folder)" if adapt else "")
-        session.model_version = str(clf.card.get("engine_version", ""))
-
-        def job(cancel):
-            files, skipped = collect_images(sources)
-            yield len(files) + len(skipped)
-            model = clf.adapted_to(files) if adapt else clf
-            chunk = [Prediction(s.path, error=s.reason) for s in skipped]
-            last = time.monotonic()
-            # results travel in chunks: one GUI update per chunk keeps the event loop free
-            for pred in model.classify_files(files, batch_size=32, tta=tta, cancel=cancel, keep_pixels=True):
-                chunk.append(pred)
-                if len(chunk) >= 64 or time.monotonic() - last > 0.25:
-                    yield chunk
-                    chunk, last = [], time.monotonic()
-            if chunk:
-                yield chunk
-
-        worker = GeneratorWorker(job)
-        worker.yielded.connect(self._on_classified)
+            session = ReviewSession(list(self.state.sources), clf.classes, threshold=session.threshold)
+            self.state.set_session(session, self.state.sources)
+        worker = GeneratorWorker(classification(clf, list(self.state.sources), adapt=adapt, tta=tta))
+        worker.yielded.connect(lambda chunk: self._on_classified(session, chunk))
         self._begin_job(worker, "classify", "Classifying")
 
-    def _on_classified(self, chunk) -> None:
-        if isinstance(chunk, int):
-            self._job_total = chunk
-            self.progress.setRange(0, max(chunk, 1))
+    def _on_classified(self, session: ReviewSession, chunk) -> None:
+        """Results of a classification job, for the session it was started
+        on: a session opened since cannot receive them (and the app refuses
+        to open one while a job runs)."""
+        if session is not self.state.session:
+            return
+        if isinstance(chunk, dict):  # the job's header: file count and the model actually used
+            self._job_total = chunk["total"]
+            self.progress.setRange(0, max(chunk["total"], 1))
+            session.model_name, session.model_version = chunk["model_name"], chunk["model_version"]
             return
         for item in chunk:
             probs = None if item.probs is None else [float(v) for v in item.probs]
-            self.cells.add_item(ReviewItem(item.path, item.label, float(item.confidence), probs, item.error), item.pixels)
+            self.state.cells.add_item(ReviewItem(item.path, item.label, float(item.confidence), probs, item.error),
+                                      item.pixels)
         self._job_done += len(chunk)
         self._show_progress("Classifying")
-        if not self._counts_timer.isActive():  # throttle, not debounce: the count moves while results arrive
-            self._counts_timer.start()
-        if self.views.currentWidget() is self.empty_hint:
-            self._update_state()
-        self._schedule_autosave()
 
     # ---------------------------------------------------------------- jobs
-    def _start_worker(self, worker: Worker) -> None:
-        self.workers.add(worker)
-        worker.finished.connect(lambda: self.workers.discard(worker))
-        worker.start()
-
-    def _begin_job(self, worker: Worker, name: str, verb: str) -> None:
-        self.job = worker
+    def _begin_job(self, worker: Worker, name: str, verb: str) -> bool:
+        if not self.state.jobs.start(worker, name):
+            return False
         self._job_total, self._job_done, self._job_started = 0, 0, time.monotonic()
         self.progress.setRange(0, 0)
         self.progress.setVisible(True)
         self.cancel_button.setVisible(True)
         self.cancel_button.setEnabled(True)
         self.statusBar().showMessage(f"{verb}…")
-        worker.errored.connect(lambda msg: QMessageBox.warning(self, f"{verb} failed", msg))
-        worker.finished.connect(lambda: self._end_job(worker, name))
-        self._start_worker(worker)
-        self._update_state()
+        worker.errored.connect(lambda exc: QMessageBox.warning(self, f"{verb} failed", describe_error(exc)))
+        return True
 
     def _show_progress(self, verb: str) -> None:
         done, total = self._job_done, self._job_total
@@ -476,144 +395,24 @@ class MainWindow(ModelActions, ExportActions, QMainWindow):
         self.statusBar().showMessage(f"{verb} {done} of {total}{eta}")
 
     def cancel_job(self) -> None:
-        if self.job is not None:
-            self.job.abort()
+        if self.state.jobs.cancel_current():
             self.cancel_button.setEnabled(False)
             self.statusBar().showMessage("Cancelling… (results so far are kept)")
 
-    def _end_job(self, worker: Worker, name: str) -> None:
-        if worker is not self.job:
-            return
-        self.job = None
+    def _end_job(self, name: str, worker: Worker) -> None:
         self.progress.setVisible(False)
         self.cancel_button.setVisible(False)
         done = self._job_done
         message = {"classify": f"Classified {done} of {self._job_total} files",
                    "sort": f"Filed {done} of {self._job_total} images",
-                   "undo": f"Undo finished ({done} entries)"}.get(name, "Done")
-        if worker.aborted:
-            message += " — cancelled"
-        self.statusBar().showMessage(message, 10000)
-        self._refresh_counts()
+                   "undo": f"Undo finished ({done} entries)"}.get(name)
+        if message is not None:  # the training screen reports its own jobs
+            if worker.is_aborted:
+                message += " — cancelled"
+            self.statusBar().showMessage(message, 10000)
+        self.review.refresh_counts()
         self.autosave()
-        self._update_state()
         self.job_finished.emit(name)
-
-    # -------------------------------------------------------------- review
-    def _on_current(self, index, model) -> None:
-        item = model.data(index, ITEM_ROLE) if index.isValid() else None
-        self.detail.set_item(item, self.cells.session.model_name, self.cells.thumbnails.get(item.path) if item else None)
-
-    def current_row(self) -> int | None:
-        view = self.views.currentWidget()
-        if view not in (self.grid, self.table):
-            return None
-        index = view.currentIndex()
-        if not index.isValid():
-            return None
-        item = index.data(ITEM_ROLE)
-        return self.cells.session.index_of(item.path)
-
-    def select_row(self, row: int) -> None:
-        source = self.cells.index(row, 0)
-        proxy_index = self.proxy.mapFromSource(source)
-        if not proxy_index.isValid():  # filtered out: show everything again
-            self.filter_combo.setCurrentIndex(0)
-            self._filter_changed(0)
-            proxy_index = self.proxy.mapFromSource(source)
-        if self.views.currentWidget() is self.grid:
-            index = self.grid_model.mapFromSource(proxy_index)
-            self.grid.setCurrentIndex(index)
-            self.grid.scrollTo(index)
-        else:
-            self.table.setCurrentIndex(proxy_index)
-            self.table.selectionModel().select(proxy_index, QItemSelectionModel.ClearAndSelect | QItemSelectionModel.Rows)
-            self.table.scrollTo(proxy_index)
-
-    def _review_by_number(self, number: int) -> None:
-        classes = self.cells.session.classes
-        if number <= len(classes):
-            self.review_current(classes[number - 1])
-
-    def review_current(self, label) -> None:
-        row = self.current_row()
-        if row is None or self.cells.session.items[row].error:
-            return
-        self.cells.session.set_review(row, label)
-        self._after_review(row)
-
-    def accept_current(self) -> None:
-        row = self.current_row()
-        if row is not None and self.cells.session.items[row].label:
-            self.review_current(self.cells.session.items[row].label)
-
-    def _set_note(self, text: str) -> None:
-        row = self.current_row()
-        if row is not None and self.cells.session.items[row].note != text:
-            self.cells.session.items[row].note = text
-            self.cells.row_changed(row)
-            self._schedule_autosave()
-
-    def _after_review(self, row: int) -> None:
-        self.cells.row_changed(row)
-        item = self.cells.session.items[row]
-        self.detail.set_item(item, self.cells.session.model_name, self.cells.thumbnails.get(item.path))
-        self._refresh_counts()
-        self._schedule_autosave()
-
-    def _view_order(self) -> list[int]:
-        return [self.proxy.mapToSource(self.proxy.index(r, 0)).row() for r in range(self.proxy.rowCount())]
-
-    def goto_next_flagged(self) -> None:
-        current = self.current_row()
-        order = self._view_order()
-        nxt = self.cells.session.next_flagged(current if current is not None else -1, order)
-        if nxt is None:
-            self.statusBar().showMessage("No flagged cells left to review.", 5000)
-        else:
-            self.select_row(nxt)
-            (self.grid if self.views.currentWidget() is self.grid else self.table).setFocus()
-
-    # ---------------------------------------------------- toolbar handlers
-    def _threshold_changed(self, value: int) -> None:
-        self.threshold_label.setText(f"{value}% ")
-        self.cells.session.threshold = value / 100
-        self.cells.all_changed()
-        self.proxy.invalidateFilter()
-        self._refresh_counts()
-
-    def _filter_changed(self, index: int) -> None:
-        mode, cls = self.filter_combo.itemData(index) or (FILTER_ALL, None)
-        self.proxy.set_filter(mode, cls)
-
-    def _sort_changed(self, index: int) -> None:
-        column = -1 if index == 0 else 2
-        order = Qt.DescendingOrder if index == 2 else Qt.AscendingOrder
-        self.table.horizontalHeader().setSortIndicator(column, order)
-        self.proxy.sort(column, order)
-
-    def _view_changed(self, index: int) -> None:
-        row = self.current_row()
-        self._update_state()
-        if row is not None:
-            self.select_row(row)
-
-    def _refresh_counts(self) -> None:
-        self.counts.update_counts(self.cells.session.differential())
-
-    def _update_state(self) -> None:
-        has_cells = bool(self.cells.session.items)
-        busy = self.job is not None
-        if not has_cells:
-            self.views.setCurrentWidget(self.empty_hint)
-        else:
-            self.views.setCurrentWidget(self.grid if self.view_combo.currentIndex() == 0 else self.table)
-        self.act_classify.setEnabled(bool(self.sources) and self.classifier is not None and not busy)
-        self.act_cancel.setEnabled(busy)
-        for a in (self.act_csv, self.act_pdf, self.act_sort, self.act_save_session):
-            a.setEnabled(has_cells and not busy)
-        self.act_open.setEnabled(not busy)
-        self.act_open_files.setEnabled(not busy)
 
     # ---------------------------------------------------------- persistence
     def _schedule_autosave(self) -> None:
@@ -621,34 +420,33 @@ class MainWindow(ModelActions, ExportActions, QMainWindow):
 
     def autosave(self) -> None:
         self._autosave_timer.stop()
-        if self.sources and self.cells.session.items:
-            self.cells.session.save(autosave_path(self.sources))
+        if self.state.sources and self.state.session.items:
+            self.state.session.save(autosave_path(self.state.sources))
 
     def save_session_as(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Save review session", "review.wbcsession.json", "Review sessions (*.json)")
         if path:
-            self.cells.session.save(path)
+            self.state.session.save(path)
             self.statusBar().showMessage(f"Saved {path}", 5000)
 
-    def open_session(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open review session", "", "Review sessions (*.json)")
-        if not path:
+    def open_session(self, path: str | None = None) -> None:
+        if self._refuse_while_busy():
             return
+        if path is None:
+            path, _ = QFileDialog.getOpenFileName(self, "Open review session", "", "Review sessions (*.json)")
+            if not path:
+                return
         try:
             session = ReviewSession.load(path)
         except ValueError as exc:
             QMessageBox.warning(self, "Not opened", str(exc))
             return
-        self.sources = session.sources
-        self._set_session(session)
-        self._load_thumbnails()
+        self.autosave()
+        self._show_session(session, session.sources)
 
     # --------------------------------------------------------------- close
     def shutdown(self) -> None:
-        for w in list(self.workers):
-            w.abort()
-        for w in list(self.workers):
-            w.wait(20000)
+        self.state.jobs.stop_all()
         self.autosave()
         self._save_settings()
 

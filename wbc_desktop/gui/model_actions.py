@@ -1,6 +1,6 @@
-"""The main window's model handling: the model list, loading a model on a
-worker thread (TensorFlow loads there, after the window is shown), the
-model card and About."""
+"""The main window's model handling: the model list, the active model (the
+app state loads it on a worker: TensorFlow loads there, after the window is
+shown), the model card and About."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from pathlib import Path
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from .. import paths
-from ..engine.model_registry import list_models
+from ..engine.models.registry import list_models
 from .dialogs import TextDialog, about_html, card_html
-from .workers import call_in_thread
+from .workers import describe_error
 
 
 class ModelActions:
-    """Mixed into MainWindow; uses its widgets, settings and workers."""
+    """Mixed into MainWindow; asks its ``state`` for model changes."""
 
     def refresh_models(self) -> None:
         entries, problems = list_models()
@@ -28,6 +28,8 @@ class ModelActions:
             if Path(p).exists() and self.model_combo.findData(p) < 0:
                 self.model_combo.addItem(Path(p).name, p)
         self.model_combo.addItem("Open model file…", None)
+        if self.state.model_path is not None:
+            self._show_active_in_combo()
         for msg in problems:
             self.statusBar().showMessage(msg, 8000)
 
@@ -42,44 +44,33 @@ class ModelActions:
             self.model_status.setText("Model: none — use Model ▸ Open model file…")
 
     def load_model(self, path: str | Path) -> None:
-        from ..engine.classify import Classifier  # TensorFlow loads on the worker, not before the window shows
+        self.state.load_model(path)
 
-        path = Path(path)
-        self.model_status.setText(f"Model: loading {path.name}…")
-        self.act_classify.setEnabled(False)
-        worker = call_in_thread(lambda: Classifier.open(path))
-        worker.returned.connect(lambda clf: self._model_loaded(clf, path))
-        worker.errored.connect(lambda msg: self._model_failed(path, msg))
-        self._start_worker(worker)
+    def _show_active_in_combo(self) -> None:
+        path, name = str(self.state.model_path), self.state.classifier.name
+        if self.model_combo.findData(path) < 0:
+            self.model_combo.insertItem(self.model_combo.count() - 1, name, path)
+        self.model_combo.setCurrentIndex(self.model_combo.findData(path))
 
-    def _model_loaded(self, classifier, path: Path) -> None:
-        self.classifier, self.model_path = classifier, path
-        index = self.model_combo.findData(str(path))
-        if index < 0:
-            self.model_combo.insertItem(self.model_combo.count() - 1, classifier.name, str(path))
-            index = self.model_combo.findData(str(path))
-        self.model_combo.setCurrentIndex(index)
+    def _model_changed(self, classifier) -> None:
+        self._show_active_in_combo()
         self.model_status.setText(f"Model: {classifier.name} ({len(classifier.classes)} classes, {classifier.size} px)")
-        self.detail.set_classes(classifier.classes)
-        self._fill_filter_combo(classifier.classes)
-        self._fit_grid_to(classifier.classes)
-        self.settings.setValue("model/path", str(path))
-        self._update_state()
+        self.settings.setValue("model/path", str(self.state.model_path))
         self.model_ready.emit()
         if self._pending_classify:
             self._pending_classify = False
             self.start_classification()
 
-    def _model_failed(self, path: Path, message: str) -> None:
-        self.model_status.setText("Model: none")
-        QMessageBox.warning(self, "Model not loaded", f"{path} could not be loaded:\n\n{message}")
-        self._update_state()
+    def _model_failed(self, path: str, exc: Exception) -> None:
+        self.model_status.setText("Model: none" if self.state.classifier is None
+                                  else f"Model: {self.state.classifier.name}")
+        QMessageBox.warning(self, "Model not loaded", f"{path} could not be loaded:\n\n{describe_error(exc)}")
 
     def _model_chosen(self, index: int) -> None:
         data = self.model_combo.itemData(index)
         if data is None:
             self.choose_model_file()
-        elif self.model_path is None or Path(data) != self.model_path:
+        elif self.state.model_path is None or Path(data) != self.state.model_path:
             self.load_model(data)
 
     def choose_model_file(self) -> None:
@@ -89,12 +80,13 @@ class ModelActions:
             extra = [extra] if isinstance(extra, str) else list(extra or [])
             self.settings.setValue("model/extra", [path] + [p for p in extra if p != path])
             self.load_model(path)
-        elif self.model_path:
-            self.model_combo.setCurrentIndex(max(0, self.model_combo.findData(str(self.model_path))))
+        elif self.state.model_path:
+            self.model_combo.setCurrentIndex(max(0, self.model_combo.findData(str(self.state.model_path))))
 
     def show_model_card(self) -> None:
-        if self.classifier:
-            TextDialog("Model card", card_html(self.classifier.card), self).exec()
+        if self.state.classifier:
+            TextDialog("Model card", card_html(self.state.classifier.card), self).exec()
 
     def show_about(self) -> None:
-        TextDialog("About WBC Desktop", about_html(self.classifier.card if self.classifier else None), self).exec()
+        card = self.state.classifier.card if self.state.classifier else None
+        TextDialog("About WBC Desktop", about_html(card), self).exec()

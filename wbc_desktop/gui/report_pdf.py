@@ -12,8 +12,9 @@ from pathlib import Path
 from PySide6.QtCore import QMarginsF, QUrl
 from PySide6.QtGui import QImage, QPageLayout, QPageSize, QPdfWriter, QPixmap, QTextDocument
 
-from ..engine.atomic import atomic_path
-from ..engine.review import UNUSABLE, ReviewSession
+from ..engine.io.atomic import atomic_path
+from ..engine.review.differential import ReferralRules
+from ..engine.review.session import ReviewSession
 from .count_panel import plot_differential
 
 REPORT_FIELDS = ("Laboratory", "Sample ID", "Patient / specimen", "Operator", "Comments")
@@ -27,8 +28,9 @@ def _figure_image(fig) -> QImage:
     return image
 
 
-def build_report_html(session: ReviewSession, fields: dict[str, str], card: dict | None, gallery: list[str]) -> str:
-    diff = session.differential()
+def build_report_html(session: ReviewSession, fields: dict[str, str], card: dict | None, gallery: list[str],
+                      rules: ReferralRules = ReferralRules()) -> str:
+    diff = session.differential(rules)
     esc = html.escape
     rows = "".join(
         f"<tr><td>{esc(c)}</td><td align='right'>{n}</td><td align='right'>{diff['percent'][c]:.1f}</td></tr>"
@@ -41,6 +43,9 @@ def build_report_html(session: ReviewSession, fields: dict[str, str], card: dict
         metrics = f"; test accuracy {tm['accuracy']:.1%}, macro-F1 {tm['macro_f1']:.3f} (n={tm['n']})"
     model = (f"{esc(session.model_name)} (engine {esc(session.model_version)}){esc(metrics)}"
              if session.model_name else "—")
+    reviewers = ", ".join(session.reviewers()) or "nobody yet"
+    refer = ("<p style='color:#a01919'><b>Needs a haematologist's look:</b> " + esc("; ".join(diff["refer"])) + "</p>"
+             if diff["refer"] else "<p>No finding that needs a haematologist by the lab's rules.</p>")
     cells = "".join(
         f"<td align='center'><img src='cell{i}' width='88' height='88'><br><small>{esc(Path(p).name)}<br>"
         f"{esc(session.get(p).label or '')} {session.get(p).confidence:.0%}</small></td>"
@@ -52,12 +57,17 @@ def build_report_html(session: ReviewSession, fields: dict[str, str], card: dict
 <p>Report date {_dt.datetime.now():%Y-%m-%d %H:%M} · source: {esc(', '.join(session.sources))}</p>
 <table cellpadding='3'>{info}</table>
 <p><b>Model:</b> {model}<br>
-Reviewed labels replace model predictions where a technologist set them. Cells marked
-"{UNUSABLE}" are excluded. This is decision support: results must be confirmed by qualified staff.</p>
+<b>Reviewed by:</b> {esc(reviewers)}; {session.changed_from_model()} labels differ from the model's.<br>
+Reviewed labels replace model predictions where a technologist set them. This is decision support: results
+must be confirmed by qualified staff.</p>
+{refer}
 <h3>Differential count</h3>
 <table border='1' cellspacing='0' cellpadding='4'>
-<tr><th>Class</th><th>Count</th><th>%</th></tr>{rows}
-<tr><td><b>Total WBC</b></td><td align='right'><b>{diff['total']}</b></td><td></td></tr></table>
+<tr><th>Class</th><th>Count</th><th>% of WBC</th></tr>{rows}
+<tr><td><b>Total WBC</b></td><td align='right'><b>{diff['total']}</b></td><td></td></tr>
+<tr><td>NRBC per 100 WBC</td><td align='right'>{diff['nrbc']}</td><td align='right'>{diff['nrbc_per_100_wbc']:.1f}</td></tr>
+<tr><td>Platelets seen (not white cells)</td><td align='right'>{diff['platelets_seen']}</td><td></td></tr></table>
+<p><small>{esc(diff['convention'])}</small></p>
 <p>Reviewed {diff['reviewed']}, unreviewed {diff['unreviewed']}, flagged (confidence below
 {session.threshold:.0%}, not reviewed) {diff['flagged']}, unusable {diff['unusable']}, unreadable files {diff['errors']}.</p>
 <img src='chart' width='420'>
@@ -67,19 +77,20 @@ Reviewed labels replace model predictions where a technologist set them. Cells m
 
 
 def write_pdf_report(path: str | Path, session: ReviewSession, fields: dict[str, str], card: dict | None,
-                     thumbnails: dict[str, QPixmap], gallery_limit: int = 36) -> Path:
+                     thumbnails: dict[str, QPixmap], rules: ReferralRules = ReferralRules(),
+                     gallery_limit: int = 36) -> Path:
     flagged = [it.path for it in session.items if it.is_flagged(session.threshold)][:gallery_limit]
     doc = QTextDocument()
     from matplotlib.figure import Figure
 
     chart = Figure(figsize=(5.5, 2.8))
-    plot_differential(chart, session.differential())
+    plot_differential(chart, session.differential(rules))
     doc.addResource(QTextDocument.ImageResource, QUrl("chart"), _figure_image(chart))
     for i, p in enumerate(flagged):
         pix = thumbnails.get(p)
         if pix is not None:
             doc.addResource(QTextDocument.ImageResource, QUrl(f"cell{i}"), pix.toImage())
-    doc.setHtml(build_report_html(session, fields, card, flagged))
+    doc.setHtml(build_report_html(session, fields, card, flagged, rules))
     path = Path(path)
     with atomic_path(path) as tmp:
         writer = QPdfWriter(str(tmp))

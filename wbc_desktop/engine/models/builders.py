@@ -9,53 +9,16 @@ in both.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Iterator, Sequence
 
 import keras
 import numpy as np
 from keras import layers, ops
 
-from .. import paths
+from .choices import FREEZE_CHOICES, STAGES
+from .weights import find_imagenet_weights
 
-ARCHITECTURES = ("compact", "resnet50", "efficientnet_lite0")
-STAGES = ("conv1", "conv2", "conv3", "conv4", "conv5")
-COLOUR_SPACES = ("rgb", "lab")
-FREEZE_CHOICES = ("none",) + STAGES + ("backbone",)
-IMAGENET_NOTOP_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
-
-
-class WeightsNotFoundError(FileNotFoundError):
-    pass
-
-
-def imagenet_weights_candidates() -> list[Path]:
-    keras_home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
-    return [
-        paths.resources_dir() / "weights" / IMAGENET_NOTOP_FILE,
-        keras_home / "models" / IMAGENET_NOTOP_FILE,
-    ]
-
-
-def find_local_weights(what: str, candidates: Sequence[Path], advice: str) -> Path:
-    """The first existing file of ``candidates``: nothing is ever downloaded,
-    so a missing file is an error that says where it looked."""
-    for c in candidates:
-        if c.is_file():
-            return c
-    looked = "\n  ".join(str(c) for c in candidates)
-    raise WeightsNotFoundError(
-        f"ImageNet weights for {what} were not found, and this app never downloads anything.\n"
-        f"Looked in:\n  {looked}\n{advice}"
-    )
-
-
-def find_imagenet_weights(explicit: str | os.PathLike | None = None) -> Path:
-    """A local ResNet50 ImageNet (no-top) weights file."""
-    return find_local_weights(
-        "ResNet50", [Path(explicit)] if explicit else imagenet_weights_candidates(),
-        f"Copy '{IMAGENET_NOTOP_FILE}' to one of these places, pass its path, or train with weights 'none' (from scratch).")
 
 
 def _norm(kind: str, name: str) -> layers.Layer:

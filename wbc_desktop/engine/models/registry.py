@@ -7,9 +7,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import paths
+from ... import paths
 from .modelfile import ModelFileError, read_card
-from .sorting import free_name
+from ..io.files import free_name
 
 
 @dataclass

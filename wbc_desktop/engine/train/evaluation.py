@@ -12,8 +12,8 @@ from sklearn.metrics import (
     accuracy_score, confusion_matrix, precision_recall_fscore_support,
 )
 
-from .atomic import atomic_path, write_text
-from .csvio import write_csv
+from ..io.atomic import atomic_path, write_text
+from ..io.csvio import write_csv
 
 
 def expected_calibration_error(probs: np.ndarray, y_true: np.ndarray, bins: int = 15) -> float:
@@ -144,8 +144,8 @@ def evaluate_files(
     """Decode, classify and report labelled files; labels the model does not
     know are left out and named in the report. Returns metrics and the
     files that could not be read."""
-    from .dataset import decode_images
-    from .progress import no_progress
+    from ..data.dataset import decode_images
+    from ..progress import no_progress
 
     unknown = sorted(set(labels) - set(classifier.classes))
     keep = [i for i, lab in enumerate(labels) if lab in classifier.classes]

@@ -10,7 +10,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image
 
-from .imageio import read_rgb
+from ..io.imageio import read_rgb
 
 RESIZE_METHOD = "jpeg-dct-fit-pad-border-median"
 

@@ -10,21 +10,11 @@ import shutil
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .csvio import write_csv
-from .progress import CancelToken, Progress
+from ..io.csvio import write_csv
+from ..io.files import free_name
+from ..progress import CancelToken, Progress
 
 MANIFEST_HEADER = ["source", "destination", "label", "action", "time"]
-
-
-def free_name(folder: Path, name: str) -> Path:
-    """``name`` in ``folder``, or ``stem (2).ext`` … when it is taken."""
-    candidate = folder / name
-    stem, suffix = Path(name).stem, Path(name).suffix
-    n = 2
-    while candidate.exists():
-        candidate = folder / f"{stem} ({n}){suffix}"
-        n += 1
-    return candidate
 
 
 def sort_into_folders(

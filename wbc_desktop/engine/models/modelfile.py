@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__
-from .atomic import atomic_path
-from .preprocess import RESIZE_METHOD
+from ... import __version__
+from ..io.atomic import atomic_path
+from ..data.preprocess import RESIZE_METHOD
 
 CARD_ENTRY = "wbc_card.json"
 CARD_FORMAT = 1
@@ -31,7 +31,7 @@ class ModelFileError(Exception):
 def _keras():
     import keras
 
-    from . import models  # noqa: F401  registers the engine's own layers before any model is loaded
+    from . import builders  # noqa: F401  registers the engine's own layers before any model is loaded
 
     return keras
 

@@ -14,7 +14,7 @@ import numpy as np
 from .dataset import (
     DatasetSummary, LabeledSet, decode_images, exact_duplicate_pairs, near_duplicate_pairs, scan_sources, summarize,
 )
-from .progress import CancelToken, ProgressFn, no_progress
+from ..progress import CancelToken, ProgressFn, no_progress
 from .splits import SplitManifest, assign_splits, source_groups
 
 

@@ -11,13 +11,14 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .augment import AugmentConfig
-from .classify import Classifier
-from .csvio import write_csv
+from ..data.augment_config import AugmentConfig
+from ..infer.classify import Classifier
+from ..io.csvio import write_csv
 from .evaluation import compute_metrics
-from .prepare import PreparedData
-from .progress import CancelToken, Progress, ProgressFn, no_progress
-from .training import TrainConfig, train
+from ..data.prepare import PreparedData
+from ..progress import CancelToken, Progress, ProgressFn, no_progress
+from .config import TrainConfig
+from .trainer import train
 
 DEFAULT_SPACE: dict[str, list[Any]] = {
     "lr": [3e-4, 1e-3, 3e-3],
@@ -42,7 +43,7 @@ def sample_configs(base: TrainConfig, space: dict[str, list[Any]], trials: int, 
         strength = values.pop("augment_strength", None)
         cfg = replace(base, **values)
         if strength is not None:
-            cfg = replace(cfg, augment=AugmentConfig.scaled(strength))
+            cfg = replace(cfg, augment=AugmentConfig.from_strength(strength))
         configs.append(cfg)
     return configs
 

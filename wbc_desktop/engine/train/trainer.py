@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,79 +14,19 @@ import numpy as np
 import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
 
-from .augment import AugmentConfig, augment_batch
-from .efficientnet_lite import build_efficientnet_lite0
-from .callbacks import CHECKPOINT, CancelOnRequest, CleanValidation, ProgressReporter, RunFolder
-from .modelfile import load_model, new_card
-from .models import ARCHITECTURES, COLOUR_SPACES, apply_freeze, build_compact, build_resnet50, count_params, iter_layers, replace_head
-from .prepare import PreparedData
-from .progress import CancelToken, ProgressFn, no_progress
+from ..data.augment import augment_batch
+from ..data.prepare import PreparedData
+from ..models.batchnorm import recalibrate_batchnorm
+from ..models.builders import apply_freeze, build_compact, build_resnet50, count_params, replace_head
+from ..models.efficientnet_lite import build_efficientnet_lite0
+from ..models.modelfile import load_model, new_card
+from ..io.atomic import write_text
+from ..progress import CancelToken, ProgressFn, no_progress
+from .callbacks import CancelOnRequest, CleanValidation, ProgressReporter, RunFolder
+from .config import TrainConfig
+from .run_layout import RunLayout
 
 MAX_CLASS_WEIGHT = 10.0
-
-
-@dataclass
-class TrainConfig:
-    arch: str = "compact"
-    weights: str = "none"  # resnet50, efficientnet_lite0: 'imagenet', 'none' or a weights file; any arch: a .keras WBC model
-    freeze_until: str = "none"
-    epochs: int = 30
-    batch_size: int = 32
-    lr: float = 1e-3
-    img_size: int = 96
-    val_frac: float = 0.15
-    test_frac: float = 0.15
-    group_by: str | None = None
-    seed: int = 42
-    label_smoothing: float = 0.05
-    class_weighting: bool = True
-    patience: int = 6
-    norm: str = "batch"
-    width: int = 32
-    colour_space: str = "rgb"  # compact only: see models.LabColourSpace
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
-        if isinstance(values.get("augment"), dict):
-            values["augment"] = AugmentConfig(**values["augment"])
-        return cls(**values)
-
-    def validate(self) -> list[str]:
-        """Every problem at once, in words a user can act on."""
-        problems = []
-        if self.arch not in ARCHITECTURES:
-            problems.append(f"architecture must be one of {', '.join(ARCHITECTURES)}")
-        if not 1 <= self.epochs <= 1000:
-            problems.append("epochs must be between 1 and 1000")
-        if not 1 <= self.batch_size <= 512:
-            problems.append("batch size must be between 1 and 512")
-        if not 1e-6 <= self.lr <= 1.0:
-            problems.append("learning rate must be between 1e-6 and 1")
-        if not 32 <= self.img_size <= 512:
-            problems.append("image size must be between 32 and 512 pixels")
-        if not (0 < self.val_frac < 0.5 and 0 <= self.test_frac < 0.5 and self.val_frac + self.test_frac < 0.8):
-            problems.append("validation fraction must be in (0, 0.5), test fraction in [0, 0.5), together under 0.8")
-        if not 0 <= self.label_smoothing < 0.5:
-            problems.append("label smoothing must be in [0, 0.5)")
-        if self.patience < 1:
-            problems.append("early-stopping patience must be at least 1 epoch")
-        if self.norm not in ("batch", "group"):
-            problems.append("normalisation must be 'batch' or 'group'")
-        if self.colour_space not in COLOUR_SPACES:
-            problems.append(f"colour space must be one of {', '.join(COLOUR_SPACES)}")
-        if self.group_by:
-            import re
-            try:
-                re.compile(self.group_by)
-            except re.error as exc:
-                problems.append(f"grouping pattern is not a valid regular expression: {exc}")
-        return problems
 
 
 @dataclass
@@ -132,32 +72,6 @@ def _train_dataset(x: np.ndarray, y: np.ndarray, n_classes: int, config: TrainCo
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def recalibrate_batchnorm(model: keras.Model, x: np.ndarray, batch_size: int = 64, max_images: int = 4096,
-                          seed: int = 0) -> int:
-    """Re-estimate BatchNorm statistics on clean (un-augmented) images.
-
-    During training the moving statistics follow the augmented images, which
-    are darker, paler, greyer and larger than any real one; inference then
-    normalises with the wrong numbers. A cumulative average over clean
-    batches in training mode (as SWA's ``bn_update``) fixes that without
-    touching a single learned weight. Returns how many layers were updated."""
-    bns = [l for l in iter_layers(model) if isinstance(l, keras.layers.BatchNormalization) and l.trainable]
-    if not bns or len(x) == 0:
-        return 0
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(x))[:max_images]
-    momenta = [bn.momentum for bn in bns]
-    try:
-        for k, start in enumerate(range(0, len(order), batch_size), start=1):
-            for bn in bns:
-                bn.momentum = (k - 1) / k  # the k-th batch weighs 1/k: a running mean over batches
-            model(x[np.sort(order[start:start + batch_size])].astype(np.float32), training=True)
-    finally:
-        for bn, m in zip(bns, momenta):
-            bn.momentum = m
-    return len(bns)
-
-
 def _compile(model: keras.Model, config: TrainConfig, steps_per_epoch: int) -> None:
     total = max(1, config.epochs * steps_per_epoch)
     warmup = min(steps_per_epoch, total // 5)
@@ -193,14 +107,15 @@ def train(
         raise ValueError("the training and validation splits must both hold images")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    files = RunLayout(run_dir)
     keras.utils.set_random_seed(config.seed)
     cancel = cancel or CancelToken()
     n_classes = len(data.classes)
     steps = int(np.ceil(len(data.train.y) / config.batch_size))
     state = RunFolder.load_state(run_dir) if resume else None
-    if state and (run_dir / CHECKPOINT).exists():
-        model = keras.saving.load_model(run_dir / CHECKPOINT, compile=True, safe_mode=True)
-        meta = json.loads((run_dir / "run.json").read_text())
+    if state and files.checkpoint.exists():
+        model = keras.saving.load_model(files.checkpoint, compile=True, safe_mode=True)
+        meta = files.read_config()
         origin, architecture = meta["weights_origin"], meta["architecture"]
         initial_epoch = state["epochs_done"]
     else:
@@ -209,7 +124,7 @@ def train(
         apply_freeze(model, config.freeze_until)
         _compile(model, config, steps)
         initial_epoch = 0
-        (run_dir / "run.json").write_text(json.dumps(
+        write_text(files.config, json.dumps(
             {"config": config.to_dict(), "classes": data.classes, "weights_origin": origin, "architecture": architecture}, indent=1))
     present = np.unique(data.train.y)
     weights = None
@@ -227,7 +142,7 @@ def train(
             initial_epoch=initial_epoch,
             # order matters: validation fills the logs, the run folder saves the
             # epoch before anyone hears of it, and only then can Cancel act
-            callbacks=[CleanValidation(data.train.x, data.val.x, data.val.y, cancel, recalibrate_batchnorm), folder,
+            callbacks=[CleanValidation(data.train.x, data.val.x, data.val.y, cancel), folder,
                        ProgressReporter(progress, config.epochs, steps, cancel), CancelOnRequest(cancel)],
             verbose=0,
             shuffle=False,  # the dataset shuffles itself, seeded

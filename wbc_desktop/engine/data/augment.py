@@ -9,33 +9,10 @@ lab's images do.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 
 import tensorflow as tf
 
-
-@dataclass
-class AugmentConfig:
-    flip: bool = True  # mirror + any rotation: cells have no orientation
-    rotate: bool = True
-    affine: float = 0.5  # translation
-    scale: float = 0.5  # random zoom, in and out
-    brightness_contrast: float = 0.5
-    stain: float = 0.5  # hue, saturation and per-dye (optical density) jitter
-    grayscale: float = 0.0  # probability of a grey image
-    blur: float = 0.0  # probability of a low-resolution (camera) copy
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def none(cls) -> "AugmentConfig":
-        return cls(False, False, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
-
-    @classmethod
-    def scaled(cls, strength: float) -> "AugmentConfig":
-        """One knob for hyperparameter search: every family at ``strength``."""
-        return cls(True, True, strength, strength, strength, strength, 0.3 * strength, 0.3 * strength)
+from .augment_config import AugmentConfig
 
 
 def _uniform(batch, lo, hi):

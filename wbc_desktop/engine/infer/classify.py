@@ -16,11 +16,11 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from .csvio import write_csv
-from .dataset import collect_images
-from .imageio import ImageReadError
-from .preprocess import load_square
-from .progress import CancelToken
+from ..io.csvio import write_csv
+from ..data.dataset import collect_images
+from ..io.imageio import ImageReadError
+from ..data.preprocess import load_square
+from ..progress import CancelToken
 
 
 @dataclass
@@ -59,7 +59,7 @@ class Classifier:
 
     @classmethod
     def open(cls, model_path: str | os.PathLike) -> "Classifier":
-        from .modelfile import load_model
+        from ..models.modelfile import load_model
 
         model, card = load_model(model_path)
         return cls(model, card, model_path)
@@ -70,8 +70,8 @@ class Classifier:
         stain and optics shift every layer's statistics; re-estimating them
         on that lab's cells undoes much of the shift (measured in
         training/RESULTS.md). Needs a few dozen readable cells."""
-        from .modelfile import inference_copy
-        from .training import recalibrate_batchnorm
+        from ..models.modelfile import inference_copy
+        from ..models.batchnorm import recalibrate_batchnorm
 
         rng = np.random.default_rng(seed)
         chosen = [files[i] for i in sorted(rng.permutation(len(files))[:max_images])]

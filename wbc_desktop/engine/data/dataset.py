@@ -16,10 +16,10 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image
 
-from .. import paths
-from .imageio import ImageReadError, is_image_name
+from ... import paths
+from ..io.imageio import ImageReadError, is_image_name
 from .preprocess import RESIZE_METHOD, load_square
-from .progress import CancelToken, Progress, ProgressFn, no_progress
+from ..progress import CancelToken, Progress, ProgressFn, no_progress
 
 # The order of the shipped model; other class names follow alphabetically.
 CANONICAL_CLASSES = (

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .atomic import write_text
+from ..io.atomic import write_text
 
 SPLITS = ("train", "val", "test")
 

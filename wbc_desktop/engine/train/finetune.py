@@ -8,12 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .classify import Classifier
+from ..infer.classify import Classifier
 from .evaluation import evaluate_files, write_report
-from .modelfile import read_card
-from .prepare import PreparedData, prepare_data
-from .progress import CancelToken, Progress, no_progress
-from .training import TrainConfig, TrainResult, train
+from ..models.modelfile import read_card
+from ..data.prepare import PreparedData, prepare_data
+from ..progress import CancelToken, Progress, no_progress
+from .config import TrainConfig
+from .run_layout import RunLayout
+from .trainer import TrainResult, train
 
 
 @dataclass
@@ -44,8 +46,9 @@ def run_finetune(
     """``source``: labelled folder(s), or a saved ``split.json`` (to resume,
     or to train on exactly the split a search used)."""
     run_dir = Path(run_dir)
+    files = RunLayout(run_dir)
     data = prepare_for(config, source, progress, cancel)
-    data.manifest.save(run_dir / "split.json")
+    data.manifest.save(files.split)
     progress(Progress("data", 1, 1, data.summary.describe() + "\n" + data.manifest.describe()))
     if str(config.weights).endswith(".keras"):
         base_classes = read_card(config.weights)["classes"]
@@ -57,13 +60,13 @@ def run_finetune(
         return outcome
     progress(Progress("evaluate", 0, 1, "evaluating on the test split"))
     probs = Classifier(result.model, result.card).predict_arrays(data.test.x)
-    outcome.metrics = write_report(run_dir / "report", data.test.y, probs, data.classes, data.test.x, data.test.paths,
+    outcome.metrics = write_report(files.report, data.test.y, probs, data.classes, data.test.x, data.test.paths,
                                    {"split": "test", "model": name})
     result.card["test_metrics"] = _for_card(outcome.metrics)
     if str(config.weights).endswith(".keras"):
         base = Classifier.open(config.weights)
         labels = [data.classes[i] for i in data.test.y]
-        outcome.base_metrics, _ = evaluate_files(base, data.test.paths, labels, run_dir / "report_base",
+        outcome.base_metrics, _ = evaluate_files(base, data.test.paths, labels, files.base_report,
                                                  extra={"split": "test", "role": "base model"})
         result.card["base_model_test_metrics"] = _for_card(outcome.base_metrics)
     progress(Progress("evaluate", 1, 1, "evaluation done"))

@@ -14,11 +14,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from .. import paths
-from .atomic import write_text
+from ... import paths
+from ..io.atomic import write_text
+from .differential import UNUSABLE, ReferralRules, differential
 
-UNUSABLE = "unusable"  # "not a WBC / unusable": excluded from the differential count
-SESSION_FORMAT = 1
+SESSION_FORMAT = 2  # 2: the audit trail of review changes
 
 
 @dataclass
@@ -50,6 +50,7 @@ class ReviewSession:
     items: list[ReviewItem] = field(default_factory=list)
     created: str = field(default_factory=lambda: _dt.datetime.now().isoformat(timespec="seconds"))
     modified: str = ""
+    audit: list[dict] = field(default_factory=list)  # every review change: time, operator, path, old, new
 
     def __post_init__(self):
         self._index = {it.path: i for i, it in enumerate(self.items)}
@@ -73,37 +74,29 @@ class ReviewSession:
     def index_of(self, path: str) -> int | None:
         return self._index.get(path)
 
-    def set_review(self, index: int, reviewed: str | None) -> None:
+    def set_review(self, index: int, reviewed: str | None, operator: str) -> None:
+        """Set (or clear, with None) the technologist's label; every change
+        is kept in the audit trail with its time and operator."""
         if reviewed is not None and reviewed not in self.classes and reviewed != UNUSABLE:
             raise ValueError(f"unknown class '{reviewed}'")
-        self.items[index].reviewed = reviewed
+        if not operator.strip():
+            raise ValueError("a review change needs the operator's name")
+        item = self.items[index]
+        if item.reviewed == reviewed:
+            return
+        self.audit.append({"time": _dt.datetime.now().isoformat(timespec="seconds"), "operator": operator.strip(),
+                           "path": item.path, "model": item.label, "old": item.reviewed, "new": reviewed})
+        item.reviewed = reviewed
 
-    def differential(self) -> dict:
-        """Counts and percentages per class, reviewed labels first."""
-        counts = {c: 0 for c in self.classes}
-        unusable = errors = flagged = unreviewed = 0
-        for it in self.items:
-            if it.error:
-                errors += 1
-                continue
-            if it.reviewed is None:
-                unreviewed += 1
-                flagged += it.confidence < self.threshold
-            if it.final_label == UNUSABLE:
-                unusable += 1
-            elif it.final_label in counts:
-                counts[it.final_label] += 1
-        total = sum(counts.values())
-        return {
-            "counts": counts,
-            "percent": {c: (100.0 * n / total if total else 0.0) for c, n in counts.items()},
-            "total": total,
-            "unusable": unusable,
-            "errors": errors,
-            "flagged": flagged,
-            "unreviewed": unreviewed,
-            "reviewed": len(self.items) - errors - unreviewed,
-        }
+    def reviewers(self) -> list[str]:
+        return list(dict.fromkeys(entry["operator"] for entry in self.audit))
+
+    def changed_from_model(self) -> int:
+        """Cells whose final label a person set to something else than the model said."""
+        return sum(1 for it in self.items if it.reviewed is not None and it.reviewed != it.label)
+
+    def differential(self, rules: ReferralRules = ReferralRules()) -> dict:
+        return differential(self.items, self.classes, self.threshold, rules)
 
     def next_flagged(self, after: int, order: Iterable[int] | None = None) -> int | None:
         """The next flagged item after position ``after`` in ``order`` (the
@@ -145,22 +138,6 @@ def autosave_path(sources: Iterable[str | os.PathLike]) -> Path:
     folder = paths.user_data_dir() / "sessions"
     folder.mkdir(parents=True, exist_ok=True)
     return folder / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.json"
-
-
-def write_review_csv(session: ReviewSession, path: str | os.PathLike) -> None:
-    """Every cell with the model's view and the reviewer's, one row each."""
-    from .csvio import write_csv
-
-    stamp = _dt.datetime.now().isoformat(timespec="seconds")
-    header = (["path", "predicted", "confidence"] + [f"prob_{c}" for c in session.classes]
-              + ["reviewed", "final", "note", "model", "model_version", "timestamp", "error"])
-    rows = (
-        [it.path, it.label or "", f"{it.confidence:.4f}" if it.error is None else ""]
-        + ([f"{p:.4f}" for p in it.probs] if it.probs else [""] * len(session.classes))
-        + [it.reviewed or "", it.final_label or "", it.note, session.model_name, session.model_version, stamp, it.error or ""]
-        for it in session.items
-    )
-    write_csv(path, header, rows)
 
 
 def reviewed_cells(session: ReviewSession) -> list[tuple[str, str]]:

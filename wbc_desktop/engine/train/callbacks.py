@@ -10,12 +10,11 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from .atomic import atomic_path, write_text
-from .progress import CancelToken, Progress, ProgressFn
+from ..io.atomic import atomic_path, write_text
+from ..models.batchnorm import recalibrate_batchnorm
+from ..progress import CancelToken, Progress, ProgressFn
+from .run_layout import RunLayout
 
-CHECKPOINT = "checkpoint.keras"
-BEST_WEIGHTS = "best.weights.h5"
-STATE = "state.json"
 
 
 class ProgressReporter(keras.callbacks.Callback):
@@ -53,22 +52,22 @@ class CleanValidation(keras.callbacks.Callback):
     """Validation with BatchNorm statistics of clean images.
 
     Runs first at each epoch end: re-estimates BatchNorm statistics on clean
-    training images (see ``training.recalibrate_batchnorm``), then scores the
+    training images (see ``models.batchnorm.recalibrate_batchnorm``), then scores the
     validation split and adds ``val_loss``/``val_accuracy`` to the epoch's
     logs. Without it the statistics follow the augmented images and the
     validation score swings from epoch to epoch, which misleads early
     stopping and the choice of the best epoch."""
 
     def __init__(self, x_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, cancel: CancelToken,
-                 recalibrate, batch_size: int = 128):
+                 batch_size: int = 128):
         super().__init__()
         self.x_train, self.x_val, self.y_val = x_train, x_val, y_val
-        self.cancel, self.recalibrate, self.batch_size = cancel, recalibrate, batch_size
+        self.cancel, self.batch_size = cancel, batch_size
 
     def on_epoch_end(self, epoch, logs=None):
         if self.cancel.cancelled or logs is None:
             return
-        self.recalibrate(self.model, self.x_train, max_images=1024, seed=epoch)
+        recalibrate_batchnorm(self.model, self.x_train, max_images=1024, seed=epoch)
         probs = np.concatenate([
             np.asarray(self.model(self.x_val[i:i + self.batch_size].astype(np.float32), training=False))
             for i in range(0, len(self.x_val), self.batch_size)
@@ -99,12 +98,12 @@ class RunFolder(keras.callbacks.Callback):
     def __init__(self, run_dir: Path, cancel: CancelToken, monitor: str = "val_loss", patience: int = 5,
                  state: dict | None = None):
         super().__init__()
-        self.run_dir, self.monitor, self.patience, self.cancel = Path(run_dir), monitor, patience, cancel
+        self.files, self.monitor, self.patience, self.cancel = RunLayout(Path(run_dir)), monitor, patience, cancel
         self.state = state or {"epochs_done": 0, "best": None, "best_epoch": None, "history": []}
 
     @classmethod
     def load_state(cls, run_dir: Path) -> dict | None:
-        path = Path(run_dir) / STATE
+        path = RunLayout(Path(run_dir)).state
         return json.loads(path.read_text()) if path.exists() else None
 
     def on_epoch_end(self, epoch, logs=None):
@@ -116,17 +115,17 @@ class RunFolder(keras.callbacks.Callback):
         value = logs.get(self.monitor)
         if value is not None and np.isfinite(value) and (self.state["best"] is None or value < self.state["best"]):
             self.state["best"], self.state["best_epoch"] = value, epoch + 1
-            with atomic_path(self.run_dir / BEST_WEIGHTS) as tmp:
+            with atomic_path(self.files.best_weights) as tmp:
                 self.model.save_weights(tmp)
-        with atomic_path(self.run_dir / CHECKPOINT) as tmp:
+        with atomic_path(self.files.checkpoint) as tmp:
             self.model.save(tmp)
-        write_text(self.run_dir / STATE, json.dumps(self.state, indent=1))
+        write_text(self.files.state, json.dumps(self.state, indent=1))
         if self.state["best_epoch"] is not None and epoch + 1 - self.state["best_epoch"] >= self.patience:
             self.state["stopped_early"] = True
             self.model.stop_training = True
 
     def restore_best(self) -> bool:
-        best = self.run_dir / BEST_WEIGHTS
+        best = self.files.best_weights
         if best.exists():
             self.model.load_weights(best)
             return True

@@ -1,0 +1,84 @@
+"""Training settings: one dataclass that the CLI's options, the app's form,
+the recipe and the search are all made from. Free of TensorFlow, so the
+GUI thread can hold one without loading it."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from ..data.augment_config import AugmentConfig
+from ..models.choices import ARCHITECTURES, COLOUR_SPACES, FREEZE_CHOICES, NORMS
+
+
+def _opt(default, help: str, choices: tuple | None = None):
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclass
+class TrainConfig:
+    # ``help`` (and ``choices``) in each field's metadata make the CLI's options
+    arch: str = _opt("compact", "model architecture", ARCHITECTURES)
+    weights: str = _opt("none", "resnet50, efficientnet_lite0: imagenet | none | weights file; "
+                        "any architecture: a .keras WBC model to fine-tune")
+    freeze_until: str = _opt("none", "stages up to this one stay frozen; backbone: the head only", FREEZE_CHOICES)
+    epochs: int = _opt(30, "passes over the training images (early stopping may end sooner)")
+    batch_size: int = _opt(32, "images per step")
+    lr: float = _opt(1e-3, "Adam learning rate (peak of the warm-up + cosine schedule)")
+    img_size: int = _opt(96, "input size in pixels")
+    val_frac: float = _opt(0.15, "share of images for validation (choices)")
+    test_frac: float = _opt(0.15, "share of images kept untouched for the final score")
+    group_by: str | None = _opt(None, "regex on file names; files with the same match stay on one side")
+    seed: int = _opt(42, "same seed, same split and same run")
+    label_smoothing: float = _opt(0.05, "label smoothing of the cross-entropy")
+    class_weighting: bool = _opt(True, "weigh rare classes up in the loss")
+    patience: int = _opt(6, "early stopping: epochs without validation improvement")
+    norm: str = _opt("batch", "normalisation layers of the compact model", NORMS)
+    width: int = _opt(32, "compact: filters of the first stage")
+    colour_space: str = _opt("rgb", "compact: what the input is standardised in (lab: Reinhard's l-alpha-beta)",
+                             COLOUR_SPACES)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        if isinstance(values.get("augment"), dict):
+            values["augment"] = AugmentConfig(**values["augment"])
+        return cls(**values)
+
+    def validate(self) -> list[str]:
+        """Every problem at once, in words a user can act on."""
+        problems = []
+        if self.arch not in ARCHITECTURES:
+            problems.append(f"architecture must be one of {', '.join(ARCHITECTURES)}")
+        if not 1 <= self.epochs <= 1000:
+            problems.append("epochs must be between 1 and 1000")
+        if not 1 <= self.batch_size <= 512:
+            problems.append("batch size must be between 1 and 512")
+        if not 1e-6 <= self.lr <= 1.0:
+            problems.append("learning rate must be between 1e-6 and 1")
+        if not 32 <= self.img_size <= 512:
+            problems.append("image size must be between 32 and 512 pixels")
+        if not (0 < self.val_frac < 0.5 and 0 <= self.test_frac < 0.5 and self.val_frac + self.test_frac < 0.8):
+            problems.append("validation fraction must be in (0, 0.5), test fraction in [0, 0.5), together under 0.8")
+        if not 0 <= self.label_smoothing < 0.5:
+            problems.append("label smoothing must be in [0, 0.5)")
+        if self.patience < 1:
+            problems.append("early-stopping patience must be at least 1 epoch")
+        if self.norm not in NORMS:
+            problems.append(f"normalisation must be one of {', '.join(NORMS)}")
+        if self.freeze_until not in FREEZE_CHOICES:
+            problems.append(f"frozen stages must be one of {', '.join(FREEZE_CHOICES)}")
+        if self.colour_space not in COLOUR_SPACES:
+            problems.append(f"colour space must be one of {', '.join(COLOUR_SPACES)}")
+        if self.group_by:
+            try:
+                re.compile(self.group_by)
+            except re.error as exc:
+                problems.append(f"grouping pattern is not a valid regular expression: {exc}")
+        return problems

@@ -1,0 +1,37 @@
+"""Classifying the open sources as a worker job: a header first (how many
+files, which model really classifies them), then results in chunks, so the
+GUI updates once per chunk and its event loop stays free."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterator
+
+from ..engine.data.dataset import collect_images
+from ..engine.progress import CancelToken
+
+CHUNK_CELLS, CHUNK_SECONDS = 64, 0.25
+
+
+def classification(classifier, sources: list[str], adapt: bool, tta: bool) -> Callable[[CancelToken], Iterator]:
+    """With ``adapt``, an AdaBN copy of ``classifier`` is made on these
+    files first (on the worker) and the header names that copy."""
+
+    def job(cancel: CancelToken):
+        from ..engine.infer.classify import Prediction
+
+        files, skipped = collect_images(sources)
+        model = classifier.adapted_to(files) if adapt else classifier
+        yield {"total": len(files) + len(skipped), "model_name": model.name,
+               "model_version": str(model.card.get("engine_version", ""))}
+        chunk = [Prediction(s.path, error=s.reason) for s in skipped]
+        last = time.monotonic()
+        for pred in model.classify_files(files, batch_size=32, tta=tta, cancel=cancel, keep_pixels=True):
+            chunk.append(pred)
+            if len(chunk) >= CHUNK_CELLS or time.monotonic() - last > CHUNK_SECONDS:
+                yield chunk
+                chunk, last = [], time.monotonic()
+        if chunk:
+            yield chunk
+
+    return job
