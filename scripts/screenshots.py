@@ -37,6 +37,7 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     settings = QSettings(str(Path(os.environ["WBC_DATA_DIR"]) / "s.ini"), QSettings.IniFormat)
+    settings.setValue("review/operator", "A. Technologist")
     window = MainWindow(settings)
     window.resize(1400, 880)
     window.show()
@@ -56,25 +57,25 @@ def main() -> int:
     window.load_model(args.model or paths.default_model_path())
     wait_for(window.model_ready)
     window.open_paths([args.folder])
-    while len(window.cells.session.items) < 40 and window.job is not None:
+    while len(window.cells.session.items) < 40 and window.state.jobs.busy:
         app.processEvents()
     settle = QEventLoop()
     QTimer.singleShot(500, settle.quit)  # the live count redraws at most every 400 ms
     settle.exec()
     shot("2_classifying")
-    if window.job is not None:
+    if window.state.jobs.busy:
         wait_for(window.job_finished)
-    window.select_row(0)
+    review = window.review
+    review.select_row(0)
     shot("3_results_detail")
-    window.threshold.setValue(90)
-    window.goto_next_flagged()
-    row = window.current_row()
-    if row is not None:
-        window.review_current(window.cells.session.classes[0])
-    window.goto_next_flagged()
+    review.threshold.setValue(90)
+    review.goto_next_flagged()
+    if review.current_row() is not None:
+        review.review_current(window.cells.session.classes[0])
+    review.goto_next_flagged()
     shot("4_review_flagged")
-    window.view_combo.setCurrentIndex(1)
-    window._view_changed(1)
+    review.view_combo.setCurrentIndex(1)
+    review._view_changed(1)
     shot("5_table_view")
     dialog = ExportReportDialog(window, {"Laboratory": "Haematology lab"})
     dialog.show()
@@ -84,16 +85,16 @@ def main() -> int:
     print("wrote", pdf)
     if args.train_folder:
         page = window.ensure_train_page()
-        page.data_edit.setText(args.train_folder)
-        page.apply_preset("Quick adapt: head only")
-        page.epochs.setValue(4)
-        page.name_edit.setText("Lab fine-tune")
+        page.form.data_edit.setText(args.train_folder)
+        page.form.apply_preset("Quick adapt: head only")
+        page.form.epochs.setValue(4)
+        page.form.name_edit.setText("Lab fine-tune")
         shot("7_finetune_setup")
         page.start_training()
-        while len(page.curves.history) < 2 and page.job is not None:
+        while len(page.curves.history) < 2 and window.state.jobs.busy:
             app.processEvents()
         shot("8_finetune_running")
-        if page.job is not None:
+        if window.state.jobs.busy:
             wait_for(page.training_finished, 900000)
         app.processEvents()
         shot("9_finetune_evaluation")

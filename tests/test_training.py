@@ -158,3 +158,40 @@ def test_recalibrate_batchnorm_sets_statistics_of_clean_images():
 
     apply_freeze(frozen, "backbone")
     assert recalibrate_batchnorm(frozen, x) == 0  # a frozen backbone keeps its statistics
+
+
+DISTRIBUTED = r"""
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+sys.path.insert(0, sys.argv[2])
+from synth import make_labeled_folder
+from wbc_desktop.engine.data.augment_config import AugmentConfig
+from wbc_desktop.engine.data.prepare import prepare_data
+from wbc_desktop.engine.train.config import TrainConfig
+from wbc_desktop.engine.train.trainer import train, training_strategy
+
+from pathlib import Path
+folder = make_labeled_folder(Path(sys.argv[1]) / "cells", per_class=12, seed=3)
+cfg = TrainConfig(img_size=32, epochs=2, batch_size=16, width=8, patience=2, augment=AugmentConfig.from_strength(0.3))
+data = prepare_data(folder, 32, seed=1)
+result = train(cfg, data, sys.argv[1] + "/run")
+print(json.dumps({"replicas": training_strategy().num_replicas_in_sync, "card": result.card["trained_on"],
+                  "epochs": len(result.history), "loss": result.history[-1]["loss"]}))
+"""
+
+
+def test_training_runs_under_tf_distribute_on_two_logical_cpus(tmp_path):
+    """What a multi-GPU machine does, on this CPU split into two devices."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = subprocess.run([sys.executable, "-c", DISTRIBUTED, str(tmp_path), str(Path(__file__).parent)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["replicas"] == 2 and result["card"]["replicas"] == 2 and len(result["card"]["devices"]) == 2
+    assert result["epochs"] == 2 and np.isfinite(result["loss"])

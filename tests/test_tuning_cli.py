@@ -76,3 +76,22 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path, capsys):
 def test_wbc_entry_point_runs():
     out = subprocess.run([sys.executable, "-m", "wbc_desktop.cli", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("wbc ")
+
+
+def test_cli_train_options_are_the_dataclass_defaults():
+    """One source of truth: no CLI option retypes a default of its own."""
+    from dataclasses import fields
+
+    from wbc_desktop.cli import _train_config, build_parser
+
+    args = build_parser().parse_args(["train", "data", "--out", "m.keras"])
+    assert _train_config(args) == TrainConfig()
+    flags = {a.dest for a in build_parser()._subparsers._group_actions[0].choices["train"]._actions}
+    assert {f.name for f in fields(TrainConfig)} <= flags  # every setting can be given
+    off = _train_config(build_parser().parse_args(["train", "d", "--out", "m.keras", "--augment", "0"]))
+    assert off.augment == AugmentConfig.none()
+
+
+def test_augment_strength_zero_is_off_and_defaults_match_the_default_strength():
+    assert AugmentConfig.from_strength(0) == AugmentConfig.none()
+    assert AugmentConfig() == AugmentConfig.from_strength(AugmentConfig().strength)

@@ -62,6 +62,23 @@ def build_model(config: TrainConfig, classes: list[str]) -> tuple[keras.Model, s
         f"compact CNN, 5 stages, {config.norm} norm, width {config.width}, {config.colour_space} input")
 
 
+def _training_devices() -> list:
+    gpus = tf.config.list_logical_devices("GPU")
+    return gpus or tf.config.list_logical_devices("CPU")
+
+
+def training_strategy() -> tf.distribute.Strategy:
+    """Data-parallel training over every GPU (a MirroredStrategy: each
+    replica takes a share of the global batch, gradients are summed), or
+    over logical CPU devices when someone split the CPU into several; on a
+    plain PC the default strategy, which is training as usual. The global
+    batch size and so the learning-rate schedule stay as configured."""
+    devices = _training_devices()
+    if len(devices) > 1:
+        return tf.distribute.MirroredStrategy([d.name for d in devices])
+    return tf.distribute.get_strategy()
+
+
 def _train_dataset(x: np.ndarray, y: np.ndarray, n_classes: int, config: TrainConfig, weights: np.ndarray | None) -> tf.data.Dataset:
     onehot = np.eye(n_classes, dtype=np.float32)[y]
     sample_w = (weights[y] if weights is not None else np.ones(len(y))).astype(np.float32)
@@ -113,19 +130,21 @@ def train(
     n_classes = len(data.classes)
     steps = int(np.ceil(len(data.train.y) / config.batch_size))
     state = RunFolder.load_state(run_dir) if resume else None
-    if state and files.checkpoint.exists():
-        model = keras.saving.load_model(files.checkpoint, compile=True, safe_mode=True)
-        meta = files.read_config()
-        origin, architecture = meta["weights_origin"], meta["architecture"]
-        initial_epoch = state["epochs_done"]
-    else:
-        state = None
-        model, origin, architecture = build_model(config, data.classes)
-        apply_freeze(model, config.freeze_until)
-        _compile(model, config, steps)
-        initial_epoch = 0
-        write_text(files.config, json.dumps(
-            {"config": config.to_dict(), "classes": data.classes, "weights_origin": origin, "architecture": architecture}, indent=1))
+    strategy = training_strategy()
+    with strategy.scope():  # variables made here are mirrored on every replica
+        if state and files.checkpoint.exists():
+            model = keras.saving.load_model(files.checkpoint, compile=True, safe_mode=True)
+            meta = files.read_config()
+            origin, architecture = meta["weights_origin"], meta["architecture"]
+            initial_epoch = state["epochs_done"]
+        else:
+            state = None
+            model, origin, architecture = build_model(config, data.classes)
+            apply_freeze(model, config.freeze_until)
+            _compile(model, config, steps)
+            initial_epoch = 0
+            write_text(files.config, json.dumps({"config": config.to_dict(), "classes": data.classes,
+                                                 "weights_origin": origin, "architecture": architecture}, indent=1))
     present = np.unique(data.train.y)
     weights = None
     if config.class_weighting:
@@ -157,6 +176,8 @@ def train(
         training_data=data.data_card(),
         best_epoch=folder.state["best_epoch"],
         history=folder.state["history"],
+        trained_on={"replicas": strategy.num_replicas_in_sync,
+                    "devices": [d.name for d in _training_devices()] if strategy.num_replicas_in_sync > 1 else None},
     )
     return TrainResult(
         model, card, folder.state["history"], folder.state["best_epoch"],
