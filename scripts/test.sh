@@ -6,8 +6,6 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && { ! ldconfig -p | grep
     # Qt's offscreen platform needs these libraries on a bare Debian/Ubuntu; pdftotext lets the tests read the PDF report
     apt-get update -qq && apt-get install -y -qq libegl1 libgl1 libxkbcommon0 libfontconfig1 libdbus-1-3 poppler-utils >/dev/null
 fi
-python3 -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[test]"
+bash scripts/setup_env.sh test
 export QT_QPA_PLATFORM=offscreen
 .venv/bin/python -m pytest -q "$@"

@@ -4,6 +4,7 @@ import csv
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -286,3 +287,25 @@ def test_file_order_by_default_and_confidence_sort(qtbot, settings, slide, train
     conf = [window.review.proxy.index(r, 0).data(ITEM_ROLE).confidence for r in range(window.review.proxy.rowCount())
             if window.review.proxy.index(r, 0).data(ITEM_ROLE).error is None]
     assert conf == sorted(conf)
+
+
+def test_a_second_move_follows_the_files_and_failures_are_shown(qtbot, settings, slide, tmp_path, trained_model_path,
+                                                                 monkeypatch):
+    from PySide6.QtWidgets import QMessageBox
+
+    window = _window(qtbot, settings, trained_model_path)
+    _classify(qtbot, window, [str(slide)])
+    warned = []
+    monkeypatch.setattr(QMessageBox, "warning", lambda *a, **k: warned.append(a[1:]))
+    for target in ("first", "second"):
+        with qtbot.waitSignal(window.job_finished, timeout=30000):
+            window.sort_into_folders(str(tmp_path / target), move=True)
+        assert "18 of 18 done" in window.statusBar().currentMessage() and not warned
+    assert len(list((tmp_path / "second").rglob("*.png"))) == 18 and not list((tmp_path / "first").rglob("*.png"))
+    assert all(it.path.startswith(str(tmp_path / "second")) for it in window.cells.session.items if not it.error)
+    gone = next(it for it in window.cells.session.items if not it.error)
+    Path(gone.path).unlink()
+    with qtbot.waitSignal(window.job_finished, timeout=30000):
+        window.sort_into_folders(str(tmp_path / "copies"), move=False)
+    assert "17 of 18 done, 1 failed" in window.statusBar().currentMessage()
+    assert warned and "1 file failed" in warned[0][0] and Path(gone.path).name in warned[0][1]

@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 from . import __version__, paths
-from .engine.console import ProgressPrinter
+from .engine.console import ProgressPrinter, quiet_native_logs
+from .engine.io.files import check_output_file, check_output_folder
 from .engine.train.run_layout import RunLayout
 from .engine.progress import Cancelled, CancelToken
 
@@ -26,31 +27,47 @@ def _default_model(arg: str | None) -> Path:
 
 
 def cmd_classify(args) -> int:
+    from .engine.data.dataset import collect_images
     from .engine.infer.classify import Classifier, write_predictions_csv
 
+    if args.out:
+        check_output_file(args.out, (".csv",))
+    files, skipped = collect_images(args.paths)
+    if not files:
+        for s in skipped:
+            print(f"warning: skipped {s.path}: {s.reason}", file=sys.stderr)
+        print(f"error: no images found in {', '.join(args.paths)}" + ("; nothing written" if args.out else ""),
+              file=sys.stderr)
+        return 1
     clf = Classifier.open(_default_model(args.model))
     if args.adapt:
-        from .engine.data.dataset import collect_images
-
-        clf = clf.adapted_to(collect_images(args.paths)[0])
+        clf = clf.adapted_to(files)
         print(f"adapted normalisation statistics: {clf.name}", file=sys.stderr)
     results = []
     failed = 0
     t0 = time.monotonic()
-    for pred in clf.classify(args.paths, batch_size=args.batch_size, tta=args.tta):
-        results.append(pred)
-        if not pred.ok:
-            failed += 1
-            print(f"warning: skipped {pred.path}: {pred.error}", file=sys.stderr)
-        elif not args.out:
-            print(f"{pred.path}\t{pred.label}\t{pred.confidence:.3f}")
+    interrupted = False
+    try:
+        for pred in clf.classify_collected(files, skipped, batch_size=args.batch_size, tta=args.tta):
+            results.append(pred)
+            if not pred.ok:
+                failed += 1
+                print(f"warning: skipped {pred.path}: {pred.error}", file=sys.stderr)
+            elif not args.out:
+                print(f"{pred.path}\t{pred.label}\t{pred.confidence:.3f}")
+    except KeyboardInterrupt:
+        interrupted = True
     seconds = time.monotonic() - t0
     if args.out:
         write_predictions_csv(args.out, results, clf.classes, clf.name)
     ok = len(results) - failed
-    print(f"classified {ok} images ({ok / max(seconds, 1e-9):.1f} images/s), {failed} unreadable"
-          + (f"; wrote {args.out}" if args.out else ""), file=sys.stderr)
-    return 0 if ok or not results else 1
+    done = (f"interrupted after {len(results)} of {len(files) + len(skipped)} files: " if interrupted else "")
+    print(f"{done}classified {ok} images ({ok / max(seconds, 1e-9):.1f} images/s), {failed} unreadable"
+          + (f"; wrote {'the results so far to ' if interrupted else ''}{args.out}" if args.out else ""),
+          file=sys.stderr)
+    if interrupted:
+        return 130
+    return 0 if ok else 1
 
 
 def _train_config(args):
@@ -102,12 +119,48 @@ def _train_evaluate_save(cfg, source, run_dir: Path, out: Path, name: str, resum
     return 0
 
 
+def _check_training_data(sources: list[str]) -> None:
+    """Before any decoding: a split manifest, or folders with two classes."""
+    from .engine.data.dataset import require_two_classes, scan_sources
+
+    if len(sources) == 1 and sources[0].endswith(".json"):
+        return
+    data = scan_sources(sources)
+    require_two_classes(data.classes, [int((data.labels == i).sum()) for i in range(len(data.classes))])
+
+
+def _resume_config(cfg, run_dir: Path):
+    """The run's own settings; resuming with others would train and then fail."""
+    from .engine.train.config import TrainConfig
+
+    files = RunLayout(run_dir)
+    if not files.config.exists():
+        raise ValueError(f"{run_dir}: no run to resume here (no {files.config.name})")
+    saved = TrainConfig.from_dict(files.read_config()["config"])
+    changed = [f.name for f in _train_fields() if getattr(saved, f.name) != getattr(cfg, f.name)]
+    if changed:
+        given = ", ".join(f"{name} {getattr(cfg, name)!r} (the run has {getattr(saved, name)!r})" for name in changed)
+        raise ValueError(f"{run_dir} was started with other settings: {given}; "
+                         "resume with the run's settings, or start a new run")
+    return saved
+
+
 def cmd_train(args) -> int:
     cfg = _train_config(args)
-    out = Path(args.out)
+    out = check_output_file(args.out, (".keras",))
     run_dir = Path(args.run_dir or out.with_suffix(".run"))
-    split = RunLayout(run_dir).split
-    source = split if args.resume and split.exists() else args.data
+    files = RunLayout(run_dir)
+    if args.resume:
+        cfg = _resume_config(cfg, run_dir)
+        source = files.split if files.split.exists() else args.data
+        state = files.state
+        if state.exists() and json.loads(state.read_text()).get("epochs_done", 0) >= cfg.epochs:
+            print(f"{run_dir}: this run already finished its {cfg.epochs} epochs; nothing left to train, "
+                  "its best weights are evaluated and saved", file=sys.stderr)
+    else:
+        _check_training_data(args.data)
+        source = args.data
+    check_output_folder(run_dir)
     return _train_evaluate_save(cfg, source, run_dir, out, args.name or out.stem, resume=args.resume)
 
 
@@ -116,7 +169,8 @@ def cmd_tune(args) -> int:
     from .engine.train.tuning import tune
 
     base = _train_config(args)
-    out_dir = Path(args.out)
+    out_dir = check_output_folder(args.out)
+    _check_training_data(args.data)
     split = RunLayout(out_dir).split
     data = prepare_for(base, args.data, ProgressPrinter())
     print(data.summary.describe(), file=sys.stderr)
@@ -137,6 +191,7 @@ def cmd_evaluate(args) -> int:
     from .engine.train.evaluation import evaluate_files, format_metrics
     from .engine.data.splits import SplitManifest
 
+    check_output_folder(args.report)
     clf = Classifier.open(args.model)
     source = Path(args.data)
     if source.suffix == ".json":
@@ -217,6 +272,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wbc", description="White-blood-cell classification, offline.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's own start-up messages")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("classify", help="classify image files or folders")
@@ -269,15 +325,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+TENSORFLOW_COMMANDS = ("classify", "train", "tune", "evaluate")
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # --help and argument errors come before any TensorFlow
+    if args.command in TENSORFLOW_COMMANDS and not args.verbose:
+        with quiet_native_logs():  # TensorFlow's start-up lines from C++, which no log level silences
+            import tensorflow  # noqa: F401
     try:
         return args.func(args)
     except Cancelled:
         print("cancelled", file=sys.stderr)
         return 130
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError) as exc:  # OutputError included
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:

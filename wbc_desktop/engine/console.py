@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import time
 
@@ -38,3 +40,21 @@ class ProgressPrinter:
     def _clear(self) -> None:
         if self._tty:
             print("\r" + " " * 90 + "\r", end="", file=self.stream, flush=True)
+
+
+@contextlib.contextmanager
+def quiet_native_logs():
+    """Standard error silenced at the file-descriptor level: C++ libraries
+    (TensorFlow's absl and oneDNN lines) write there before any Python or
+    environment setting can filter them. Python's own errors still come."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)

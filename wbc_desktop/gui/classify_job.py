@@ -18,15 +18,12 @@ def classification(classifier, sources: list[str], adapt: bool, tta: bool) -> Ca
     files first (on the worker) and the header names that copy."""
 
     def job(cancel: CancelToken):
-        from ..engine.infer.classify import Prediction
-
         files, skipped = collect_images(sources)
         model = classifier.adapted_to(files) if adapt else classifier
         yield {"total": len(files) + len(skipped), "model_name": model.name,
                "model_version": str(model.card.get("engine_version", ""))}
-        chunk = [Prediction(s.path, error=s.reason) for s in skipped]
-        last = time.monotonic()
-        for pred in model.classify_files(files, batch_size=32, tta=tta, cancel=cancel, keep_pixels=True):
+        chunk, last = [], time.monotonic()
+        for pred in model.classify_collected(files, skipped, batch_size=32, tta=tta, cancel=cancel, keep_pixels=True):
             chunk.append(pred)
             if len(chunk) >= CHUNK_CELLS or time.monotonic() - last > CHUNK_SECONDS:
                 yield chunk

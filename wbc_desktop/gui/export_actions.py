@@ -3,7 +3,7 @@ folders (and undo a move), all written atomically or on a worker."""
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QFileDialog
+from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from ..engine.review.export import differential_csv_path, write_differential_csv, write_review_csv
 from ..engine.review.sorting import sort_into_folders, undo_moves
@@ -53,19 +53,8 @@ class ExportActions:
                 return
             target, move = dialog.target.text().strip(), dialog.move.isChecked()
         worker = GeneratorWorker(lambda cancel: sort_into_folders(items, target, move=move, cancel=cancel))
-        manifest = []
-
-        def on_progress(p):
-            self._job_total, self._job_done = p.total, p.done
-            self.progress.setRange(0, p.total)
-            self._show_progress("Filing")
-            manifest[:] = [p.info.get("manifest")]
-
-        worker.yielded.connect(on_progress)
-        if move:
-            worker.returned.connect(lambda _: self.statusBar().showMessage(
-                f"Moved files; the manifest {manifest[0] if manifest else ''} can undo it.", 15000))
-        self._begin_job(worker, "sort", "Filing")
+        self._run_file_job(worker, "sort", "Filing", follow=(lambda info: (info["source"], info["destination"]))
+                           if move else None)
 
     def undo_sort(self, manifest: str | None = None) -> None:
         if manifest is None:
@@ -73,11 +62,40 @@ class ExportActions:
             if not manifest:
                 return
         worker = GeneratorWorker(lambda cancel: undo_moves(manifest))
+        self._run_file_job(worker, "undo", "Restoring", follow=lambda info: (info["destination"], info["source"]))
+
+    def _run_file_job(self, worker, name: str, verb: str, follow) -> None:
+        """Progress, the review following moved files (``follow`` gives a
+        done step's (old, new) path), and every failure shown at the end."""
+        failures: list[str] = []
+        manifest: list[str] = []
 
         def on_progress(p):
             self._job_total, self._job_done = p.total, p.done
             self.progress.setRange(0, max(p.total, 1))
-            self._show_progress("Restoring")
+            self._show_progress(verb)
+            if p.info.get("manifest"):
+                manifest[:] = [p.info["manifest"]]
+            if p.info.get("error"):
+                failures.append(f"{p.info['source']}: {p.info['error']}")
+            elif follow is not None:
+                row = self.state.session.relocate(*follow(p.info))
+                if row is not None:
+                    self.state.cells.row_changed(row)
+
+        def on_finished(_name, _worker):
+            if _worker is not worker:
+                return
+            self.state.jobs.job_finished.disconnect(on_finished)
+            done = self._job_done - len(failures)
+            text = f"{verb}: {done} of {self._job_total} done" + (f", {len(failures)} failed" if failures else "")
+            if manifest and name == "sort":
+                text += f"; the list of what was done is {manifest[0]}"
+            self.statusBar().showMessage(text, 20000)
+            if failures:
+                shown = "\n".join(failures[:20]) + (f"\n… and {len(failures) - 20} more" if len(failures) > 20 else "")
+                QMessageBox.warning(self, f"{verb}: {len(failures)} file{'s' if len(failures) != 1 else ''} failed", shown)
 
         worker.yielded.connect(on_progress)
-        self._begin_job(worker, "undo", "Restoring")
+        self.state.jobs.job_finished.connect(on_finished)
+        self._begin_job(worker, name, verb)

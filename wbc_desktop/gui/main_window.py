@@ -402,14 +402,9 @@ class MainWindow(ModelActions, ExportActions, QMainWindow):
     def _end_job(self, name: str, worker: Worker) -> None:
         self.progress.setVisible(False)
         self.cancel_button.setVisible(False)
-        done = self._job_done
-        message = {"classify": f"Classified {done} of {self._job_total} files",
-                   "sort": f"Filed {done} of {self._job_total} images",
-                   "undo": f"Undo finished ({done} entries)"}.get(name)
-        if message is not None:  # the training screen reports its own jobs
-            if worker.is_aborted:
-                message += " — cancelled"
-            self.statusBar().showMessage(message, 10000)
+        if name == "classify":  # file jobs and the training screen report their own
+            message = f"Classified {self._job_done} of {self._job_total} files"
+            self.statusBar().showMessage(message + (" — cancelled" if worker.is_aborted else ""), 10000)
         self.review.refresh_counts()
         self.autosave()
         self.job_finished.emit(name)

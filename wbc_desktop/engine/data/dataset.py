@@ -3,6 +3,7 @@ array at the model's input size, and summarise what a dataset holds."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -50,12 +51,50 @@ class LabeledSet:
     skipped: list[Skipped] = field(default_factory=list)
 
 
-def _walk_files(folder: Path) -> list[Path]:
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found.extend(Path(dirpath) / f for f in sorted(filenames) if not f.startswith("."))
-    return found
+def _walk_files(folder: Path) -> tuple[list[Path], list[Skipped]]:
+    """Every file under ``folder``, following symbolic links to folders (a
+    lab links slides in from elsewhere) but never into a loop; links that
+    lead nowhere are reported, not dropped."""
+    found: list[Path] = []
+    bad: list[Skipped] = []
+    seen: set[tuple[int, int]] = set()
+
+    def visit(directory: Path) -> None:
+        try:
+            st = directory.stat()
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError as exc:
+            bad.append(Skipped(str(directory), _os_reason(exc)))
+            return
+        if (st.st_dev, st.st_ino) in seen:
+            bad.append(Skipped(str(directory), "symbolic link loop: this folder was already read"))
+            return
+        seen.add((st.st_dev, st.st_ino))
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            path = Path(entry.path)
+            try:
+                is_dir = entry.is_dir()  # follows links
+                path.stat()
+            except OSError as exc:
+                bad.append(Skipped(str(path), _os_reason(exc)))
+                continue
+            if is_dir:
+                visit(path)
+            else:
+                found.append(path)
+
+    visit(folder)
+    return found, bad
+
+
+def _os_reason(exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return "symbolic link loop"
+    if exc.errno == errno.ENOENT:
+        return "broken link: its target is missing"
+    return exc.strerror or str(exc)
 
 
 def collect_images(inputs: Sequence[str | os.PathLike]) -> tuple[list[Path], list[Skipped]]:
@@ -70,13 +109,25 @@ def collect_images(inputs: Sequence[str | os.PathLike]) -> tuple[list[Path], lis
     for item in inputs:
         item = Path(item)
         if item.is_dir():
-            for f in _walk_files(item):
+            found, bad = _walk_files(item)
+            skipped += bad
+            for f in found:
                 (files.append(f) if is_image_name(f) else skipped.append(Skipped(str(f), "not an image file type")))
         elif item.exists():
             files.append(item)
         else:
             skipped.append(Skipped(str(item), "file not found"))
     return files, skipped
+
+
+def require_two_classes(classes: list[str], counts) -> None:
+    """A classifier needs at least two classes with images: one class would
+    make a model that calls every cell by that name, with full confidence."""
+    present = [c for c, n in zip(classes, counts) if n]
+    if len(present) < 2:
+        found = f"only '{present[0]}'" if present else "none"
+        raise ValueError(f"training needs at least two classes with images; found {found} "
+                         "(expected <folder>/<class>/<image> with one sub-folder per class)")
 
 
 def scan_labeled(root: str | os.PathLike) -> LabeledSet:
@@ -190,10 +241,11 @@ def decode_images(
         try:
             with np.load(cache_file, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
-                return DecodedImages(
+                cached = DecodedImages(
                     paths_, size, z["pixels"], z["ok"], z["hashes"], meta["digests"], z["original_sizes"],
                     [Skipped(**e) for e in meta["errors"]],
                 )
+            return _retry_failures(cached)
         except Exception:  # a damaged cache is only a cache: decode again
             cache_file.unlink(missing_ok=True)
     n = len(paths_)
@@ -223,6 +275,21 @@ def decode_images(
         tmp = cache_file.with_suffix(".tmp.npz")
         np.savez(tmp, pixels=pixels, ok=ok, hashes=hashes, original_sizes=original_sizes, meta=np.asarray(meta))
         os.replace(tmp, cache_file)
+    return decoded
+
+
+def _retry_failures(decoded: DecodedImages) -> DecodedImages:
+    """Files that failed last time are tried again: a permission fixed or a
+    file replaced since (with the same size and time) must not stay an error."""
+    errors = []
+    for i in np.flatnonzero(~decoded.ok):
+        try:
+            decoded.pixels[i], decoded.hashes[i], decoded.digests[i], decoded.original_sizes[i] = _decode_one(
+                decoded.paths[i], decoded.size)
+            decoded.ok[i] = True
+        except ImageReadError as exc:
+            errors.append(Skipped(exc.path, exc.reason))
+    decoded.errors = errors
     return decoded
 
 

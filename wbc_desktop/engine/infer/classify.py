@@ -17,7 +17,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from ..io.csvio import write_csv
-from ..data.dataset import collect_images
+from ..data.dataset import Skipped, collect_images
 from ..io.imageio import ImageReadError
 from ..data.preprocess import load_square
 from ..progress import CancelToken
@@ -114,6 +114,14 @@ class Classifier:
         """Yield a :class:`Prediction` per file found in ``inputs`` (files or
         folders), in order; unreadable files yield their error and the run goes on."""
         files, skipped = collect_images(inputs)
+        yield from self.classify_collected(files, skipped, batch_size, tta, cancel, keep_pixels)
+
+    def classify_collected(
+        self, files: Sequence[Path], skipped: Sequence[Skipped], batch_size: int = 32, tta: bool = False,
+        cancel: CancelToken | None = None, keep_pixels: bool = False,
+    ) -> Iterator[Prediction]:
+        """What :func:`collect_images` found: the files it skipped as errors
+        first, then each image's prediction."""
         for s in skipped:
             yield Prediction(s.path, error=s.reason)
         yield from self.classify_files(files, batch_size, tta, cancel, keep_pixels)

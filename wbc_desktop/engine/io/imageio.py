@@ -19,6 +19,10 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".
 # Above this many pixels a file is refused rather than risking the 4 GB PC.
 MAX_PIXELS = 20_000 * 20_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+# JPEGs decode reduced (a 400-megapixel scan in ~1/64 of its memory); other
+# formats decode whole, about 4 bytes a pixel with the conversions, so above
+# this they are refused: two decoders at once stay under ~1 GB.
+MAX_FULL_DECODE_PIXELS = 40_000_000
 
 
 class ImageReadError(Exception):
@@ -65,6 +69,11 @@ def read_rgb(path: str | os.PathLike, max_side: int | None = None, data: BinaryI
             with Image.open(data if data is not None else path) as im:
                 if max_side and im.format == "JPEG":
                     im.draft("RGB", (max_side, max_side))
+                elif im.width * im.height > MAX_FULL_DECODE_PIXELS:
+                    raise ImageReadError(path, f"image too large to decode safely ({im.width}x{im.height}, "
+                                               f"{im.width * im.height / 1e6:.0f} megapixels; the limit for "
+                                               f"{im.format or 'this format'} is {MAX_FULL_DECODE_PIXELS // 1_000_000} "
+                                               "megapixels; save it as JPEG or crop it)")
                 im.load()  # first frame of multi-page TIFFs
                 im = ImageOps.exif_transpose(im)
                 if max_side and max(im.size) > 2 * max_side:

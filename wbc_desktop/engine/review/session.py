@@ -67,6 +67,15 @@ class ReviewSession:
         self.items.append(item)
         return len(self.items) - 1
 
+    def relocate(self, old: str, new: str) -> int | None:
+        """The cell's file was moved (sort into folders, or its undo): the
+        review follows it. Returns its row, or None for a file not here."""
+        i = self._index.pop(old, None)
+        if i is not None:
+            self.items[i].path = new
+            self._index[new] = i
+        return i
+
     def get(self, path: str) -> ReviewItem | None:
         i = self._index.get(path)
         return None if i is None else self.items[i]

@@ -37,14 +37,17 @@ def sort_into_folders(
             folder = target / label
             folder.mkdir(exist_ok=True)
             dest = free_name(folder, Path(src).name)
+            info = {"manifest": str(manifest), "source": str(src), "destination": None, "error": None}
             try:
                 (shutil.move if move else shutil.copy2)(src, dest)
                 rows.append([str(src), str(dest), label, action, _dt.datetime.now().isoformat(timespec="seconds")])
                 message = f"{action} {Path(src).name} -> {label}/"
+                info["destination"] = str(dest)
             except OSError as exc:
                 rows.append([str(src), "", label, f"failed: {exc.strerror or exc}", ""])
                 message = f"could not {action} {src}: {exc.strerror or exc}"
-            yield Progress("sort", i + 1, len(items), message, {"manifest": str(manifest)})
+                info["error"] = exc.strerror or str(exc)
+            yield Progress("sort", i + 1, len(items), message, info)
     finally:
         write_csv(manifest, MANIFEST_HEADER, rows)
 
@@ -56,12 +59,15 @@ def undo_moves(manifest: str | os.PathLike) -> Iterator[Progress]:
         rows = [r for r in csv.DictReader(f) if r["action"] == "move"]
     for i, r in enumerate(rows):
         src, dest = Path(r["source"]), Path(r["destination"])
+        info = {"source": str(src), "destination": str(dest), "error": None}
         if src.exists():
-            message = f"not restored, {src} exists again"
+            info["error"] = f"not restored, {src} exists again"
         elif not dest.exists():
-            message = f"not restored, {dest} is gone"
+            info["error"] = f"not restored, {dest} is gone"
         else:
-            src.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(dest, src)
-            message = f"restored {src.name}"
-        yield Progress("undo", i + 1, len(rows), message)
+            try:
+                src.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(dest, src)
+            except OSError as exc:
+                info["error"] = f"not restored: {exc.strerror or exc}"
+        yield Progress("undo", i + 1, len(rows), info["error"] or f"restored {src.name}", info)

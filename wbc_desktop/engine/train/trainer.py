@@ -15,6 +15,7 @@ import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
 
 from ..data.augment import augment_batch
+from ..data.dataset import require_two_classes
 from ..data.prepare import PreparedData
 from ..models.batchnorm import recalibrate_batchnorm
 from ..models.builders import apply_freeze, build_compact, build_resnet50, count_params, replace_head
@@ -122,6 +123,7 @@ def train(
         raise ValueError("; ".join(problems))
     if len(data.train.y) == 0 or len(data.val.y) == 0:
         raise ValueError("the training and validation splits must both hold images")
+    require_two_classes(data.classes, np.bincount(data.train.y, minlength=len(data.classes)))
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     files = RunLayout(run_dir)
@@ -153,6 +155,7 @@ def train(
         # and a few such gradients knock the whole model about
         weights[present] = np.minimum(compute_class_weight("balanced", classes=present, y=data.train.y), MAX_CLASS_WEIGHT)
     folder = RunFolder(run_dir, cancel, patience=config.patience, state=state)
+    folder.set_model(model)  # a finished run resumed trains no epoch, but its best weights are still restored
     t0 = time.monotonic()
     if initial_epoch < config.epochs and not (state and state.get("stopped_early")):
         model.fit(
