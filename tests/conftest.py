@@ -73,3 +73,37 @@ def shared_dataset(name: str) -> Path:
 
 def rgb_noise(h, w, seed=0):
     return np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8)
+
+
+@pytest.fixture
+def settings(tmp_path):
+    """The app's settings in a file of the test's own, with an operator set."""
+    from PySide6.QtCore import QSettings
+
+    s = QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)
+    s.setValue("review/operator", "T. Tester")
+    return s
+
+
+def open_window(qtbot, settings, model_path):
+    """The main window, shown, with ``model_path`` loaded."""
+    from wbc_desktop.gui.main_window import MainWindow
+
+    window = MainWindow(settings)
+    qtbot.addWidget(window)
+    window.show()
+    with qtbot.waitSignal(window.model_ready, timeout=60000):
+        window.load_model(model_path)
+    return window
+
+
+def heavy_modules_after(code: str) -> list[str]:
+    """Which of TensorFlow and Keras a fresh interpreter has loaded after ``code``."""
+    import subprocess
+
+    probe = code + "\nimport sys; print('LOADED', [m for m in ('tensorflow', 'keras') if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, QT_QPA_PLATFORM="offscreen"))
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith("LOADED")]
+    assert line, out.stderr[-3000:]
+    return eval(line[-1][len("LOADED "):])

@@ -2,7 +2,6 @@
 
 import csv
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -10,20 +9,13 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QSettings, Qt
 
+from conftest import heavy_modules_after, open_window
 from synth import cell_image, make_labeled_folder
 
 pytest.importorskip("pytestqt")
 
 from wbc_desktop.engine.review.session import UNUSABLE, ReviewSession, autosave_path  # noqa: E402
 from wbc_desktop.gui.cell_model import ITEM_ROLE  # noqa: E402
-from wbc_desktop.gui.main_window import MainWindow  # noqa: E402
-
-
-@pytest.fixture
-def settings(tmp_path):
-    s = QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)
-    s.setValue("review/operator", "T. Tester")
-    return s
 
 
 @pytest.fixture
@@ -38,13 +30,7 @@ def slide(tmp_path):
     return folder
 
 
-def _window(qtbot, settings, model_path):
-    window = MainWindow(settings)
-    qtbot.addWidget(window)
-    window.show()
-    with qtbot.waitSignal(window.model_ready, timeout=60000):
-        window.load_model(model_path)
-    return window
+_window = open_window
 
 
 def _classify(qtbot, window, paths):
@@ -53,12 +39,9 @@ def _classify(qtbot, window, paths):
 
 
 def test_main_window_appears_without_tensorflow():
-    code = ("import sys, os; os.environ['QT_QPA_PLATFORM']='offscreen';"
-            "from PySide6.QtWidgets import QApplication; app=QApplication([]);"
-            "from wbc_desktop.gui.main_window import MainWindow; w=MainWindow(); w.show(); app.processEvents();"
-            "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.stdout.strip() == "False False", out.stderr
+    assert heavy_modules_after(
+        "from PySide6.QtWidgets import QApplication; app=QApplication([]);"
+        "from wbc_desktop.gui.main_window import MainWindow; w=MainWindow(); w.show(); app.processEvents()") == []
 
 
 def test_classify_folder_review_with_keys_and_count(qtbot, settings, slide, trained_model_path):

@@ -2,7 +2,6 @@
 contract, declarative action states, the operator and the audit trail."""
 
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -10,30 +9,17 @@ import pytest
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtWidgets import QInputDialog, QMessageBox
 
+from conftest import heavy_modules_after, open_window
 from synth import cell_image, make_labeled_folder
 
 pytest.importorskip("pytestqt")
 
 from wbc_desktop.engine.progress import Cancelled, Progress  # noqa: E402
 from wbc_desktop.engine.review.session import ReviewItem, ReviewSession  # noqa: E402
-from wbc_desktop.gui.main_window import MainWindow  # noqa: E402
 from wbc_desktop.gui.workers import GeneratorWorker, Worker  # noqa: E402
 
 
-@pytest.fixture
-def settings(tmp_path):
-    s = QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)
-    s.setValue("review/operator", "T. Tester")
-    return s
-
-
-def _window(qtbot, settings, model_path):
-    window = MainWindow(settings)
-    qtbot.addWidget(window)
-    window.show()
-    with qtbot.waitSignal(window.model_ready, timeout=60000):
-        window.load_model(model_path)
-    return window
+_window = open_window
 
 
 def _big_folder(tmp_path, n=400):
@@ -209,13 +195,10 @@ def test_cancelling_training_screen_jobs_says_cancelled_not_failed(qtbot, settin
 
 
 def test_fine_tune_screen_keeps_tensorflow_off_the_gui_thread():
-    code = ("import sys, os; os.environ['QT_QPA_PLATFORM']='offscreen';"
-            "from PySide6.QtWidgets import QApplication; app=QApplication([]);"
-            "from wbc_desktop.gui.main_window import MainWindow; w=MainWindow(); w.show();"
-            "page=w.ensure_train_page(); page.form.config(); app.processEvents();"
-            "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.stdout.strip() == "False False", out.stderr
+    assert heavy_modules_after(
+        "from PySide6.QtWidgets import QApplication; app=QApplication([]);"
+        "from wbc_desktop.gui.main_window import MainWindow; w=MainWindow(); w.show();"
+        "page=w.ensure_train_page(); page.form.config(); app.processEvents()") == []
 
 
 def test_form_round_trips_every_setting(qtbot):

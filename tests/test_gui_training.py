@@ -4,23 +4,16 @@ live curves, cancel and resume, evaluation views, save, set active, classify."""
 import shutil
 
 import pytest
-from PySide6.QtCore import QElapsedTimer, QSettings, QTimer
+from PySide6.QtCore import QElapsedTimer, QTimer
 
+from conftest import open_window
 from synth import make_labeled_folder
 from wbc_desktop.engine.models.registry import user_models_dir
-from wbc_desktop.gui.main_window import MainWindow
 
 
 @pytest.fixture
-def window(qtbot, tmp_path, trained_model_path):
-    settings = QSettings(str(tmp_path / "s.ini"), QSettings.IniFormat)
-    settings.setValue("review/operator", "T. Tester")
-    w = MainWindow(settings)
-    qtbot.addWidget(w)
-    w.show()
-    with qtbot.waitSignal(w.model_ready, timeout=60000):
-        w.load_model(trained_model_path)
-    return w
+def window(qtbot, settings, trained_model_path):
+    return open_window(qtbot, settings, trained_model_path)
 
 
 class LoopLatency:
