@@ -1,31 +1,39 @@
 """Rebuild the model a finished run left behind: its last checkpoint with
-the best epoch's weights, BatchNorm statistics recalibrated on the run's
-clean training images, exactly as ``engine.training.train`` returns it."""
+the best epoch's weights (whose BatchNorm statistics the clean-validation
+step set on clean training images at that epoch), and optionally those
+statistics re-estimated on the run's whole training split, exactly as
+``engine.train.trainer.train`` returns it."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import keras
 
-from wbc_desktop.engine.train.callbacks import BEST_WEIGHTS, CHECKPOINT
-from wbc_desktop.engine.models.modelfile import new_card, save_model
 from wbc_desktop.engine.data.prepare import prepare_data
 from wbc_desktop.engine.models.batchnorm import recalibrate_batchnorm
+from wbc_desktop.engine.models.modelfile import new_card, save_model
+from wbc_desktop.engine.train.run_layout import RunLayout
+
+
+def best_epoch_model(run_dir: str | Path):
+    """(model, card) of a run folder, without touching its data."""
+    files = RunLayout(Path(run_dir))
+    meta = files.read_config()
+    model = keras.saving.load_model(files.checkpoint, compile=False)
+    model.load_weights(files.best_weights)
+    card = new_card(name=f"run {files.root.name}", classes=meta["classes"], input_size=meta["config"]["img_size"],
+                    architecture=meta["architecture"], weights_origin=meta["weights_origin"],
+                    hyperparameters=meta["config"])
+    return model, card
 
 
 def best_model(run_dir: str | Path):
-    """(model, card) of a run folder."""
-    run_dir = Path(run_dir)
-    meta = json.loads((run_dir / "run.json").read_text())
-    model = keras.saving.load_model(run_dir / CHECKPOINT, compile=False)
-    model.load_weights(run_dir / BEST_WEIGHTS)
-    data = prepare_data(run_dir / "split.json", meta["config"]["img_size"])
+    """(model, card) as training returned it: BatchNorm re-estimated on the run's training split."""
+    model, card = best_epoch_model(run_dir)
+    data = prepare_data(RunLayout(Path(run_dir)).split, card["input_size"])
     recalibrate_batchnorm(model, data.train.x)
-    card = new_card(name=f"run {run_dir.name}", classes=meta["classes"], input_size=meta["config"]["img_size"],
-                    architecture=meta["architecture"], weights_origin=meta["weights_origin"],
-                    hyperparameters=meta["config"], training_data=data.data_card())
+    card["training_data"] = data.data_card()
     return model, card
 
 

@@ -185,6 +185,31 @@ def cmd_tune(args) -> int:
                                 card_extra={"tuning": {"trials": rows, "chosen_on": "validation macro-F1"}})
 
 
+def cmd_calibrate(args) -> int:
+    from .engine.infer.classify import Classifier
+    from .engine.models.modelfile import save_model
+    from .engine.train.calibrate import calibrate_folder
+
+    out = check_output_file(args.out, (".keras",))
+    clf = Classifier.open(_default_model(args.model))
+    t0 = time.monotonic()
+    result = calibrate_folder(clf, args.labelled, unlabelled=args.unlabelled or (), method=args.method,
+                              group_by=args.group_by, progress=ProgressPrinter())
+    for e in result.extra["unreadable"]:
+        print(f"warning: skipped {e.path}: {e.reason}", file=sys.stderr)
+    est = result.estimate
+    cal = result.card["calibration"]
+    result.card["name"] = args.name or result.card["name"]
+    save_model(result.model, result.card, out)
+    kept = ", ".join(cal["classes_kept_from_base"]) or "none"
+    print(f"calibrated {clf.name} on {est['n']} labelled cells ({', '.join(f'{c} {n}' for c, n in cal['labelled_cells'].items())}) "
+          f"by {args.method} in {time.monotonic() - t0:.0f} s; classes kept from the base model: {kept}", file=sys.stderr)
+    print(f"estimated accuracy on this lab's other cells: {est['accuracy']:.1%} "
+          f"(95 % interval {est['ci95'][0]:.1%}-{est['ci95'][1]:.1%}, {est['folds']}-fold cross-validation)")
+    print(f"saved {out}", file=sys.stderr)
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from .engine.infer.classify import Classifier
     from .engine.data.dataset import scan_labeled
@@ -270,6 +295,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .engine.train.calibrate import DEFAULT_METHOD, METHODS
+
     parser = argparse.ArgumentParser(prog="wbc", description="White-blood-cell classification, offline.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--verbose", action="store_true", help="show TensorFlow's own start-up messages")
@@ -300,6 +327,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for trials, results table and the best model")
     p.set_defaults(func=cmd_tune)
 
+    p = sub.add_parser("calibrate", help="adapt a model to a lab from a few labelled cells per class")
+    p.add_argument("labelled", help="the lab's labelled cells: <folder>/<class>/<image>, 3 or more per class")
+    p.add_argument("--model", help="base model (default: the shipped model)")
+    p.add_argument("--unlabelled", nargs="*", help="the lab's unlabelled cells (folders or files), used by "
+                                                     "adabn_logistic and spreading")
+    p.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
+                   help=f"how to adapt (default {DEFAULT_METHOD}: the best on the k-shot protocol, training/RESULTS.md)")
+    p.add_argument("--group-by", help="regex on file names: cells of one source image (one smear photo)")
+    p.add_argument("--name", help="model name shown in the app")
+    p.add_argument("--out", required=True, help="the calibrated model file to write (.keras)")
+    p.set_defaults(func=cmd_calibrate)
+
     p = sub.add_parser("evaluate", help="evaluate a model on a labelled folder or a split manifest")
     p.add_argument("model")
     p.add_argument("data", help="labelled folder (all images) or split manifest .json")
@@ -325,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-TENSORFLOW_COMMANDS = ("classify", "train", "tune", "evaluate")
+TENSORFLOW_COMMANDS = ("classify", "train", "tune", "evaluate", "calibrate")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,179 @@
+"""The k-shot calibration protocol: how well does ``wbc calibrate`` adapt a
+model to a lab it never saw, and is its own estimate honest?
+
+    python training/calibrate_eval.py [--variants compact lite0_128] [--draws 5]
+    python training/calibrate_eval.py --table
+
+For each leave-one-lab-out model of ``training/crosslab.py`` (variant x
+left-out lab), the left-out lab plays the new lab. Its cells are grouped
+by source image (bccd: the smear photo in the file name) and by
+near-duplicate crops (lisc holds several crops of each cell), and every
+group stays on one side. For k = 3, 5, 10, 25 labelled cells per class and
+several random draws, each method is fitted on the k-shot cells and scored
+on all the lab's other cells (the five common classes); its
+cross-validated estimate on the k-shot cells is recorded beside that
+held-out score. A class with too few groups to leave one for scoring keeps
+the base model's answer. pbc as the new lab is a fixed random 1500 of its
+cells of the five common classes. One JSON line per (fold, k, draw,
+method) goes to ``calibrate_eval.jsonl`` in the runs folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+from recipe import COMMON_FIVE  # noqa: E402
+from run_models import best_epoch_model  # noqa: E402
+
+from wbc_desktop.engine.data.dataset import (  # noqa: E402
+    decode_images, exact_duplicate_pairs, near_duplicate_pairs, scan_labeled,
+)
+from wbc_desktop.engine.data.splits import source_groups  # noqa: E402
+from wbc_desktop.engine.models.batchnorm import recalibrate_batchnorm  # noqa: E402
+from wbc_desktop.engine.models.modelfile import inference_copy  # noqa: E402
+from wbc_desktop.engine.train.run_layout import RunLayout  # noqa: E402
+from wbc_desktop.engine.train.calibrate import (  # noqa: E402
+    METHODS, cross_validated_estimate, fit_head, lab_features, predict,
+)
+
+KS = (3, 5, 10, 25)
+GROUP_BY = {"bccd": r"^(BloodImage_\d+)"}
+PBC_CELLS = 1500
+RESULTS = "calibrate_eval.jsonl"
+
+
+def new_lab(folder: Path, classes: list[str], size: int, seed: int = 0):
+    """The lab's cells of the five common classes: pixels, labels (index into
+    ``classes``) and source groups."""
+    found = scan_labeled(folder)
+    rows = [i for i, lbl in enumerate(found.labels) if found.classes[lbl] in COMMON_FIVE and found.classes[lbl] in classes]
+    if folder.name == "pbc":
+        rows = sorted(np.random.default_rng(seed).choice(rows, PBC_CELLS, replace=False))
+    paths = [found.paths[i] for i in rows]
+    decoded = decode_images(paths, size)
+    links = exact_duplicate_pairs(decoded.digests) + near_duplicate_pairs(decoded.hashes, decoded.ok)
+    groups = source_groups(paths, GROUP_BY.get(folder.name), links)
+    ok = np.flatnonzero(decoded.ok)
+    y = np.asarray([classes.index(found.classes[found.labels[rows[i]]]) for i in ok])
+    return decoded.pixels[ok], y, groups[ok]
+
+
+def draw(y: np.ndarray, groups: np.ndarray, k: int, rng: np.random.Generator):
+    """k labelled cells per class from random whole groups; returns the
+    labelled rows and the rows left to score (other groups only)."""
+    labelled, used_groups = [], set()
+    for c in np.unique(y):
+        class_groups = rng.permutation(np.unique(groups[y == c]))
+        if len(class_groups) < 2:
+            continue  # nothing would be left to score: this class keeps the base model's answer
+        taken = []
+        for g in class_groups[:-1]:  # at least one group stays for scoring
+            members = np.flatnonzero((groups == g) & (y == c))
+            taken += list(members[: k - len(taken)])
+            used_groups.add(g)
+            if len(taken) >= k:
+                break
+        if len(taken) >= min(k, 3):
+            labelled += taken
+    labelled = np.asarray(sorted(labelled))
+    rest = np.asarray([i for i in range(len(y)) if groups[i] not in used_groups])
+    return labelled, rest
+
+
+def evaluate_fold(run_dir: Path, lab_dir: Path, draws: int, out) -> None:
+    model, card = best_epoch_model(run_dir)
+    classes = card["classes"]
+    pixels, y, groups = new_lab(lab_dir, classes, card["input_size"])
+    t0 = time.monotonic()
+    plain = lab_features(model, pixels)
+    adapted_model = inference_copy(model, always=True)
+    recalibrate_batchnorm(adapted_model, pixels)  # the lab's own cells, unlabelled: what --unlabelled gives
+    adapted = lab_features(adapted_model, pixels)
+    feature_seconds = time.monotonic() - t0
+    base_acc = float(np.mean(plain.base_probs.mean(axis=0).argmax(axis=1) == y))
+    for k in KS:
+        for d in range(draws):
+            rng = np.random.default_rng(1000 * k + d)
+            labelled, rest = draw(y, groups, k, rng)
+            present = sorted(set(y[labelled].tolist()))
+            if len(present) < 2 or len(rest) == 0:
+                continue
+            local = np.asarray([present.index(v) for v in y[labelled]])
+            for method in METHODS:
+                lab = adapted if method == "adabn_logistic" else plain
+                unlabelled = plain.feats[:, rest] if method == "spreading" else None
+                t1 = time.monotonic()
+                estimate = cross_validated_estimate(method, lab.take(labelled), y[labelled], groups[labelled],
+                                                    present, unlabelled)
+                head = fit_head(method, lab.feats[:, labelled], local, len(present), unlabelled)
+                probs = predict(head, lab.take(rest), present)
+                held_out = float(np.mean(probs.argmax(axis=1) == y[rest]))
+                row = {"run": run_dir.name, "lab": lab_dir.name, "k": k, "draw": d, "method": method,
+                       "labelled": int(len(labelled)), "scored": int(len(rest)), "classes_labelled": len(present),
+                       "estimate": round(estimate["accuracy"], 4), "ci95": estimate["ci95"],
+                       "held_out": round(held_out, 4),
+                       "base_on_scored": round(float(np.mean(plain.base_probs.mean(axis=0)[rest].argmax(axis=1)
+                                                             == y[rest])), 4),
+                       "fit_seconds": round(time.monotonic() - t1, 2)}
+                print(json.dumps(row), flush=True)
+                out.write(json.dumps(row) + "\n")
+                out.flush()
+    print(f"{run_dir.name}: base accuracy on the whole lab {base_acc:.3f}; features (4 views, plain and AdaBN) "
+          f"{feature_seconds:.0f} s for {len(y)} cells", flush=True)
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| model without lab | k | base on scored cells | " + " | ".join(METHODS) + " |",
+             "|---|---|---|" + "---|" * len(METHODS)]
+    keys = sorted({(r["run"], r["k"]) for r in rows}, key=lambda t: (t[0], t[1]))
+    for run, k in keys:
+        mine = [r for r in rows if r["run"] == run and r["k"] == k]
+        cells = []
+        for m in METHODS:
+            rs = [r for r in mine if r["method"] == m]
+            if not rs:
+                cells.append("-")
+                continue
+            held = np.array([r["held_out"] for r in rs])
+            gap = np.array([r["estimate"] - r["held_out"] for r in rs])
+            cells.append(f"{held.mean():.3f} ± {held.std():.3f} (est. {gap.mean():+.3f})")
+        base = np.mean([r["base_on_scored"] for r in mine])
+        lines.append(f"| {run.replace('crosslab_', '')} | {k} | {base:.3f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", nargs="*", default=["compact"])
+    parser.add_argument("--labs", nargs="*", default=["bccd", "tecom", "lisc", "pbc"])
+    parser.add_argument("--draws", type=int, default=5)
+    parser.add_argument("--runs", default=str(ROOT / "training" / "runs"))
+    parser.add_argument("--datasets", default=str(ROOT / ".." / "shared" / "datasets"))
+    parser.add_argument("--table", action="store_true")
+    args = parser.parse_args()
+    runs = Path(args.runs)
+    results = runs / RESULTS
+    if not args.table:
+        with open(results, "a") as out:
+            for variant in args.variants:
+                for lab in args.labs:
+                    run_dir = runs / f"crosslab_{variant}_{lab}"
+                    if RunLayout(run_dir).best_weights.exists():
+                        evaluate_fold(run_dir, Path(args.datasets).resolve() / lab, args.draws, out)
+    rows = [json.loads(line) for line in results.read_text().splitlines()] if results.exists() else []
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,305 @@
+"""Calibrate a model to a lab from a few labelled cells, with an estimate of
+its accuracy there that can be trusted.
+
+The network's pooled features (``features`` layer) are kept; only a new
+head is fitted on them, on four views of each labelled cell (a few cells
+go further that way, and the app classifies with the same four views). The
+lab's classes that have no labelled cell keep the base model's answer: the
+new head only shares out, among the labelled classes, the probability the
+base model gave to them all. The calibrated model is an ordinary model
+file (standard Keras layers, safe-mode loadable) with a card saying what
+it was made from.
+
+The estimate is cross-validated on the labelled cells themselves, with the
+cells of one source image (or near-duplicate crops of one cell) always on
+one side, so it is a fair guess of the accuracy on the lab's other cells;
+its 95 % interval says how sure that guess is with this few cells.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..progress import CancelToken, Progress, ProgressFn, no_progress
+
+METHODS = ("logistic", "prototype", "adabn_logistic", "spreading")
+DEFAULT_METHOD = "logistic"
+PROTOTYPE_SCALE = 16.0  # cosine similarity to logits: sharp enough to decide, soft enough to combine
+MIN_PER_CLASS = 3
+
+
+@dataclass
+class Head:
+    """Softmax over the labelled classes on L2-normalised features."""
+
+    weight: np.ndarray  # D x k
+    bias: np.ndarray  # k
+
+    def probs(self, feats: np.ndarray) -> np.ndarray:
+        logits = _unit(feats) @ self.weight + self.bias
+        logits -= logits.max(axis=-1, keepdims=True)
+        e = np.exp(logits)
+        return e / e.sum(axis=-1, keepdims=True)
+
+
+@dataclass
+class LabFeatures:
+    """Four views of each cell: features (views x cells x D) and the base
+    model's probabilities (views x cells x classes)."""
+
+    feats: np.ndarray
+    base_probs: np.ndarray
+
+    def take(self, rows) -> "LabFeatures":
+        return LabFeatures(self.feats[:, rows], self.base_probs[:, rows])
+
+
+@dataclass
+class Calibration:
+    model: object  # keras.Model
+    card: dict
+    estimate: dict
+    labelled_classes: list[str]
+    extra: dict = field(default_factory=dict)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-6)
+
+
+def _views(x: np.ndarray) -> list[np.ndarray]:
+    return [x, x[:, :, ::-1], x[:, ::-1], np.rot90(x, 1, axes=(1, 2))]
+
+
+def lab_features(model, pixels: np.ndarray, batch_size: int = 64, cancel: CancelToken | None = None) -> LabFeatures:
+    """Features and probabilities of four views of uint8 cells (N x S x S x 3)."""
+    import keras
+
+    both = keras.Model(model.inputs[0], [model.get_layer("features").output, model.output])
+    feats, probs = [], []
+    for start in range(0, len(pixels), batch_size):
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        x = pixels[start:start + batch_size].astype(np.float32)
+        outs = [both(np.ascontiguousarray(v), training=False) for v in _views(x)]
+        feats.append(np.stack([np.asarray(f) for f, _ in outs]))
+        probs.append(np.stack([np.asarray(p) for _, p in outs]))
+    if not feats:
+        return LabFeatures(np.zeros((4, 0, 0), np.float32), np.zeros((4, 0, model.output_shape[-1]), np.float32))
+    return LabFeatures(np.concatenate(feats, axis=1), np.concatenate(probs, axis=1))
+
+
+def fit_head(method: str, feats: np.ndarray, y: np.ndarray, k: int, unlabelled: np.ndarray | None = None,
+             seed: int = 0) -> Head:
+    """``feats``: views x cells x D of the labelled cells, ``y`` their index
+    among the ``k`` labelled classes; ``unlabelled``: views x cells x D."""
+    from sklearn.linear_model import LogisticRegression
+
+    if method == "prototype":
+        means = np.stack([_unit(feats[:, y == c].reshape(-1, feats.shape[-1])).mean(axis=0) for c in range(k)])
+        return Head(PROTOTYPE_SCALE * _unit(means).T, np.zeros(k))
+    x = _unit(feats.reshape(-1, feats.shape[-1]))
+    labels = np.tile(y, feats.shape[0])
+    if method == "spreading" and unlabelled is not None and unlabelled.shape[1]:
+        from sklearn.semi_supervised import LabelSpreading
+
+        pooled_l, pooled_u = _unit(feats.mean(axis=0)), _unit(unlabelled.mean(axis=0))
+        spread = LabelSpreading(kernel="knn", n_neighbors=min(7, len(pooled_l) + len(pooled_u) - 1), alpha=0.2)
+        spread.fit(np.concatenate([pooled_l, pooled_u]), np.concatenate([y, -np.ones(len(pooled_u), int)]))
+        dist = spread.label_distributions_[len(pooled_l):]
+        sure = dist.max(axis=1) >= 0.9  # only confident pseudo-labels join the labelled cells
+        extra = _unit(unlabelled[:, sure].reshape(-1, unlabelled.shape[-1]))
+        x = np.concatenate([x, extra])
+        labels = np.concatenate([labels, np.tile(dist[sure].argmax(axis=1), unlabelled.shape[0])])
+    mean, std = x.mean(axis=0), x.std(axis=0) + 1e-6
+    clf = LogisticRegression(C=1.0, max_iter=3000, random_state=seed)
+    clf.fit((x - mean) / std, labels)
+    coef = np.zeros((k, x.shape[1]))
+    intercept = np.full(k, -30.0)  # a class absent from the fit is never chosen
+    present = clf.classes_
+    if len(present) == 2:  # sklearn's binary case: one row for the second class
+        coef[present[1]], intercept[present[1]] = clf.coef_[0], clf.intercept_[0]
+        coef[present[0]], intercept[present[0]] = 0.0, 0.0
+    else:
+        coef[present], intercept[present] = clf.coef_, clf.intercept_
+    weight = (coef / std).T
+    return Head(weight, intercept - (coef / std) @ mean)
+
+
+def combine(base_probs: np.ndarray, head_probs: np.ndarray, labelled_idx: Sequence[int]) -> np.ndarray:
+    """Base answers for the unlabelled classes; the head shares out the
+    base probability of the labelled ones."""
+    out = base_probs.copy()
+    mass = base_probs[:, labelled_idx].sum(axis=1, keepdims=True)
+    out[:, labelled_idx] = mass * head_probs
+    return out
+
+
+def predict(head: Head, lab: LabFeatures, labelled_idx: Sequence[int]) -> np.ndarray:
+    """The calibrated model's 4-view probabilities, as the saved model gives them."""
+    per_view = [combine(p, head.probs(f), labelled_idx) for f, p in zip(lab.feats, lab.base_probs)]
+    return np.mean(per_view, axis=0)
+
+
+def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return 0.0, 1.0
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def cross_validated_estimate(method: str, lab: LabFeatures, y: np.ndarray, groups: np.ndarray,
+                             labelled_idx: Sequence[int], unlabelled: np.ndarray | None = None, seed: int = 0) -> dict:
+    """Out-of-fold accuracy on the labelled cells (``y``: index into the base
+    classes), folds by source group and stratified by class."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    local = np.asarray([list(labelled_idx).index(v) for v in y])
+    per_class_groups = min(len(np.unique(groups[local == c])) for c in range(len(labelled_idx)))
+    folds = max(2, min(5, per_class_groups))
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    predicted = np.zeros(len(y), int)
+    fold_acc = []
+    for train_rows, test_rows in splitter.split(np.zeros(len(y)), local, groups):
+        head = fit_head(method, lab.feats[:, train_rows], local[train_rows], len(labelled_idx), unlabelled, seed)
+        predicted[test_rows] = predict(head, lab.take(test_rows), labelled_idx).argmax(axis=1)
+        fold_acc.append(float(np.mean(predicted[test_rows] == y[test_rows])))
+    correct = int(np.sum(predicted == y))
+    low, high = wilson_interval(correct, len(y))
+    return {"accuracy": correct / len(y), "ci95": [round(low, 4), round(high, 4)], "n": int(len(y)),
+            "folds": folds, "fold_accuracy": [round(a, 4) for a in fold_acc],
+            "method": "stratified group k-fold on the labelled cells (one source image on one side)"}
+
+
+def build_model(base_model, head: Head, labelled_idx: Sequence[int]):
+    """base probabilities P and features f -> P * keep + (P . m) * scatter(head(f)),
+    in standard Keras layers with fixed weights."""
+    import keras
+    from keras import layers
+
+    n, k = base_model.output_shape[-1], len(labelled_idx)
+    mask = np.zeros(n, np.float32)
+    mask[list(labelled_idx)] = 1.0
+    scatter = np.zeros((k, n), np.float32)
+    scatter[np.arange(k), list(labelled_idx)] = 1.0
+
+    def fixed(name, units, weights, activation=None, bias=None):
+        layer = layers.Dense(units, use_bias=bias is not None, activation=activation, name=name, trainable=False,
+                             dtype="float32")
+        return layer, [weights.astype(np.float32)] + ([bias.astype(np.float32)] if bias is not None else [])
+
+    feats = base_model.get_layer("features").output
+    probs = base_model.output
+    head_layer, head_w = fixed("lab_head", k, head.weight, "softmax", head.bias)
+    mass_layer, mass_w = fixed("lab_mass", n, np.outer(mask, np.ones(n)))
+    keep_layer, keep_w = fixed("lab_keep", n, np.diag(1.0 - mask))
+    scatter_layer, scatter_w = fixed("lab_scatter", n, scatter)
+    q = head_layer(layers.UnitNormalization(name="lab_unit")(feats))
+    out = layers.Add(name="lab_predictions")([keep_layer(probs), layers.Multiply(name="lab_share")(
+        [mass_layer(probs), scatter_layer(q)])])
+    model = keras.Model(base_model.inputs, out, name=f"{base_model.name}_lab")
+    for layer, weights in ((head_layer, head_w), (mass_layer, mass_w), (keep_layer, keep_w),
+                           (scatter_layer, scatter_w)):
+        layer.set_weights(weights)
+    return model
+
+
+def calibrate(classifier, labelled_paths: Sequence[Path], labelled_classes: Sequence[str], pixels: np.ndarray,
+              groups: np.ndarray, *, method: str = "logistic", unlabelled_pixels: np.ndarray | None = None,
+              progress: ProgressFn = no_progress, cancel: CancelToken | None = None, seed: int = 0) -> Calibration:
+    """``pixels``: the labelled cells as the model sees them, ``labelled_classes``
+    their class names (known to the base model), ``groups`` their source
+    groups. Returns the calibrated model, its card and the estimate."""
+    from ..models.batchnorm import recalibrate_batchnorm
+    from ..models.modelfile import inference_copy
+
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}")
+    classes = list(classifier.classes)
+    unknown = sorted(set(labelled_classes) - set(classes))
+    if unknown:
+        raise ValueError(f"the base model does not know the classes {unknown}; its classes are {classes}")
+    counts = {c: labelled_classes.count(c) for c in dict.fromkeys(labelled_classes)}
+    few = {c: n for c, n in counts.items() if n < MIN_PER_CLASS}
+    if few:
+        raise ValueError(f"each labelled class needs at least {MIN_PER_CLASS} cells; too few: "
+                         + ", ".join(f"{c} ({n})" for c, n in few.items()))
+    if len(counts) < 2:
+        raise ValueError("calibration needs labelled cells of at least two classes")
+    labelled_idx = [classes.index(c) for c in classes if c in counts]
+    y = np.asarray([classes.index(c) for c in labelled_classes])
+    model = classifier.model
+    if method == "adabn_logistic":
+        progress(Progress("calibrate", 0, 3, "re-estimating normalisation statistics on the lab's cells"))
+        model = inference_copy(model, always=True)
+        lab_pixels = pixels if unlabelled_pixels is None else np.concatenate([pixels, unlabelled_pixels])
+        recalibrate_batchnorm(model, lab_pixels)
+    progress(Progress("calibrate", 1, 3, f"features of {len(pixels)} labelled cells"))
+    lab = lab_features(model, pixels, cancel=cancel)
+    unlabelled = None
+    if method == "spreading" and unlabelled_pixels is not None and len(unlabelled_pixels):
+        unlabelled = lab_features(model, unlabelled_pixels, cancel=cancel).feats
+    progress(Progress("calibrate", 2, 3, "cross-validating the estimate"))
+    estimate = cross_validated_estimate(method, lab, y, groups, labelled_idx, unlabelled, seed)
+    local = np.asarray([labelled_idx.index(v) for v in y])
+    head = fit_head(method, lab.feats, local, len(labelled_idx), unlabelled, seed)
+    calibrated = build_model(model, head, labelled_idx)
+    card = dict(classifier.card)
+    card.update({
+        "name": f"{classifier.name} — calibrated to the lab",
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "weights_origin": f"calibrated from {classifier.name}",
+        "calibration": {
+            "base_model": classifier.name,
+            "base_model_file": str(classifier.model_path) if classifier.model_path else None,
+            "method": method,
+            "labelled_cells": {c: counts.get(c, 0) for c in classes if c in counts},
+            "labelled_files": [str(p) for p in labelled_paths],
+            "unlabelled_cells": 0 if unlabelled_pixels is None else int(len(unlabelled_pixels)),
+            "classes_kept_from_base": [c for c in classes if c not in counts],
+            "estimate": estimate,
+        },
+    })
+    for stale in ("test_metrics", "test_metrics_by_source", "unseen_lab_evaluations", "test_time_options"):
+        card.pop(stale, None)  # the base model's figures are not this model's
+    progress(Progress("calibrate", 3, 3, f"estimated accuracy {estimate['accuracy']:.1%} "
+                                         f"(95 % interval {estimate['ci95'][0]:.0%}-{estimate['ci95'][1]:.0%})"))
+    return Calibration(calibrated, card, estimate, [classes[i] for i in labelled_idx])
+
+
+MAX_UNLABELLED = 2000
+
+
+def calibrate_folder(classifier, labelled_dir: str | Path, *, unlabelled: Sequence[str | Path] = (),
+                     method: str = "logistic", group_by: str | None = None, progress: ProgressFn = no_progress,
+                     cancel: CancelToken | None = None, seed: int = 0) -> Calibration:
+    """``labelled_dir``/<class>/<image>: decode, group (by ``group_by`` on the
+    file names and by near-duplicate crops), then :func:`calibrate`."""
+    from ..data.dataset import collect_images, decode_images, exact_duplicate_pairs, near_duplicate_pairs, scan_labeled
+    from ..data.splits import source_groups
+
+    data = scan_labeled(labelled_dir)
+    decoded = decode_images(data.paths, classifier.size, progress, cancel)
+    ok = np.flatnonzero(decoded.ok)
+    links = exact_duplicate_pairs(decoded.digests) + near_duplicate_pairs(decoded.hashes, decoded.ok)
+    groups = source_groups(data.paths, group_by, links)[ok]
+    names = [data.classes[data.labels[i]] for i in ok]
+    unlabelled_pixels = None
+    if unlabelled:
+        files = collect_images(unlabelled)[0]
+        rng = np.random.default_rng(seed)
+        files = [files[i] for i in sorted(rng.permutation(len(files))[:MAX_UNLABELLED])]
+        extra = decode_images(files, classifier.size, progress, cancel)
+        unlabelled_pixels = extra.pixels[extra.ok]
+    result = calibrate(classifier, [data.paths[i] for i in ok], names, decoded.pixels[ok], groups, method=method,
+                       unlabelled_pixels=unlabelled_pixels, progress=progress, cancel=cancel, seed=seed)
+    result.extra["unreadable"] = decoded.errors
+    return result
