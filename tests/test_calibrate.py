@@ -88,3 +88,105 @@ def test_calibrate_refuses_too_few_cells_and_unknown_classes(trained_model_path,
     (odd / "neutrophil").rename(odd / "smudge")
     code = main(["calibrate", str(odd), "--model", str(trained_model_path), "--out", str(tmp_path / "m.keras")])
     assert code == 2 and "does not know the classes ['smudge']" in capsys.readouterr().err
+
+
+def test_app_proposes_cells_calibrates_and_uses_the_lab_model(qtbot, settings, trained_model_path, tmp_path,
+                                                               monkeypatch):
+    import time
+
+    from conftest import open_window
+    from wbc_desktop.gui import calibration_flow
+
+    lab = _tinted_lab(tmp_path / "lab", 20, 31)
+    slide = tmp_path / "slide"
+    slide.mkdir()
+    for f in sorted(lab.rglob("*.png")):
+        f.rename(slide / f.name)
+    truth = {"neu": "neutrophil", "eos": "eosinophil", "lym": "lymphocyte"}
+    window = open_window(qtbot, settings, trained_model_path)
+    with qtbot.waitSignal(window.job_finished, timeout=60000):
+        window.open_paths([str(slide)])
+    session = window.cells.session
+    correct = lambda: sum(it.label == truth[it.path.split("/")[-1][:3]] for it in session.items)  # noqa: E731
+    before = correct()
+
+    assert window.act_propose.isEnabled()
+    proposed = window.calibration.propose()
+    assert 3 <= proposed <= 15 and len(session.calibration_set) == proposed
+    assert window.review.proxy.rowCount() == proposed  # the grid shows just the cells to label
+    per_class = {}
+    for path in session.calibration_set:
+        per_class[truth[path.split("/")[-1][:3]]] = per_class.get(truth[path.split("/")[-1][:3]], 0) + 1
+    # the technologist labels them (and a few more, so every class has three)
+    for label in truth.values():
+        rows = [i for i, it in enumerate(session.items) if truth[it.path.split("/")[-1][:3]] == label]
+        for i in rows[: max(3, per_class.get(label, 0))]:
+            session.set_review(i, label, "T. Tester")
+    shown = []
+    monkeypatch.setattr(calibration_flow.CalibrationResultDialog, "exec", lambda self: shown.append(self) or 1)
+    t0 = time.monotonic()
+    with qtbot.waitSignal(window.calibration.applied, timeout=120000):
+        assert window.calibration.calibrate()
+    assert time.monotonic() - t0 < 120
+    text = shown[0].findChild(calibration_flow.QLabel).text()
+    assert "Estimated accuracy on this lab's other cells" in text and "base model" in text and "lab model" in text
+    qtbot.waitUntil(lambda: window.classifier is not None and "calibrated" in window.classifier.name, timeout=60000)
+    assert "calibration" in window.classifier.card
+    assert session.model_name == window.classifier.name
+    assert correct() >= before and correct() >= 0.8 * len(session.items)
+    assert window.model_combo.findText(window.classifier.name) >= 0  # the lab model is in the list ...
+    assert window.model_combo.count() >= 3  # ... beside the base model, one click away
+
+
+def test_folder_warning_threshold_and_message():
+    from wbc_desktop.engine.infer.domain_check import threshold_from, unlike_training
+
+    rng = np.random.default_rng(0)
+    sure = np.full((400, 3), 0.02)
+    sure[np.arange(400), rng.integers(0, 3, 400)] = 0.96
+    check = threshold_from(sure)
+    assert 0.9 < check["threshold"] <= 0.96 and check["folder_cells"] == 50
+    card = {"domain_check": check}
+    assert unlike_training(sure[:60], card) is None
+    unsure = np.full((60, 3), 1 / 3)
+    assert "unlike the model's training data" in unlike_training(unsure, card)
+    assert unlike_training(unsure[:5], card) is None  # too few cells to judge
+    assert unlike_training(unsure, {}) is None  # an older model without a threshold
+
+
+def test_training_sets_the_threshold_and_classify_warns_once(trained_model_path, tmp_path, capsys):
+    import shutil
+
+    from wbc_desktop.engine.models.modelfile import read_card, update_card
+
+    assert 0 < read_card(trained_model_path)["domain_check"]["threshold"] <= 1
+    strict = tmp_path / "strict.keras"
+    shutil.copy(trained_model_path, strict)
+    update_card(strict, domain_check={"threshold": 0.999, "folder_cells": 50})
+    folder = _tinted_lab(tmp_path / "other", 10, 3)
+    code = main(["classify", str(folder), "--model", str(strict), "--no-tta"])
+    err = capsys.readouterr().err
+    assert code == 0 and err.count("unlike the model's training data") == 1 and "calibrate" in err
+    update_card(strict, domain_check={"threshold": 0.0, "folder_cells": 50})
+    main(["classify", str(folder), "--model", str(strict), "--no-tta"])
+    assert "unlike" not in capsys.readouterr().err
+
+
+def test_app_shows_the_folder_warning_with_a_way_to_calibrate(qtbot, settings, trained_model_path, tmp_path):
+    import shutil
+
+    from conftest import open_window
+    from wbc_desktop.engine.models.modelfile import update_card
+
+    strict = tmp_path / "strict.keras"
+    shutil.copy(trained_model_path, strict)
+    update_card(strict, domain_check={"threshold": 0.999, "folder_cells": 50})
+    window = open_window(qtbot, settings, strict)
+    slide = _tinted_lab(tmp_path / "other", 10, 4)
+    with qtbot.waitSignal(window.job_finished, timeout=60000):
+        window.open_paths([str(slide)])
+    notice = window.review.notice
+    assert notice.isVisibleTo(window) and "unlike the model" in notice.text()
+    window.review.calibrate_requested.emit()  # the notice's link
+    assert window.cells.session.calibration_set
+    window.grab().save(str(tmp_path / "notice.png"))

@@ -27,6 +27,8 @@ def _default_model(arg: str | None) -> Path:
 
 
 def cmd_classify(args) -> int:
+    import numpy as np
+
     from .engine.data.dataset import collect_images
     from .engine.infer.classify import Classifier, write_predictions_csv
 
@@ -67,6 +69,12 @@ def cmd_classify(args) -> int:
           file=sys.stderr)
     if interrupted:
         return 130
+    from .engine.infer.domain_check import unlike_training
+
+    probs = [p.probs for p in results if p.ok]
+    notice = unlike_training(np.stack(probs), clf.card) if probs else None
+    if notice:
+        print(f"warning: {notice}", file=sys.stderr)
     return 0 if ok else 1
 
 

@@ -144,6 +144,7 @@ class GridLabelModel(QSortFilterProxyModel):
 
 
 FILTER_ALL, FILTER_FLAGGED, FILTER_REVIEWED, FILTER_UNREVIEWED, FILTER_ERRORS = "all", "flagged", "reviewed", "unreviewed", "errors"
+FILTER_CALIBRATION = "calibration"
 
 
 class CellFilterProxy(QSortFilterProxyModel):
@@ -170,4 +171,6 @@ class CellFilterProxy(QSortFilterProxyModel):
             return item.reviewed is None and item.error is None
         if self.mode == FILTER_ERRORS:
             return item.error is not None
+        if self.mode == FILTER_CALIBRATION:
+            return item.path in model.session.calibration_set
         return True

@@ -98,4 +98,4 @@ class ExportActions:
 
         worker.yielded.connect(on_progress)
         self.state.jobs.job_finished.connect(on_finished)
-        self._begin_job(worker, name, verb)
+        self.run_job(worker, name, verb)

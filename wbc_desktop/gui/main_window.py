@@ -8,6 +8,7 @@ files in ``model_actions``; exports in ``export_actions``."""
 
 from __future__ import annotations
 
+import html
 import time
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from ..engine.review.differential import ReferralRules
 from ..engine.review.session import ReviewItem, ReviewSession, autosave_path
 from .action_states import BUSY, HAS_CELLS, HAS_SELECTION, HAS_SOURCES, IDLE, MODEL_READY, ActionStates
 from .app_state import AppState
+from .calibration_flow import CalibrationFlow
 from .classify_job import classification
 from .export_actions import ExportActions
 from .model_actions import ModelActions
@@ -44,6 +46,7 @@ class MainWindow(ModelActions, ExportActions, QMainWindow):
         self.state = AppState(self)
         self.review = ReviewPage(self.state, self.operator, self.referral_rules)
         self.review.review_changed.connect(self._schedule_autosave)
+        self.review.calibrate_requested.connect(lambda: self.calibration.propose())
         self.review.message.connect(lambda text, ms: self.statusBar().showMessage(text, ms))
         self.action_states = ActionStates()
         self._pending_classify = False
@@ -118,6 +121,15 @@ class MainWindow(ModelActions, ExportActions, QMainWindow):
         self.act_accept = action("Accept the prediction", self.review.accept_current, [HAS_SELECTION])
         self.act_operator = action("Operator…", self.change_operator, [],
                                    tip="The name recorded with every review change")
+        self.calibration = CalibrationFlow(self.state, self.review, self.run_job,
+                                           lambda text, ms: self.statusBar().showMessage(text, ms),
+                                           self.tta_box_checked, self)
+        self.act_propose = action("Propose cells to label…", self.calibration.propose, [IDLE, HAS_CELLS, MODEL_READY],
+                                  tip="About 5 cells per class, chosen where the model is unsure, to label for "
+                                      "calibration")
+        self.act_calibrate = action("Calibrate now", lambda: self.calibration.calibrate(),
+                                    [IDLE, HAS_CELLS, MODEL_READY],
+                                    tip="Adapt the model to this lab from the cells you labelled (3+ per class)")
 
         menu = self.menuBar().addMenu("&File")
         for a in (self.act_open, self.act_open_files):
@@ -136,6 +148,9 @@ class MainWindow(ModelActions, ExportActions, QMainWindow):
             menu.addAction(a)
         menu = self.menuBar().addMenu("&Review")
         for a in (self.act_next, self.act_accept, self.act_operator):
+            menu.addAction(a)
+        menu = self.menuBar().addMenu("&Lab")
+        for a in (self.act_propose, self.act_calibrate):
             menu.addAction(a)
         menu = self.menuBar().addMenu("&Model")
         for a in (self.act_open_model, self.act_card):
@@ -169,6 +184,9 @@ class MainWindow(ModelActions, ExportActions, QMainWindow):
         bar.addSeparator()
         for w in (self.review.filter_combo, self.review.sort_combo, self.review.view_combo):
             bar.addWidget(w)
+
+    def tta_box_checked(self) -> bool:
+        return self.tta_box.isChecked()
 
     def ensure_train_page(self):
         if self.train_page is None:
@@ -351,7 +369,7 @@ class MainWindow(ModelActions, ExportActions, QMainWindow):
             self.state.set_session(session, self.state.sources)
         worker = GeneratorWorker(classification(clf, list(self.state.sources), adapt=adapt, tta=tta))
         worker.yielded.connect(lambda chunk: self._on_classified(session, chunk))
-        self._begin_job(worker, "classify", "Classifying")
+        self.run_job(worker, "classify", "Classifying")
 
     def _on_classified(self, session: ReviewSession, chunk) -> None:
         """Results of a classification job, for the session it was started
@@ -365,14 +383,13 @@ class MainWindow(ModelActions, ExportActions, QMainWindow):
             session.model_name, session.model_version = chunk["model_name"], chunk["model_version"]
             return
         for item in chunk:
-            probs = None if item.probs is None else [float(v) for v in item.probs]
-            self.state.cells.add_item(ReviewItem(item.path, item.label, float(item.confidence), probs, item.error),
-                                      item.pixels)
+            self.state.cells.add_item(ReviewItem.from_prediction(item), item.pixels)
         self._job_done += len(chunk)
         self._show_progress("Classifying")
 
     # ---------------------------------------------------------------- jobs
-    def _begin_job(self, worker: Worker, name: str, verb: str) -> bool:
+    def run_job(self, worker: Worker, name: str, verb: str) -> bool:
+        """``worker`` as the app's exclusive job, with the status bar's progress and Cancel."""
         if not self.state.jobs.start(worker, name):
             return False
         self._job_total, self._job_done, self._job_started = 0, 0, time.monotonic()
@@ -405,9 +422,23 @@ class MainWindow(ModelActions, ExportActions, QMainWindow):
         if name == "classify":  # file jobs and the training screen report their own
             message = f"Classified {self._job_done} of {self._job_total} files"
             self.statusBar().showMessage(message + (" — cancelled" if worker.is_aborted else ""), 10000)
+            if not worker.is_aborted:
+                self._check_folder()
         self.review.refresh_counts()
         self.autosave()
         self.job_finished.emit(name)
+
+    def _check_folder(self) -> None:
+        """Say once, above the cells, when the folder looks unlike the model's training data."""
+        import numpy as np
+
+        from ..engine.infer.domain_check import unlike_training
+
+        probs = [it.probs for it in self.state.session.items if it.probs is not None]
+        notice = unlike_training(np.asarray(probs), self.classifier.card) if probs else None
+        if notice:
+            self.review.show_notice(f"<b>Note:</b> {html.escape(notice[0].upper() + notice[1:])}. "
+                                    "<a href='calibrate'>Propose cells to label for calibration</a>")
 
     # ---------------------------------------------------------- persistence
     def _schedule_autosave(self) -> None:

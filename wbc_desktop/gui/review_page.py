@@ -19,8 +19,8 @@ from PySide6.QtWidgets import (
 from ..engine.review.differential import UNUSABLE, ReferralRules
 from .app_state import AppState
 from .cell_model import (
-    FILTER_ALL, FILTER_ERRORS, FILTER_FLAGGED, FILTER_REVIEWED, FILTER_UNREVIEWED, ITEM_ROLE, CellFilterProxy,
-    GridLabelModel,
+    FILTER_ALL, FILTER_CALIBRATION, FILTER_ERRORS, FILTER_FLAGGED, FILTER_REVIEWED, FILTER_UNREVIEWED, ITEM_ROLE,
+    CellFilterProxy, GridLabelModel,
 )
 from .count_panel import CountPanel
 from .detail_panel import DetailPanel
@@ -28,6 +28,7 @@ from .detail_panel import DetailPanel
 
 class ReviewPage(QWidget):
     review_changed = Signal()  # a label or a note changed: time to autosave
+    calibrate_requested = Signal()  # the notice's link: propose cells to label
     message = Signal(str, int)  # status-bar text, milliseconds
 
     def __init__(self, state: AppState, operator: Callable[[], str | None], rules: Callable[[], ReferralRules],
@@ -97,8 +98,15 @@ class ReviewPage(QWidget):
         self.splitter.addWidget(right)
         self.splitter.setStretchFactor(0, 3)
         self.splitter.setStretchFactor(1, 2)
+        self.notice = QLabel()
+        self.notice.setWordWrap(True)
+        self.notice.setStyleSheet("background: #fff3cd; color: #664d03; border: 1px solid #e0c46c; padding: 6px;")
+        self.notice.setVisible(False)
+        self.notice.setTextInteractionFlags(Qt.TextBrowserInteraction)
+        self.notice.linkActivated.connect(lambda _: self.calibrate_requested.emit())
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(self.notice)
         layout.addWidget(self.splitter)
 
         # the view controls; the main window places them in its toolbar
@@ -141,7 +149,8 @@ class ReviewPage(QWidget):
         self.filter_combo.clear()
         for text, data in (("All cells", (FILTER_ALL, None)), ("Needs review (flagged)", (FILTER_FLAGGED, None)),
                            ("Reviewed", (FILTER_REVIEWED, None)), ("Unreviewed", (FILTER_UNREVIEWED, None)),
-                           ("Unreadable files", (FILTER_ERRORS, None))):
+                           ("Unreadable files", (FILTER_ERRORS, None)),
+                           ("Cells to label for calibration", (FILTER_CALIBRATION, None))):
             self.filter_combo.addItem(text, data)
         for c in classes:
             self.filter_combo.addItem(f"Class: {c}", (FILTER_ALL, c))
@@ -153,7 +162,13 @@ class ReviewPage(QWidget):
         self._fill_filter_combo(classifier.classes)
         self.fit_grid_to(classifier.classes)
 
+    def show_notice(self, text: str | None) -> None:
+        """A warning about the whole folder above the cells (None hides it)."""
+        self.notice.setText(text or "")
+        self.notice.setVisible(bool(text))
+
     def _session_changed(self) -> None:
+        self.show_notice(None)
         self.state.session.threshold = self.threshold.value() / 100
         self.detail.set_item(None, None)
         self.refresh_counts()
@@ -256,6 +271,11 @@ class ReviewPage(QWidget):
         self.cells.all_changed()
         self.proxy.invalidateFilter()
         self.refresh_counts()
+
+    def show_filter(self, mode: str) -> None:
+        index = next(i for i in range(self.filter_combo.count()) if self.filter_combo.itemData(i)[0] == mode)
+        self.filter_combo.setCurrentIndex(index)
+        self._filter_changed(index)
 
     def _filter_changed(self, index: int) -> None:
         mode, cls = self.filter_combo.itemData(index) or (FILTER_ALL, None)

@@ -31,6 +31,12 @@ class ReviewItem:
     reviewed: str | None = None  # the technologist's class, or UNUSABLE
     note: str = ""
 
+    @classmethod
+    def from_prediction(cls, pred) -> "ReviewItem":
+        """A classifier's prediction as a cell to review."""
+        probs = None if pred.probs is None else [float(v) for v in pred.probs]
+        return cls(pred.path, pred.label, float(pred.confidence), probs, pred.error)
+
     @property
     def final_label(self) -> str | None:
         return self.reviewed or self.label
@@ -51,6 +57,7 @@ class ReviewSession:
     created: str = field(default_factory=lambda: _dt.datetime.now().isoformat(timespec="seconds"))
     modified: str = ""
     audit: list[dict] = field(default_factory=list)  # every review change: time, operator, path, old, new
+    calibration_set: list[str] = field(default_factory=list)  # cells proposed for labelling (calibration)
 
     def __post_init__(self):
         self._index = {it.path: i for i, it in enumerate(self.items)}

@@ -303,3 +303,60 @@ def calibrate_folder(classifier, labelled_dir: str | Path, *, unlabelled: Sequen
                        unlabelled_pixels=unlabelled_pixels, progress=progress, cancel=cancel, seed=seed)
     result.extra["unreadable"] = decoded.errors
     return result
+
+
+def calibrate_session(classifier, session, *, method: str = DEFAULT_METHOD, tta: bool = True,
+                      progress: ProgressFn = no_progress, cancel: CancelToken | None = None, seed: int = 0):
+    """Calibrate to the cells of a review session: its reviewed cells are the
+    labelled ones, its other readable cells the lab's unlabelled ones.
+    Returns the calibration and the calibrated model's predictions for every
+    readable cell of the session (to show how the count changes)."""
+    from ..data.dataset import near_duplicate_pairs, perceptual_hash
+    from ..data.preprocess import load_square
+    from ..data.splits import source_groups
+    from ..infer.classify import Classifier
+    from ..io.imageio import ImageReadError
+    from ..review.differential import UNUSABLE
+
+    labelled = [it for it in session.items if it.error is None and it.reviewed not in (None, UNUSABLE)
+                and it.reviewed in classifier.classes]
+    others = [it.path for it in session.items if it.error is None and it.reviewed is None]
+    pixels, paths, names = [], [], []
+    for i, it in enumerate(labelled):
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        try:
+            pixels.append(load_square(it.path, classifier.size))
+        except ImageReadError:
+            continue
+        paths.append(it.path)
+        names.append(it.reviewed)
+        progress(Progress("decode", i + 1, len(labelled), f"reading labelled cells ({i + 1}/{len(labelled)})"))
+    if not pixels:
+        raise ValueError("no reviewed cells to calibrate on: label a few cells per class first")
+    pixels = np.stack(pixels)
+    hashes = np.stack([perceptual_hash(p) for p in pixels])
+    groups = source_groups(paths, None, near_duplicate_pairs(hashes, np.ones(len(paths), bool)))
+    rng = np.random.default_rng(seed)
+    unlabelled = [others[i] for i in sorted(rng.permutation(len(others))[:MAX_UNLABELLED])]
+    needs_unlabelled = method in ("adabn_logistic", "spreading")
+    extra = []
+    for path in unlabelled if needs_unlabelled else ():
+        try:
+            extra.append(load_square(path, classifier.size))
+        except ImageReadError:
+            continue
+    result = calibrate(classifier, paths, names, pixels, groups, method=method,
+                       unlabelled_pixels=np.stack(extra) if extra else None, progress=progress, cancel=cancel,
+                       seed=seed)
+    calibrated = Classifier(result.model, result.card)
+    files = [Path(it.path) for it in session.items if it.error is None]
+    predictions = []
+    for pred in calibrated.classify_files(files, tta=tta, cancel=cancel):
+        predictions.append(pred)
+        if len(predictions) % 64 == 0 or len(predictions) == len(files):
+            progress(Progress("classify", len(predictions), len(files),
+                              f"classifying with the calibrated model ({len(predictions)}/{len(files)})"))
+    if cancel is not None:
+        cancel.raise_if_cancelled()
+    return result, predictions

@@ -21,6 +21,8 @@ from ..models.batchnorm import recalibrate_batchnorm
 from ..models.builders import apply_freeze, build_compact, build_resnet50, count_params, replace_head
 from ..models.efficientnet_lite import build_efficientnet_lite0
 from ..models.modelfile import load_model, new_card
+from ..infer.classify import Classifier
+from ..infer.domain_check import threshold_from
 from ..io.atomic import write_text
 from ..progress import CancelToken, ProgressFn, no_progress
 from .callbacks import CancelOnRequest, CleanValidation, ProgressReporter, RunFolder
@@ -171,6 +173,8 @@ def train(
         )
     folder.restore_best()
     recalibrate_batchnorm(model, data.train.x)
+    val_probs = Classifier(model, {"classes": data.classes, "input_size": config.img_size}).predict_arrays(
+        data.val.x, tta=True)
     trainable, total = count_params(model)
     card = new_card(
         name=name, classes=data.classes, input_size=config.img_size, architecture=architecture, weights_origin=origin,
@@ -179,6 +183,7 @@ def train(
         training_data=data.data_card(),
         best_epoch=folder.state["best_epoch"],
         history=folder.state["history"],
+        domain_check=threshold_from(val_probs),
         trained_on={"replicas": strategy.num_replicas_in_sync,
                     "devices": [d.name for d in _training_devices()] if strategy.num_replicas_in_sync > 1 else None},
     )
