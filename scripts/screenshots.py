@@ -23,6 +23,9 @@ def main() -> int:
     parser.add_argument("--model")
     parser.add_argument("--out", default="docs/screenshots")
     parser.add_argument("--train-folder", help="labelled folder for the fine-tune screen shots")
+    parser.add_argument("--calibrate-folder", help="a labelled folder of another lab: its cells are opened as one "
+                                                   "folder, the proposed ones labelled from their sub-folder, and the "
+                                                   "model calibrated (Lab menu)")
     args = parser.parse_args()
     os.environ.setdefault("WBC_DATA_DIR", tempfile.mkdtemp(prefix="wbc-shots-"))
 
@@ -100,8 +103,54 @@ def main() -> int:
         shot("9_finetune_evaluation")
         page.tabs.setCurrentIndex(3)
         shot("10_models")
+    if args.calibrate_folder:
+        calibration_shots(window, app, Path(args.calibrate_folder), shot, wait_for, out)
     window.close()
     return 0
+
+
+def calibration_shots(window, app, labelled: Path, shot, wait_for, out: Path) -> None:
+    import shutil
+
+    from wbc_desktop.gui import calibration_flow
+
+    flat = Path(tempfile.mkdtemp(prefix="wbc-lab-")) / labelled.name
+    flat.mkdir()
+    truth = {}
+    for cls in sorted(d for d in labelled.iterdir() if d.is_dir()):
+        for f in sorted(cls.iterdir())[:14]:
+            shutil.copy(f, flat / f.name)
+            truth[f.name] = cls.name
+    window.tabs.setCurrentIndex(0)
+    window.open_paths([str(flat)])
+    if window.state.jobs.busy:
+        wait_for(window.job_finished)
+    shot("11_folder_warning")
+    window.calibration.propose()
+    shot("12_cells_to_label")
+    session = window.cells.session
+    for path in list(session.calibration_set):
+        session.set_review(session.index_of(path), truth[Path(path).name], "A. Technologist")
+    for cls in set(truth.values()):  # every labelled class needs three cells
+        rows = [i for i, it in enumerate(session.items) if truth.get(Path(it.path).name) == cls]
+        for i in rows:
+            if sum(it.reviewed == cls for it in session.items) >= 3:
+                break
+            session.set_review(i, cls, "A. Technologist")
+
+    def grab_and_accept(dialog):
+        dialog.show()
+        app.processEvents()
+        dialog.grab().save(str(out / "13_calibration_result.png"))
+        print("wrote", out / "13_calibration_result.png")
+        return 1
+
+    calibration_flow.CalibrationResultDialog.exec = grab_and_accept
+    if window.calibration.calibrate():
+        wait_for(window.calibration.applied, 300000)
+        wait_for(window.model_ready)
+        window.review.show_filter("all")
+        shot("14_lab_model_in_use")
 
 
 if __name__ == "__main__":

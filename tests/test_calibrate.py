@@ -138,20 +138,28 @@ def test_app_proposes_cells_calibrates_and_uses_the_lab_model(qtbot, settings, t
     assert window.model_combo.count() >= 3  # ... beside the base model, one click away
 
 
-def test_folder_warning_threshold_and_message():
-    from wbc_desktop.engine.infer.domain_check import threshold_from, unlike_training
+def test_folder_warning_fires_on_another_stain_or_doubt_and_not_on_the_own_lab():
+    from wbc_desktop.engine.infer.domain_check import colour_stats, reference_from, unlike_training
 
     rng = np.random.default_rng(0)
-    sure = np.full((400, 3), 0.02)
-    sure[np.arange(400), rng.integers(0, 3, 400)] = 0.96
-    check = threshold_from(sure)
-    assert 0.9 < check["threshold"] <= 0.96 and check["folder_cells"] == 50
-    card = {"domain_check": check}
-    assert unlike_training(sure[:60], card) is None
-    unsure = np.full((60, 3), 1 / 3)
-    assert "unlike the model's training data" in unlike_training(unsure, card)
-    assert unlike_training(unsure[:5], card) is None  # too few cells to judge
-    assert unlike_training(unsure, {}) is None  # an older model without a threshold
+
+    def cells(n, tint):
+        return np.stack([np.clip(np.asarray(cell_image(CLASSES[i % 3], rng, 32), np.float32) * tint, 0, 255)
+                         for i in range(n)]).astype(np.uint8)
+
+    own, other = cells(300, (1.0, 1.0, 1.0)), cells(60, (0.7, 0.95, 1.2))
+    sure = np.full((300, 3), 0.02)
+    sure[np.arange(300), rng.integers(0, 3, 300)] = 0.96
+    card = {"domain_check": reference_from(colour_stats(own[:200]), ["lab"] * 200, colour_stats(own[200:]),
+                                           ["lab"] * 100, sure[200:])}
+    assert card["domain_check"]["folder_cells"] == 50
+    assert unlike_training(sure[:60], colour_stats(cells(60, (1.0, 1.0, 1.0))), card) is None
+    stain = unlike_training(sure[:60], colour_stats(other), card)
+    assert "stain and optics differ" in stain and "unsure" not in stain
+    doubt = unlike_training(np.full((60, 3), 1 / 3), colour_stats(own[:60]), card)
+    assert "unsure of them" in doubt and "stain" not in doubt
+    assert unlike_training(np.full((5, 3), 1 / 3), None, card) is None  # too few cells to judge
+    assert unlike_training(np.full((60, 3), 1 / 3), None, {}) is None  # an older model without thresholds
 
 
 def test_training_sets_the_threshold_and_classify_warns_once(trained_model_path, tmp_path, capsys):
@@ -159,15 +167,17 @@ def test_training_sets_the_threshold_and_classify_warns_once(trained_model_path,
 
     from wbc_desktop.engine.models.modelfile import read_card, update_card
 
-    assert 0 < read_card(trained_model_path)["domain_check"]["threshold"] <= 1
+    check = read_card(trained_model_path)["domain_check"]
+    assert 0 < check["confidence"]["threshold"] <= 1 and check["colour"]["threshold"] > 0
+    assert [r["source"] for r in check["colour"]["references"]] == ["."]  # one training folder, one lab
     strict = tmp_path / "strict.keras"
     shutil.copy(trained_model_path, strict)
-    update_card(strict, domain_check={"threshold": 0.999, "folder_cells": 50})
+    update_card(strict, domain_check={"confidence": {"threshold": 0.999}, "folder_cells": 50})
     folder = _tinted_lab(tmp_path / "other", 10, 3)
     code = main(["classify", str(folder), "--model", str(strict), "--no-tta"])
     err = capsys.readouterr().err
     assert code == 0 and err.count("unlike the model's training data") == 1 and "calibrate" in err
-    update_card(strict, domain_check={"threshold": 0.0, "folder_cells": 50})
+    update_card(strict, domain_check={"confidence": {"threshold": 0.0}, "folder_cells": 50})
     main(["classify", str(folder), "--model", str(strict), "--no-tta"])
     assert "unlike" not in capsys.readouterr().err
 
@@ -180,13 +190,13 @@ def test_app_shows_the_folder_warning_with_a_way_to_calibrate(qtbot, settings, t
 
     strict = tmp_path / "strict.keras"
     shutil.copy(trained_model_path, strict)
-    update_card(strict, domain_check={"threshold": 0.999, "folder_cells": 50})
+    update_card(strict, domain_check={"confidence": {"threshold": 0.999}, "folder_cells": 50})
     window = open_window(qtbot, settings, strict)
     slide = _tinted_lab(tmp_path / "other", 10, 4)
     with qtbot.waitSignal(window.job_finished, timeout=60000):
         window.open_paths([str(slide)])
     notice = window.review.notice
-    assert notice.isVisibleTo(window) and "unlike the model" in notice.text()
+    assert notice.isVisibleTo(window) and "unlike the model" in notice.text() and "unsure" in notice.text()
     window.review.calibrate_requested.emit()  # the notice's link
     assert window.cells.session.calibration_set
     window.grab().save(str(tmp_path / "notice.png"))

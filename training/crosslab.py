@@ -2,6 +2,7 @@
 
     python training/crosslab.py --variant compact='{}' \
         --variant lite0_128='{"arch": "efficientnet_lite0", "weights": "imagenet", "img_size": 128}'
+    python training/crosslab.py --ensemble compact+lite0_128   # the two folds' models as one, no training
     python training/crosslab.py --table          # the markdown table of all rows so far
 
 Leave one lab out over every labelled lab of the config (``crosslab_labs``:
@@ -96,6 +97,42 @@ def fold(spec: dict, name: str, overrides: dict, held: str, runs: Path) -> dict:
     return row
 
 
+def ensemble_fold(spec: dict, members: list[str], held: str, runs: Path) -> dict:
+    """Members' fold models joined as one model (``engine.models.ensemble``),
+    scored as a fold is. The pbc test cells are those in every member's
+    test split: a member decoding at another size may have split near-
+    duplicates differently, and no member may have trained on a scored cell."""
+    from run_models import best_epoch_model
+
+    from wbc_desktop.engine.models.ensemble import build_ensemble
+
+    t0 = time.monotonic()
+    rows = [json.loads(line) for line in (runs / RESULTS).read_text().splitlines()]
+    loaded = [best_epoch_model(runs / f"crosslab_{m}_{held}") for m in members]
+    size = max(card["input_size"] for _, card in loaded)
+    model = build_ensemble([m for m, _ in loaded], size, name="_and_".join(members))
+    clf = Classifier(model, dict(loaded[0][1], input_size=size))
+    base = (ROOT / spec["datasets_dir"]).resolve()
+    common = [c for c in COMMON_FIVE if c in clf.classes]
+    x, y = lab_arrays(base / held, common, size)
+    y = np.asarray([clf.classes.index(common[i]) for i in y])
+    row = {"variant": "+".join(members), "overrides": {"ensemble": members}, "held_out": held,
+           "unseen": _brief(compute_metrics(y, clf.predict_arrays(x), clf.classes)),
+           "train_seconds": sum(r["train_seconds"] for r in rows if r["variant"] in members and r["held_out"] == held),
+           "epochs": None}
+    if held != "pbc":
+        tests = []
+        for m in members:
+            cfg = variant_config(spec, next(r["overrides"] for r in rows if r["variant"] == m))
+            data = prepare_for(cfg, [base / s for s in spec["crosslab_labs"] if s != held])
+            tests.append({str(data.test.paths[i]) for i in source_rows(data.test.paths, "pbc")})
+        data = prepare_for(replace(cfg, img_size=size), [base / s for s in spec["crosslab_labs"] if s != held])
+        keep = [i for i in source_rows(data.test.paths, "pbc") if all(str(data.test.paths[i]) in t for t in tests)]
+        row["pbc_test"] = _brief(compute_metrics(data.test.y[keep], clf.predict_arrays(data.test.x[keep]), clf.classes))
+    row["wall_seconds"] = round(time.monotonic() - t0)
+    return row
+
+
 def table(rows: list[dict]) -> str:
     """One line per variant: mean and worst left-out lab, pbc in-domain, time."""
     labs = sorted({r["held_out"] for r in rows})
@@ -125,6 +162,7 @@ def main() -> int:
     parser.add_argument("--config", default=str(ROOT / "training" / "shipped_model.json"))
     parser.add_argument("--runs", default=str(ROOT / "training" / "runs"))
     parser.add_argument("--labs", nargs="*", help="left-out labs to run (default: every lab of the protocol)")
+    parser.add_argument("--ensemble", action="append", default=[], help="variantA+variantB: their fold models joined")
     parser.add_argument("--table", action="store_true", help="print the table of every row so far")
     args = parser.parse_args()
     spec = json.loads(Path(args.config).read_text())
@@ -142,7 +180,17 @@ def main() -> int:
             rows.append(row)
             with open(results, "a") as f:
                 f.write(json.dumps(row) + "\n")
-    if args.table or args.variant:
+    for item in args.ensemble:
+        members = item.split("+")
+        for held in args.labs or spec["crosslab_labs"]:
+            if any(r["variant"] == item and r["held_out"] == held for r in rows):
+                continue
+            row = ensemble_fold(spec, members, held, runs)
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+            with open(results, "a") as f:
+                f.write(json.dumps(row) + "\n")
+    if args.table or args.variant or args.ensemble:
         print(table(rows))
     return 0
 

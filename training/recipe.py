@@ -31,10 +31,10 @@ import numpy as np  # noqa: E402
 
 from wbc_desktop.engine.data.dataset import decode_images, scan_labeled  # noqa: E402
 from wbc_desktop.engine.train.evaluation import evaluate_files, format_metrics, write_report  # noqa: E402
-from wbc_desktop.engine.models.modelfile import save_model, update_card  # noqa: E402
+from wbc_desktop.engine.models.modelfile import read_card, save_model, update_card  # noqa: E402
 from wbc_desktop.engine.train.finetune import prepare_for  # noqa: E402
 from wbc_desktop.engine.train.config import TrainConfig
-from wbc_desktop.engine.train.trainer import train  # noqa: E402
+from wbc_desktop.engine.train.trainer import reference_for, train  # noqa: E402
 
 COMMON_FIVE = ["neutrophil", "eosinophil", "basophil", "lymphocyte", "monocyte"]
 CREDITS = {
@@ -151,6 +151,8 @@ def main() -> int:
             results_file.write_text(json.dumps(results, indent=1))
 
     out = ROOT / spec["output"]
+    if out.exists() and "domain_check" not in read_card(out):
+        add_domain_check(out, spec)
     unseen = {k: v["unseen"] for k, v in results.items() if k.startswith("lodo_")}
     if out.exists() and unseen:
         speed = classify_speed(out, base / spec["sources"][0])
@@ -160,6 +162,19 @@ def main() -> int:
                            test_time_options=json.loads(test_time.read_text()) if test_time.exists() else None)
         write_markdown_card(card, results, out.with_suffix(".md"))
     return 0
+
+
+def add_domain_check(model_path: Path, spec: dict) -> None:
+    """The folder-warning threshold for a model trained before training set
+    it: from the model's own validation split, as training now does."""
+    cfg = train_config(spec)
+    base = (ROOT / spec["datasets_dir"]).resolve()
+    data = prepare_for(cfg, [base / s for s in spec["sources"]], ProgressPrinter())
+    clf = Classifier.open(model_path)
+    check = reference_for(clf.model, data, clf.size)
+    update_card(model_path, domain_check=check)
+    print(f"folder-warning thresholds {check['colour']['threshold']} (stain), {check['confidence']['threshold']} "
+          f"(confidence) set on {len(data.val.y)} validation cells", flush=True)
 
 
 def classify_speed(model_path: Path, folder: Path, n: int = 1000) -> dict:

@@ -27,10 +27,8 @@ def _default_model(arg: str | None) -> Path:
 
 
 def cmd_classify(args) -> int:
-    import numpy as np
-
     from .engine.data.dataset import collect_images
-    from .engine.infer.classify import Classifier, write_predictions_csv
+    from .engine.infer.classify import Classifier, folder_notice, write_predictions_csv
 
     if args.out:
         check_output_file(args.out, (".csv",))
@@ -69,10 +67,7 @@ def cmd_classify(args) -> int:
           file=sys.stderr)
     if interrupted:
         return 130
-    from .engine.infer.domain_check import unlike_training
-
-    probs = [p.probs for p in results if p.ok]
-    notice = unlike_training(np.stack(probs), clf.card) if probs else None
+    notice = folder_notice(results, clf.card)
     if notice:
         print(f"warning: {notice}", file=sys.stderr)
     return 0 if ok else 1

@@ -1,6 +1,7 @@
 """Classifying the open sources as a worker job: a header first (how many
 files, which model really classifies them), then results in chunks, so the
-GUI updates once per chunk and its event loop stays free."""
+GUI updates once per chunk and its event loop stays free, and last the
+folder's notice when it looks unlike the model's training data."""
 
 from __future__ import annotations
 
@@ -18,17 +19,21 @@ def classification(classifier, sources: list[str], adapt: bool, tta: bool) -> Ca
     files first (on the worker) and the header names that copy."""
 
     def job(cancel: CancelToken):
+        from ..engine.infer.classify import Prediction, folder_notice
+
         files, skipped = collect_images(sources)
         model = classifier.adapted_to(files) if adapt else classifier
         yield {"total": len(files) + len(skipped), "model_name": model.name,
                "model_version": str(model.card.get("engine_version", ""))}
-        chunk, last = [], time.monotonic()
+        chunk, done, last = [], [], time.monotonic()
         for pred in model.classify_collected(files, skipped, batch_size=32, tta=tta, cancel=cancel, keep_pixels=True):
             chunk.append(pred)
+            done.append(Prediction(pred.path, pred.label, pred.confidence, pred.probs, pred.error, colour=pred.colour))
             if len(chunk) >= CHUNK_CELLS or time.monotonic() - last > CHUNK_SECONDS:
                 yield chunk
                 chunk, last = [], time.monotonic()
         if chunk:
             yield chunk
+        yield {"notice": folder_notice(done, model.card)}  # only for a folder classified to its end
 
     return job

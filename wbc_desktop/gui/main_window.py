@@ -377,6 +377,11 @@ class MainWindow(ModelActions, ExportActions, QMainWindow):
         to open one while a job runs)."""
         if session is not self.state.session:
             return
+        if isinstance(chunk, dict) and "notice" in chunk:  # the job's last word: is the folder unlike training?
+            if chunk["notice"]:
+                self.review.show_notice(f"<b>Note:</b> {html.escape(chunk['notice'][0].upper() + chunk['notice'][1:])} "
+                                        "<a href='calibrate'>Propose cells to label for calibration</a>")
+            return
         if isinstance(chunk, dict):  # the job's header: file count and the model actually used
             self._job_total = chunk["total"]
             self.progress.setRange(0, max(chunk["total"], 1))
@@ -422,23 +427,9 @@ class MainWindow(ModelActions, ExportActions, QMainWindow):
         if name == "classify":  # file jobs and the training screen report their own
             message = f"Classified {self._job_done} of {self._job_total} files"
             self.statusBar().showMessage(message + (" — cancelled" if worker.is_aborted else ""), 10000)
-            if not worker.is_aborted:
-                self._check_folder()
         self.review.refresh_counts()
         self.autosave()
         self.job_finished.emit(name)
-
-    def _check_folder(self) -> None:
-        """Say once, above the cells, when the folder looks unlike the model's training data."""
-        import numpy as np
-
-        from ..engine.infer.domain_check import unlike_training
-
-        probs = [it.probs for it in self.state.session.items if it.probs is not None]
-        notice = unlike_training(np.asarray(probs), self.classifier.card) if probs else None
-        if notice:
-            self.review.show_notice(f"<b>Note:</b> {html.escape(notice[0].upper() + notice[1:])}. "
-                                    "<a href='calibrate'>Propose cells to label for calibration</a>")
 
     # ---------------------------------------------------------- persistence
     def _schedule_autosave(self) -> None:

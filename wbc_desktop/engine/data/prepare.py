@@ -47,6 +47,11 @@ class PreparedData:
         return PreparedData(classes, self.img_size, remap(self.train), remap(self.val), remap(self.test),
                             self.manifest, self.summary)
 
+    def sources_of(self, split: SplitArrays) -> list[str]:
+        """The source folder (lab) each image of ``split`` comes from."""
+        roots = [(s, (Path(self.manifest.root) / s).resolve()) for s in self.manifest.sources]
+        return [next((s for s, r in roots if Path(p).resolve().is_relative_to(r)), "") for p in split.paths]
+
     def data_card(self) -> dict:
         """What a model card records of its training data."""
         counts = self.manifest.counts()

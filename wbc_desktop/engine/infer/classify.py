@@ -21,6 +21,7 @@ from ..data.dataset import Skipped, collect_images
 from ..io.imageio import ImageReadError
 from ..data.preprocess import load_square
 from ..progress import CancelToken
+from .domain_check import colour_stats, unlike_training
 
 
 @dataclass
@@ -31,6 +32,7 @@ class Prediction:
     probs: np.ndarray | None = None
     error: str | None = None
     pixels: np.ndarray | None = None  # the model's input view, when asked for (thumbnails)
+    colour: np.ndarray | None = None  # the cell's stain statistics (see domain_check.colour_stats)
 
     @property
     def ok(self) -> bool:
@@ -152,11 +154,23 @@ class Classifier:
                     except ImageReadError as exc:
                         results.append(Prediction(str(path), error=exc.reason))
                 if pixels:
-                    probs = self.predict_arrays(np.stack(pixels), tta=tta, batch_size=batch_size)
+                    stacked = np.stack(pixels)
+                    probs = self.predict_arrays(stacked, tta=tta, batch_size=batch_size)
+                    stats = colour_stats(stacked)
                     for row, i in enumerate(good):
                         k = int(probs[row].argmax())
                         results[i].label, results[i].confidence, results[i].probs = self.classes[k], float(probs[row, k]), probs[row]
+                        results[i].colour = stats[row]
                 yield from results
+
+
+def folder_notice(predictions: Sequence[Prediction], card: dict) -> str | None:
+    """The once-per-folder warning (``domain_check``) for these predictions."""
+    ok = [p for p in predictions if p.ok]
+    if not ok:
+        return None
+    stats = np.stack([p.colour for p in ok]) if all(p.colour is not None for p in ok) else None
+    return unlike_training(np.stack([p.probs for p in ok]), stats, card)
 
 
 def write_predictions_csv(path: str | os.PathLike, predictions: Sequence[Prediction], classes: Sequence[str], model_name: str = "") -> None:

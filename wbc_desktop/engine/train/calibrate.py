@@ -81,7 +81,7 @@ def lab_features(model, pixels: np.ndarray, batch_size: int = 64, cancel: Cancel
     """Features and probabilities of four views of uint8 cells (N x S x S x 3)."""
     import keras
 
-    both = keras.Model(model.inputs[0], [model.get_layer("features").output, model.output])
+    both = keras.Model(model.inputs, [model.get_layer("features").output, model.output])
     feats, probs = [], []
     for start in range(0, len(pixels), batch_size):
         if cancel is not None:

@@ -22,7 +22,7 @@ from ..models.builders import apply_freeze, build_compact, build_resnet50, count
 from ..models.efficientnet_lite import build_efficientnet_lite0
 from ..models.modelfile import load_model, new_card
 from ..infer.classify import Classifier
-from ..infer.domain_check import threshold_from
+from ..infer.domain_check import colour_stats, reference_from
 from ..io.atomic import write_text
 from ..progress import CancelToken, ProgressFn, no_progress
 from .callbacks import CancelOnRequest, CleanValidation, ProgressReporter, RunFolder
@@ -63,6 +63,18 @@ def build_model(config: TrainConfig, classes: list[str]) -> tuple[keras.Model, s
     model = build_compact(len(classes), config.img_size, norm=config.norm, width=config.width, colour_space=config.colour_space)
     return model, "random initialisation (trained from scratch)", (
         f"compact CNN, 5 stages, {config.norm} norm, width {config.width}, {config.colour_space} input")
+
+
+def reference_for(model: keras.Model, data: PreparedData, img_size: int, max_train: int = 4000) -> dict:
+    """What the folder warning compares a lab's folder with (see
+    ``infer.domain_check``): the training cells' stain per lab, the
+    validation cells' stain and confidence (4 views, as the app classifies)."""
+    rng = np.random.default_rng(0)
+    pick = np.sort(rng.permutation(len(data.train.y))[:max_train])
+    train_sources = data.sources_of(data.train)
+    val_probs = Classifier(model, {"classes": data.classes, "input_size": img_size}).predict_arrays(data.val.x, tta=True)
+    return reference_from(colour_stats(data.train.x[pick]), [train_sources[i] for i in pick],
+                          colour_stats(data.val.x), data.sources_of(data.val), val_probs)
 
 
 def _training_devices() -> list:
@@ -173,8 +185,7 @@ def train(
         )
     folder.restore_best()
     recalibrate_batchnorm(model, data.train.x)
-    val_probs = Classifier(model, {"classes": data.classes, "input_size": config.img_size}).predict_arrays(
-        data.val.x, tta=True)
+    domain_check = reference_for(model, data, config.img_size)
     trainable, total = count_params(model)
     card = new_card(
         name=name, classes=data.classes, input_size=config.img_size, architecture=architecture, weights_origin=origin,
@@ -183,7 +194,7 @@ def train(
         training_data=data.data_card(),
         best_epoch=folder.state["best_epoch"],
         history=folder.state["history"],
-        domain_check=threshold_from(val_probs),
+        domain_check=domain_check,
         trained_on={"replicas": strategy.num_replicas_in_sync,
                     "devices": [d.name for d in _training_devices()] if strategy.num_replicas_in_sync > 1 else None},
     )
