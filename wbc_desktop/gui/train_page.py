@@ -12,7 +12,7 @@ from pathlib import Path
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QPixmap
 from PySide6.QtWidgets import (
-    QHBoxLayout, QHeaderView, QLabel, QMessageBox, QPlainTextEdit, QProgressBar, QPushButton, QScrollArea, QSplitter,
+    QGroupBox, QHBoxLayout, QHeaderView, QLabel, QMessageBox, QPlainTextEdit, QProgressBar, QPushButton, QScrollArea, QSplitter,
     QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget,
 )
 
@@ -54,7 +54,7 @@ class TrainPage(QWidget):
         self.form = TrainForm()
         self.form.from_review.clicked.connect(self.use_reviewed_cells)
         self.form.check_button.clicked.connect(self.check_dataset)
-        run_box = QWidget()
+        run_box = QGroupBox("3. Run")
         run_layout = QHBoxLayout(run_box)
         self.start_button = QPushButton("Start training")
         self.start_button.clicked.connect(lambda: self.start_training(resume=False))
