@@ -119,9 +119,12 @@ def calibration_shots(window, app, labelled: Path, shot, wait_for, out: Path) ->
     truth = {}
     for cls in sorted(d for d in labelled.iterdir() if d.is_dir()):
         for f in sorted(cls.iterdir())[:14]:
-            shutil.copy(f, flat / f.name)
-            truth[f.name] = cls.name
+            name = f"{cls.name}_{f.name}"  # labs reuse file names across class folders
+            shutil.copy(f, flat / name)
+            truth[name] = cls.name
     window.tabs.setCurrentIndex(0)
+    window.review.view_combo.setCurrentIndex(0)
+    window.review._view_changed(0)
     window.open_paths([str(flat)])
     if window.state.jobs.busy:
         wait_for(window.job_finished)

@@ -107,3 +107,20 @@ def heavy_modules_after(code: str) -> list[str]:
     line = [ln for ln in out.stdout.splitlines() if ln.startswith("LOADED")]
     assert line, out.stderr[-3000:]
     return eval(line[-1][len("LOADED "):])
+
+
+def pytest_sessionfinish(session, exitstatus):
+    session.config._wbc_exitstatus = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    """End the process once pytest has reported: tearing down the many
+    TensorFlow graphs and Qt objects the suite leaves was once seen to keep
+    a finished run alive for over ten minutes (in the final garbage
+    collection), which would eat CI's time limit. Nothing is left to do here
+    that a report depends on."""
+    if hasattr(config, "_wbc_exitstatus"):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(config._wbc_exitstatus)

@@ -134,14 +134,16 @@ class CalibrationFlow(QObject):
         from ..engine.models.registry import user_models_dir
 
         name = calibration.card["name"]
-        safe = "".join(ch if ch.isalnum() or ch in "-_ " else "_" for ch in name).strip() or "lab model"
-        path = save_model(calibration.model, calibration.card, free_name(user_models_dir(), f"{safe}.keras"))
+        stamp = calibration.card["created"][:16].replace(":", "").replace("T", " ")
+        path = save_model(calibration.model, calibration.card, free_name(user_models_dir(), f"lab model {stamp}.keras"))
         for pred in predictions:
             self.state.cells.add_item(ReviewItem.from_prediction(pred))
         self.state.session.model_name = name
         self.state.models_changed.emit()
         self.state.load_model(path)
         self.review.refresh_counts()
+        self.review.refresh_detail()
+        self.review.show_notice(None)  # the note was about the base model on this folder
         self.review.review_changed.emit()
         self.message(f"Using the lab model {path.name}; the base model is one click away in the model list.", 15000)
         self.applied.emit(str(path))

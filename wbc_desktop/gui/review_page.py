@@ -195,6 +195,12 @@ class ReviewPage(QWidget):
         self.detail.set_item(item, self.state.session.model_name, self.cells.thumbnails.get(item.path) if item else None)
         self.state.flags_changed.emit()
 
+    def refresh_detail(self) -> None:
+        """Show the current cell again (its prediction may have changed)."""
+        row = self.current_row()
+        item = self.state.session.items[row] if row is not None else None
+        self.detail.set_item(item, self.state.session.model_name, self.cells.thumbnails.get(item.path) if item else None)
+
     def current_row(self) -> int | None:
         view = self.views.currentWidget()
         if view not in (self.grid, self.table):
@@ -235,8 +241,7 @@ class ReviewPage(QWidget):
             return
         self.state.session.set_review(row, label, operator)
         self.cells.row_changed(row)
-        item = self.state.session.items[row]
-        self.detail.set_item(item, self.state.session.model_name, self.cells.thumbnails.get(item.path))
+        self.refresh_detail()
         self.refresh_counts()
         self.review_changed.emit()
 
