@@ -136,7 +136,7 @@ class Classifier:
         # half the cores decode, the rest are TensorFlow's: more decoders only
         # preempt its compute threads, and a stalled thread stalls every kernel
         with ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) // 2)) as pool:
-            submit = lambda batch: [pool.submit(load_square, p, self.size) for p in batch]  # noqa: E731
+            submit = lambda batch: [pool.submit(_load_with_stats, p, self.size) for p in batch]  # noqa: E731
             pending = submit(batches[0]) if batches else []
             for index, batch in enumerate(batches):
                 if cancel is not None and cancel.cancelled:
@@ -148,20 +148,25 @@ class Classifier:
                 pixels, good, results = [], [], []
                 for path, fut in zip(batch, current):
                     try:
-                        pixels.append(fut.result())
+                        square, stats = fut.result()
+                        pixels.append(square)
                         good.append(len(results))
-                        results.append(Prediction(str(path), pixels=pixels[-1] if keep_pixels else None))
+                        results.append(Prediction(str(path), pixels=square if keep_pixels else None, colour=stats))
                     except ImageReadError as exc:
                         results.append(Prediction(str(path), error=exc.reason))
                 if pixels:
-                    stacked = np.stack(pixels)
-                    probs = self.predict_arrays(stacked, tta=tta, batch_size=batch_size)
-                    stats = colour_stats(stacked)
+                    probs = self.predict_arrays(np.stack(pixels), tta=tta, batch_size=batch_size)
                     for row, i in enumerate(good):
                         k = int(probs[row].argmax())
                         results[i].label, results[i].confidence, results[i].probs = self.classes[k], float(probs[row, k]), probs[row]
-                        results[i].colour = stats[row]
                 yield from results
+
+
+def _load_with_stats(path: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The model's view of a file and its stain statistics, on a decode
+    thread, so the statistics cost the forward pass nothing."""
+    square = load_square(path, size)
+    return square, colour_stats(square[None])[0]
 
 
 def folder_notice(predictions: Sequence[Prediction], card: dict) -> str | None:
