@@ -195,19 +195,18 @@ def classify_speed(model_path: Path, folder: Path, n: int = 1000) -> dict:
 
 LIMITATIONS = (
     "Single-cell crops of peripheral blood only (May-Grunwald-Giemsa/Wright-like stains); not for bone marrow, "
-    "blasts or other abnormal cells, which are not among its classes. Trained at 96 px on a 2-core CPU: below the "
-    "99 % PBC goal, and weaker on other labs' images (see the leave-one-lab-out figures), so every prediction is "
-    "decision support for a technologist, and a lab should fine-tune on its own reviewed cells. Basophils are rare "
-    "outside PBC and their recall on other labs is unmeasured (1-3 images)."
+    "blasts or other abnormal cells, which are not among its classes. Trained on a 2-core CPU within a few hours: "
+    "below the 99 % PBC goal, and far weaker on other labs' images (see the unseen-lab figures), so every prediction "
+    "is decision support for a technologist, and a lab should calibrate it to its own cells (Lab menu, wbc "
+    "calibrate). Basophils are rare outside PBC and their recall on other labs is barely measured."
 )
 
 
 WITH_A_GPU = (
-    "The 2-core CPU budget (about an hour for the whole recipe: 36 minutes for this model, 36 epochs) set 96 px and "
-    "a 1.2 M-parameter network; 36 instead of 24 epochs still gained 0.5 points on PBC. "
-    "A GPU run would train at 128-160 px for 60-100 epochs, compare "
-    "ResNet50 initialised from ImageNet at 224 px (from scratch it did not learn in the epochs this CPU allows), "
-    "and average several seeds per setting; that is where the missing points on PBC most likely are."
+    "The 2-core CPU budget set the compact network at 96 px (36 epochs) and the Lite0 member at 128 px for 6 "
+    "epochs on a 2400-image PBC subset plus BCCD and Tecom. A GPU run (the recipe runs under tf.distribute) would "
+    "train Lite0 on all four labs and all of PBC at 160-224 px for 30+ epochs, try Lite1/Lite2, and average several "
+    "seeds per setting; that is where the missing points on PBC most likely are."
 )
 
 
