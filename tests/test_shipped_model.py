@@ -69,3 +69,11 @@ def test_shipped_model_reads_real_pbc_files_the_way_it_was_trained():
     predicted = [p.label for p in clf.classify_files([data.paths[i] for i in rows])]
     truth = [data.classes[data.labels[i]] for i in rows]
     assert np.mean(np.asarray(predicted) == np.asarray(truth)) >= 0.9
+
+
+def test_shipped_model_card_renders_in_the_app():
+    from wbc_desktop.gui.dialogs import card_html
+
+    card = read_card(SHIPPED)
+    html = card_html(card)
+    assert card["name"] in html and "Labs never seen in training" in html

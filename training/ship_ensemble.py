@@ -97,7 +97,8 @@ def main() -> int:
                   "trained_on": "pbc (2400 train / 600 val images), bccd, tecom (crosslab protocol)",
                   "hyperparameters": lite0_card.get("hyperparameters")}],
         test_metrics=by_source.get("pbc"), test_metrics_by_source=by_source,
-        unseen_lab_evaluations={args.unseen: unseen}, domain_check=check, limitations=LIMITATIONS,
+        unseen_lab_evaluations={args.unseen: unseen["four_views"]},
+        unseen_lab_one_view={args.unseen: unseen["one_view"]}, domain_check=check, limitations=LIMITATIONS,
         recipe="training/ship_ensemble.py (members: training/recipe.py, training/crosslab.py)",
     )
     out = save_model(model, card, args.out)
@@ -116,7 +117,7 @@ def finish_card(path: Path, spec: dict, unseen: str) -> None:
                        training_data={"members": [m["trained_on"] for m in members], "unseen_lab": unseen},
                        hyperparameters={m["name"]: m["hyperparameters"] for m in members},
                        with_a_gpu=WITH_A_GPU)
-    write_markdown_card(card, {f"lodo_{unseen}": {"unseen": card["unseen_lab_evaluations"][unseen]["four_views"]}},
+    write_markdown_card(card, {f"lodo_{unseen}": {"unseen": card["unseen_lab_evaluations"][unseen]}},
                         Path(path).with_suffix(".md"))
 
 

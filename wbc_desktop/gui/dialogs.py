@@ -118,10 +118,12 @@ def card_html(card: dict) -> str:
         lines.append(_metrics_table("Held-out test split of each training source", card["test_metrics_by_source"]))
     if card.get("unseen_lab_evaluations"):
         lines.append(_metrics_table("Labs never seen in training (all of their cells)", card["unseen_lab_evaluations"]))
-    td = card.get("training_data")
-    if td:
+    td = card.get("training_data") or {}
+    if "counts" in td:  # a trained model's split; an ensemble lists its members instead
         sizes = " / ".join(str(sum(td["counts"][s].values())) for s in ("train", "val", "test"))
         lines.append(f"<p><b>Training data:</b> {td.get('root', '')}, train / validation / test images {sizes}</p>")
+    for member in card.get("members", []):
+        lines.append(f"<p><b>Member:</b> {member['name']}</p>")
     if card.get("limitations"):
         lines.append(f"<p><b>Limitations:</b> {card['limitations']}</p>")
     if card.get("data_credits"):
