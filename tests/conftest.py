@@ -56,7 +56,8 @@ def trained_model_path(tmp_path_factory, synth_dir):
 
     out = tmp_path_factory.mktemp("trained")
     cfg = TrainConfig(img_size=40, epochs=15, batch_size=16, lr=3e-3, width=16, patience=15, norm="group",
-                      augment=AugmentConfig(flip=True, rotate=True, affine=0.0, scale=0.0, brightness_contrast=0.0, stain=0.0))
+                      augment=AugmentConfig(flip=True, rotate=True, affine=0.0, scale=0.0, brightness_contrast=0.0, stain=0.0,
+                                              grayscale=0.0, blur=0.0))
     data = prepare_data(synth_dir, cfg.img_size, seed=cfg.seed)
     result = train(cfg, data, out / "run", name="synthetic")
     path = out / "synthetic.keras"
