@@ -57,6 +57,8 @@ class TrainForm(QWidget):
         self.preset.activated.connect(lambda i: self.apply_preset(self.preset.itemText(i)))
         form.addRow("Preset", self.preset)
         self.base = QComboBox()
+        self.base.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.base.setMinimumContentsLength(28)  # a long model name must not widen the whole form
         self.base.currentIndexChanged.connect(self._base_changed)
         self.base.setToolTip("The model to start from: a WBC model adapts fastest")
         _add_row(form, "Base model", self.base)

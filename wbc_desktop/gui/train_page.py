@@ -147,6 +147,7 @@ class TrainPage(QWidget):
         splitter.addWidget(scroll)
         splitter.addWidget(self.tabs)
         splitter.setStretchFactor(1, 1)
+        splitter.setSizes([580, 820])  # the form's fields and hints fit without scrolling sideways
         layout = QVBoxLayout(self)
         layout.addWidget(splitter)
 
