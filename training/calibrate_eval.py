@@ -35,10 +35,8 @@ import numpy as np  # noqa: E402
 from recipe import COMMON_FIVE  # noqa: E402
 from run_models import best_epoch_model  # noqa: E402
 
-from wbc_desktop.engine.data.dataset import (  # noqa: E402
-    decode_images, exact_duplicate_pairs, near_duplicate_pairs, scan_labeled,
-)
-from wbc_desktop.engine.data.splits import source_groups  # noqa: E402
+from wbc_desktop.engine.data.dataset import decode_images, scan_labeled  # noqa: E402
+from wbc_desktop.engine.data.prepare import duplicate_groups  # noqa: E402
 from wbc_desktop.engine.models.batchnorm import recalibrate_batchnorm  # noqa: E402
 from wbc_desktop.engine.models.modelfile import inference_copy  # noqa: E402
 from wbc_desktop.engine.train.run_layout import RunLayout  # noqa: E402
@@ -61,8 +59,7 @@ def new_lab(folder: Path, classes: list[str], size: int, seed: int = 0):
         rows = sorted(np.random.default_rng(seed).choice(rows, PBC_CELLS, replace=False))
     paths = [found.paths[i] for i in rows]
     decoded = decode_images(paths, size)
-    links = exact_duplicate_pairs(decoded.digests) + near_duplicate_pairs(decoded.hashes, decoded.ok)
-    groups = source_groups(paths, GROUP_BY.get(folder.name), links)
+    groups = duplicate_groups(paths, decoded, GROUP_BY.get(folder.name))
     ok = np.flatnonzero(decoded.ok)
     y = np.asarray([classes.index(found.classes[found.labels[rows[i]]]) for i in ok])
     return decoded.pixels[ok], y, groups[ok]

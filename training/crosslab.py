@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-from recipe import COMMON_FIVE, lab_arrays, source_rows, train_config  # noqa: E402
+from recipe import COMMON_FIVE, brief_metrics, lab_arrays, source_rows, train_config  # noqa: E402
 
 from wbc_desktop.engine.infer.classify import Classifier  # noqa: E402
 from wbc_desktop.engine.train.evaluation import compute_metrics  # noqa: E402
@@ -66,13 +66,6 @@ def variant_config(spec: dict, overrides: dict):
     return replace(cfg, patience=fields["epochs"], augment=augment, **fields)
 
 
-def _brief(metrics: dict) -> dict:
-    out = {k: round(metrics[k], 4) for k in ("accuracy", "balanced_accuracy", "macro_f1")}
-    out["n"] = metrics["n"]
-    out["recall"] = {c: round(m["recall"], 3) for c, m in metrics["per_class"].items() if m["support"]}
-    return out
-
-
 def fold(spec: dict, name: str, overrides: dict, held: str, runs: Path) -> dict:
     cfg = variant_config(spec, overrides)
     base = (ROOT / spec["datasets_dir"]).resolve()
@@ -87,12 +80,12 @@ def fold(spec: dict, name: str, overrides: dict, held: str, runs: Path) -> dict:
     x, y = lab_arrays(base / held, common, cfg.img_size)
     y = np.asarray([clf.classes.index(common[i]) for i in y])
     row = {"variant": name, "overrides": overrides, "held_out": held,
-           "unseen": _brief(compute_metrics(y, clf.predict_arrays(x), clf.classes)),
+           "unseen": brief_metrics(compute_metrics(y, clf.predict_arrays(x), clf.classes)),
            "train_seconds": round(train_seconds), "epochs": cfg.epochs}
     pbc_test = source_rows(data.test.paths, "pbc")
     if pbc_test:
         xt, yt = data.test.x[pbc_test], data.test.y[pbc_test]
-        row["pbc_test"] = _brief(compute_metrics(yt, clf.predict_arrays(xt), clf.classes))
+        row["pbc_test"] = brief_metrics(compute_metrics(yt, clf.predict_arrays(xt), clf.classes))
     row["wall_seconds"] = round(time.monotonic() - t0)
     return row
 
@@ -117,7 +110,7 @@ def ensemble_fold(spec: dict, members: list[str], held: str, runs: Path) -> dict
     x, y = lab_arrays(base / held, common, size)
     y = np.asarray([clf.classes.index(common[i]) for i in y])
     row = {"variant": "+".join(members), "overrides": {"ensemble": members}, "held_out": held,
-           "unseen": _brief(compute_metrics(y, clf.predict_arrays(x), clf.classes)),
+           "unseen": brief_metrics(compute_metrics(y, clf.predict_arrays(x), clf.classes)),
            "train_seconds": sum(r["train_seconds"] for r in rows if r["variant"] in members and r["held_out"] == held),
            "epochs": None}
     if held != "pbc":
@@ -128,7 +121,7 @@ def ensemble_fold(spec: dict, members: list[str], held: str, runs: Path) -> dict
             tests.append({str(data.test.paths[i]) for i in source_rows(data.test.paths, "pbc")})
         data = prepare_for(replace(cfg, img_size=size), [base / s for s in spec["crosslab_labs"] if s != held])
         keep = [i for i in source_rows(data.test.paths, "pbc") if all(str(data.test.paths[i]) in t for t in tests)]
-        row["pbc_test"] = _brief(compute_metrics(data.test.y[keep], clf.predict_arrays(data.test.x[keep]), clf.classes))
+        row["pbc_test"] = brief_metrics(compute_metrics(data.test.y[keep], clf.predict_arrays(data.test.x[keep]), clf.classes))
     row["wall_seconds"] = round(time.monotonic() - t0)
     return row
 

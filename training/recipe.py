@@ -50,7 +50,8 @@ def train_config(spec: dict) -> TrainConfig:
     return replace(TrainConfig(**t), group_by=spec["group_by"], augment=AugmentConfig.from_strength(strength))
 
 
-def _short(metrics: dict) -> dict:
+def brief_metrics(metrics: dict) -> dict:
+    """Metrics as results files keep them: the confusion matrix stays in the report."""
     keys = ("n", "accuracy", "balanced_accuracy", "macro_f1", "ece")
     out = {k: metrics[k] for k in keys}
     out["recall"] = {c: round(m["recall"], 4) for c, m in metrics["per_class"].items() if m["support"]}
@@ -84,7 +85,7 @@ def _per_source_test(clf: Classifier, data, sources: list[str], run_dir: Path) -
         metrics = write_report(run_dir / f"report_test_{src}", y, clf.predict_arrays(x), data.classes, x,
                                [data.test.paths[i] for i in rows], {"split": "test", "source": src})
         print(f"--- test split, {src}\n{format_metrics(metrics)}", flush=True)
-        results[src] = _short(metrics)
+        results[src] = brief_metrics(metrics)
     return results
 
 
@@ -144,7 +145,7 @@ def main() -> int:
             metrics, _ = evaluate_files(clf, held_set.paths, labels, run_dir / f"report_unseen_{held}",
                                         extra={"data": held, "subset": "all (unseen lab)"})
             print(f"=== unseen lab {held}\n{format_metrics(metrics)}", flush=True)
-            results[f"lodo_{held}"] = {"trained_on": train_sources, "unseen": _short(metrics),
+            results[f"lodo_{held}"] = {"trained_on": train_sources, "unseen": brief_metrics(metrics),
                                        "test_split": per_source, "epochs": len(result.history),
                                        "best_epoch": result.best_epoch, "wall_seconds": round(seconds)}
             results_file.parent.mkdir(parents=True, exist_ok=True)

@@ -24,8 +24,8 @@ sys.path.insert(0, str(ROOT))
 
 from crosslab import RESULTS as CROSSLAB_RESULTS, variant_config  # noqa: E402
 from recipe import (  # noqa: E402
-    COMMON_FIVE, CREDITS, LIMITATIONS, WITH_A_GPU, classify_speed, lab_arrays, source_rows, train_config,
-    write_markdown_card,
+    COMMON_FIVE, CREDITS, LIMITATIONS, WITH_A_GPU, brief_metrics, classify_speed, lab_arrays, source_rows,
+    train_config, write_markdown_card,
 )
 from run_models import best_epoch_model  # noqa: E402
 
@@ -36,13 +36,6 @@ from wbc_desktop.engine.models.modelfile import load_model, new_card, read_card,
 from wbc_desktop.engine.train.evaluation import compute_metrics  # noqa: E402
 from wbc_desktop.engine.train.finetune import prepare_for  # noqa: E402
 from wbc_desktop.engine.train.trainer import reference_for  # noqa: E402
-
-
-def _short(m: dict) -> dict:
-    out = {k: round(m[k], 4) for k in ("accuracy", "balanced_accuracy", "macro_f1")}
-    out["n"] = m["n"]
-    out["recall"] = {c: round(v["recall"], 3) for c, v in m["per_class"].items() if v["support"]}
-    return out
 
 
 def main() -> int:
@@ -75,12 +68,12 @@ def main() -> int:
     for src in sources:
         keep = [i for i in source_rows(data.test.paths, src) if str(data.test.paths[i]) in both]
         probs = clf.predict_arrays(data.test.x[keep], tta=True)
-        by_source[src] = _short(compute_metrics(data.test.y[keep], probs, clf.classes))
+        by_source[src] = brief_metrics(compute_metrics(data.test.y[keep], probs, clf.classes))
         print(src, by_source[src], flush=True)
     x, y = lab_arrays(base / args.unseen, [c for c in COMMON_FIVE if c in clf.classes], size)
     common = [c for c in COMMON_FIVE if c in clf.classes]
     y = [clf.classes.index(common[i]) for i in y]
-    unseen = {views: _short(compute_metrics(y, clf.predict_arrays(x, tta=views == "four_views"), clf.classes))
+    unseen = {views: brief_metrics(compute_metrics(y, clf.predict_arrays(x, tta=views == "four_views"), clf.classes))
               for views in ("four_views", "one_view")}
     print(args.unseen, unseen, flush=True)
     check = reference_for(model, data, size)

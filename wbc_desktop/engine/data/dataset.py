@@ -120,6 +120,12 @@ def collect_images(inputs: Sequence[str | os.PathLike]) -> tuple[list[Path], lis
     return files, skipped
 
 
+def sample_in_order(items: Sequence, n: int, seed: int = 0) -> list:
+    """At most ``n`` of ``items``, chosen at random (seeded), in their order."""
+    rng = np.random.default_rng(seed)
+    return [items[i] for i in sorted(rng.permutation(len(items))[:n])]
+
+
 def require_two_classes(classes: list[str], counts) -> None:
     """A classifier needs at least two classes with images: one class would
     make a model that calls every cell by that name, with full confidence."""

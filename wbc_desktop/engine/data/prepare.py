@@ -66,10 +66,16 @@ class PreparedData:
         }
 
 
+def duplicate_groups(paths: Sequence[Path], decoded, group_by: str | None) -> np.ndarray:
+    """Group id per file: one source (``group_by`` on the name), exact and
+    near-duplicate copies of one cell together: what must stay on one side."""
+    links = exact_duplicate_pairs(decoded.digests) + near_duplicate_pairs(decoded.hashes, decoded.ok)
+    return source_groups(paths, group_by, links)
+
+
 def build_manifest(data: LabeledSet, sources: Sequence[Path], decoded, val_frac: float, test_frac: float, seed: int, group_by: str | None) -> SplitManifest:
     ok = np.flatnonzero(decoded.ok)
-    links = exact_duplicate_pairs(decoded.digests) + near_duplicate_pairs(decoded.hashes, decoded.ok)
-    groups = source_groups(data.paths, group_by, links)
+    groups = duplicate_groups(data.paths, decoded, group_by)
     splits = np.full(len(data.paths), "", dtype=object)
     splits[ok] = assign_splits(data.labels[ok], groups[ok], val_frac, test_frac, seed)
     root = Path(data.root).resolve()

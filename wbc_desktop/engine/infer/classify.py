@@ -17,7 +17,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from ..io.csvio import write_csv
-from ..data.dataset import Skipped, collect_images
+from ..data.dataset import Skipped, collect_images, sample_in_order
 from ..io.imageio import ImageReadError
 from ..data.preprocess import load_square
 from ..progress import CancelToken
@@ -40,6 +40,12 @@ class Prediction:
 
 
 MIN_ADAPT_IMAGES = 32
+
+
+def tta_views(x: np.ndarray) -> list[np.ndarray]:
+    """The four views of a batch that test-time averaging uses: as is, two
+    mirrors and a quarter turn (calibration fits on the same four)."""
+    return [x, x[:, :, ::-1], x[:, ::-1], np.rot90(x, 1, axes=(1, 2))]
 
 
 class Classifier:
@@ -75,10 +81,8 @@ class Classifier:
         from ..models.modelfile import inference_copy
         from ..models.batchnorm import recalibrate_batchnorm
 
-        rng = np.random.default_rng(seed)
-        chosen = [files[i] for i in sorted(rng.permutation(len(files))[:max_images])]
         pixels = []
-        for path in chosen:
+        for path in sample_in_order(files, max_images, seed):
             try:
                 pixels.append(load_square(path, self.size))
             except ImageReadError:
@@ -98,8 +102,7 @@ class Classifier:
         for start in range(0, len(pixels), batch_size):
             x = pixels[start:start + batch_size].astype(np.float32)
             if tta:
-                views = (x, x[:, :, ::-1], x[:, ::-1], np.rot90(x, 1, axes=(1, 2)))
-                probs = np.mean([self._forward(np.ascontiguousarray(v)).numpy() for v in views], axis=0)
+                probs = np.mean([self._forward(np.ascontiguousarray(v)).numpy() for v in tta_views(x)], axis=0)
             else:
                 probs = self._forward(x).numpy()
             out.append(probs)

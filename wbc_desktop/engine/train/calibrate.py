@@ -73,13 +73,11 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-6)
 
 
-def _views(x: np.ndarray) -> list[np.ndarray]:
-    return [x, x[:, :, ::-1], x[:, ::-1], np.rot90(x, 1, axes=(1, 2))]
-
-
 def lab_features(model, pixels: np.ndarray, batch_size: int = 64, cancel: CancelToken | None = None) -> LabFeatures:
     """Features and probabilities of four views of uint8 cells (N x S x S x 3)."""
     import keras
+
+    from ..infer.classify import tta_views
 
     both = keras.Model(model.inputs, [model.get_layer("features").output, model.output])
     feats, probs = [], []
@@ -87,7 +85,7 @@ def lab_features(model, pixels: np.ndarray, batch_size: int = 64, cancel: Cancel
         if cancel is not None:
             cancel.raise_if_cancelled()
         x = pixels[start:start + batch_size].astype(np.float32)
-        outs = [both(np.ascontiguousarray(v), training=False) for v in _views(x)]
+        outs = [both(np.ascontiguousarray(v), training=False) for v in tta_views(x)]
         feats.append(np.stack([np.asarray(f) for f, _ in outs]))
         probs.append(np.stack([np.asarray(p) for _, p in outs]))
     if not feats:
@@ -283,20 +281,17 @@ def calibrate_folder(classifier, labelled_dir: str | Path, *, unlabelled: Sequen
                      cancel: CancelToken | None = None, seed: int = 0) -> Calibration:
     """``labelled_dir``/<class>/<image>: decode, group (by ``group_by`` on the
     file names and by near-duplicate crops), then :func:`calibrate`."""
-    from ..data.dataset import collect_images, decode_images, exact_duplicate_pairs, near_duplicate_pairs, scan_labeled
-    from ..data.splits import source_groups
+    from ..data.dataset import collect_images, decode_images, sample_in_order, scan_labeled
+    from ..data.prepare import duplicate_groups
 
     data = scan_labeled(labelled_dir)
     decoded = decode_images(data.paths, classifier.size, progress, cancel)
     ok = np.flatnonzero(decoded.ok)
-    links = exact_duplicate_pairs(decoded.digests) + near_duplicate_pairs(decoded.hashes, decoded.ok)
-    groups = source_groups(data.paths, group_by, links)[ok]
+    groups = duplicate_groups(data.paths, decoded, group_by)[ok]
     names = [data.classes[data.labels[i]] for i in ok]
     unlabelled_pixels = None
     if unlabelled:
-        files = collect_images(unlabelled)[0]
-        rng = np.random.default_rng(seed)
-        files = [files[i] for i in sorted(rng.permutation(len(files))[:MAX_UNLABELLED])]
+        files = sample_in_order(collect_images(unlabelled)[0], MAX_UNLABELLED, seed)
         extra = decode_images(files, classifier.size, progress, cancel)
         unlabelled_pixels = extra.pixels[extra.ok]
     result = calibrate(classifier, [data.paths[i] for i in ok], names, decoded.pixels[ok], groups, method=method,
@@ -311,7 +306,7 @@ def calibrate_session(classifier, session, *, method: str = DEFAULT_METHOD, tta:
     labelled ones, its other readable cells the lab's unlabelled ones.
     Returns the calibration and the calibrated model's predictions for every
     readable cell of the session (to show how the count changes)."""
-    from ..data.dataset import near_duplicate_pairs, perceptual_hash
+    from ..data.dataset import near_duplicate_pairs, perceptual_hash, sample_in_order
     from ..data.preprocess import load_square
     from ..data.splits import source_groups
     from ..infer.classify import Classifier
@@ -337,8 +332,7 @@ def calibrate_session(classifier, session, *, method: str = DEFAULT_METHOD, tta:
     pixels = np.stack(pixels)
     hashes = np.stack([perceptual_hash(p) for p in pixels])
     groups = source_groups(paths, None, near_duplicate_pairs(hashes, np.ones(len(paths), bool)))
-    rng = np.random.default_rng(seed)
-    unlabelled = [others[i] for i in sorted(rng.permutation(len(others))[:MAX_UNLABELLED])]
+    unlabelled = sample_in_order(others, MAX_UNLABELLED, seed)
     needs_unlabelled = method in ("adabn_logistic", "spreading")
     extra = []
     for path in unlabelled if needs_unlabelled else ():
