@@ -49,3 +49,48 @@ def make_labeled_folder(root: Path, per_class: int = 20, seed: int = 0, size: in
         for i in range(per_class):
             cell_image(label, rng, size).save(folder / f"{label[:3]}_{seed}_{i:03d}.png")
     return root
+
+
+def field_image(
+    cells: list[tuple[str, int, int]],
+    size: tuple[int, int] = (640, 480),
+    seed: int = 0,
+    red_cells: int = 60,
+    platelets: int = 4,
+    background: tuple[int, int, int] = (236, 232, 226),
+    red: tuple[int, int, int] = (222, 160, 160),
+    nucleus: tuple[int, int, int] = (90, 40, 130),
+    scale: float = 1.0,
+) -> tuple[Image.Image, list[tuple[int, int, int, int]]]:
+    """A microscope field: red cells (diameter 40 px x ``scale``) all over,
+    a few platelets, and a white cell of each ``(label, cx, cy)`` drawn on
+    top. Returns the photo and each white cell's true box (x0, y0, x1, y1)."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    im = Image.new("RGB", size, background)
+    d = ImageDraw.Draw(im)
+    rr = 20 * scale
+    for _ in range(red_cells):
+        x, y = rng.uniform(0, w), rng.uniform(0, h)
+        d.ellipse([x - rr, y - rr, x + rr, y + rr], fill=red)
+        pale = tuple(int((a + b) / 2) for a, b in zip(red, background))
+        d.ellipse([x - rr / 3, y - rr / 3, x + rr / 3, y + rr / 3], fill=pale)
+    for _ in range(platelets):
+        x, y = rng.uniform(0, w), rng.uniform(0, h)
+        rp = 3 * scale
+        d.ellipse([x - rp, y - rp, x + rp, y + rp], fill=nucleus)
+    boxes = []
+    for label, cx, cy in cells:
+        r = 30 * scale
+        d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=CYTOPLASM.get(label, (210, 200, 220)))
+        if label in ("neutrophil", "eosinophil"):
+            for k in range(3 if label == "neutrophil" else 2):
+                a = 2 * np.pi * k / (3 if label == "neutrophil" else 2)
+                x, y, rl = cx + 0.45 * r * np.cos(a), cy + 0.45 * r * np.sin(a), 0.32 * r
+                d.ellipse([x - rl, y - rl, x + rl, y + rl], fill=nucleus)
+        else:
+            rn = 0.75 * r
+            d.ellipse([cx - rn, cy - rn, cx + rn, cy + rn], fill=nucleus)
+        boxes.append((int(cx - r), int(cy - r), int(cx + r), int(cy + r)))
+    arr = np.asarray(im, dtype=np.int16) + rng.integers(-5, 6, (h, w, 3))
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)), boxes

@@ -5,6 +5,7 @@ from PIL import Image
 
 from conftest import rgb_noise
 from synth import cell_image
+from wbc_desktop.engine.infer.cells import NO_WHITE_CELL
 from wbc_desktop.engine.infer.classify import Classifier, write_predictions_csv
 from wbc_desktop.engine.progress import CancelToken
 
@@ -29,9 +30,12 @@ def _messy_folder(root):
 def test_classify_reports_broken_files_and_classifies_the_rest(tmp_path, tiny_model_path):
     folder = _messy_folder(tmp_path / "slide 1")
     clf = Classifier.open(tiny_model_path)
-    results = list(clf.classify([folder], batch_size=2))
+    results = list(clf.classify([folder], batch_size=2, mode="cells"))
     errors = {r.path.split("/")[-1]: r.error for r in results if not r.ok}
     assert set(errors) == {"truncated.jpg", "not_an_image.png", "readme.txt"}
+    # taken for what it looks like, the blank 10000 px photo is a field without a white cell
+    auto = {r.path.split("/")[-1]: r.error for r in clf.classify([folder], batch_size=2) if not r.ok}
+    assert auto == dict(errors, **{"huge.jpg": NO_WHITE_CELL})
     assert "truncated" in errors["truncated.jpg"] or "decode" in errors["truncated.jpg"]
     assert "not an image" in errors["not_an_image.png"]
     classified = {r.path.split("/")[-1] for r in results if r.ok}
@@ -75,10 +79,11 @@ def test_predictions_csv(tmp_path, tiny_model_path):
     out = tmp_path / "out" / "preds.csv"
     write_predictions_csv(out, results, clf.classes, clf.name)
     rows = list(csv.DictReader(out.open()))
-    assert list(rows[0])[:6] == ["path", "label", "confidence", "prob_neutrophil", "prob_eosinophil", "prob_lymphocyte"]
+    assert list(rows[0])[:10] == ["path", "cell", "x", "y", "w", "h", "at_border", "label", "confidence", "prob_neutrophil"]
     assert len(rows) == len(results)
     bad = [r for r in rows if r["error"]]
-    assert len(bad) == 3 and all(r["label"] == "" for r in bad)
+    assert len(bad) == 4 and all(r["label"] == "" for r in bad)  # 3 unreadable, and the blank photo has no white cell
+    assert [r["error"] for r in bad if "huge" in r["path"]] == [NO_WHITE_CELL]
     good = [r for r in rows if not r["error"]]
     assert all(r["model"] == "tiny test model" for r in good)
     assert any("nested cell.bmp" in r["path"] for r in good)

@@ -160,10 +160,10 @@ def test_tensorflow_start_up_lines_only_with_verbose(tmp_path, tiny_model_path):
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)
     cmd = [sys.executable, "-m", "wbc_desktop.cli", "classify", str(slide), "--model", str(tiny_model_path)]
     quiet = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
-    assert quiet.returncode == 0 and "classified 2 images" in quiet.stderr
+    assert quiet.returncode == 0 and "classified 2 cells in 2 images" in quiet.stderr
     assert "absl" not in quiet.stderr and "oneDNN" not in quiet.stderr
     loud = subprocess.run(cmd[:3] + ["--verbose"] + cmd[3:], capture_output=True, text=True, timeout=120, env=env)
-    assert loud.returncode == 0 and "classified 2 images" in loud.stderr and "oneDNN" in loud.stderr
+    assert loud.returncode == 0 and "classified 2 cells in 2 images" in loud.stderr and "oneDNN" in loud.stderr
 
 
 def test_run_app_starts_offline_after_the_first_set_up(tmp_path):

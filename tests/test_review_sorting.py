@@ -71,7 +71,7 @@ def test_sort_copy_never_overwrites_and_writes_manifest(tmp_path):
     target = tmp_path / "out"
     (target / "neutrophil").mkdir(parents=True)
     (target / "neutrophil" / "a.png").write_bytes(b"earlier work")
-    list(sort_into_folders([(src / "a.png", "neutrophil"), (src / "b.png", "eosinophil")], target))
+    list(sort_into_folders([(src / "a.png", "neutrophil", None), (src / "b.png", "eosinophil", None)], target))
     assert (target / "neutrophil" / "a.png").read_bytes() == b"earlier work"
     assert (target / "neutrophil" / "a (2).png").read_bytes() == b"a.png"
     assert (src / "a.png").exists()  # copies leave the originals
@@ -86,7 +86,7 @@ def test_move_and_undo(tmp_path):
     (src / "a.png").write_bytes(b"A")
     (src / "b.png").write_bytes(b"B")
     target = tmp_path / "out"
-    progress = list(sort_into_folders([(src / "a.png", "lymphocyte"), (src / "b.png", "lymphocyte")], target, move=True))
+    progress = list(sort_into_folders([(src / "a.png", "lymphocyte", None), (src / "b.png", "lymphocyte", None)], target, move=True))
     assert not (src / "a.png").exists() and (target / "lymphocyte" / "b.png").read_bytes() == b"B"
     manifest = progress[-1].info["manifest"]
     (src / "b.png").write_bytes(b"new file in the old place")

@@ -77,7 +77,7 @@ def fold(spec: dict, name: str, overrides: dict, held: str, runs: Path) -> dict:
     train_seconds = time.monotonic() - t0
     clf = Classifier(result.model, result.card)
     common = [c for c in COMMON_FIVE if c in clf.classes]
-    x, y = lab_arrays(base / held, common, cfg.img_size)
+    x, y = lab_arrays(base / held, common, cfg.img_size, cfg.framing)
     y = np.asarray([clf.classes.index(common[i]) for i in y])
     row = {"variant": name, "overrides": overrides, "held_out": held,
            "unseen": brief_metrics(compute_metrics(y, clf.predict_arrays(x), clf.classes)),
@@ -107,7 +107,7 @@ def ensemble_fold(spec: dict, members: list[str], held: str, runs: Path) -> dict
     clf = Classifier(model, dict(loaded[0][1], input_size=size))
     base = (ROOT / spec["datasets_dir"]).resolve()
     common = [c for c in COMMON_FIVE if c in clf.classes]
-    x, y = lab_arrays(base / held, common, size)
+    x, y = lab_arrays(base / held, common, size, clf.framing)
     y = np.asarray([clf.classes.index(common[i]) for i in y])
     row = {"variant": "+".join(members), "overrides": {"ensemble": members}, "held_out": held,
            "unseen": brief_metrics(compute_metrics(y, clf.predict_arrays(x), clf.classes)),

@@ -63,11 +63,11 @@ def source_rows(paths: list, source: str) -> list[int]:
     return [i for i, p in enumerate(paths) if f"/{source}/" in Path(p).as_posix()]
 
 
-def lab_arrays(folder: Path, classes: list[str], size: int) -> tuple[np.ndarray, np.ndarray]:
+def lab_arrays(folder: Path, classes: list[str], size: int, framing: str = "as_is") -> tuple[np.ndarray, np.ndarray]:
     """Every readable image of a labelled folder whose class the model knows,
     decoded as the model sees it, with its label as an index into ``classes``."""
     found = scan_labeled(folder)
-    decoded = decode_images(found.paths, size)
+    decoded = decode_images(found.paths, size, framing=framing)
     names = [found.classes[i] for i in found.labels]
     keep = [i for i, ok in enumerate(decoded.ok) if ok and names[i] in classes]
     return decoded.pixels[keep], np.asarray([classes.index(names[i]) for i in keep])

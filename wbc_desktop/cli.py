@@ -12,6 +12,7 @@ from pathlib import Path
 
 from . import __version__, paths
 from .engine.console import ProgressPrinter, quiet_native_logs
+from .engine.infer.modes import MODES
 from .engine.io.files import check_output_file, check_output_folder
 from .engine.train.run_layout import RunLayout
 from .engine.progress import Cancelled, CancelToken
@@ -28,6 +29,7 @@ def _default_model(arg: str | None) -> Path:
 
 def cmd_classify(args) -> int:
     from .engine.data.dataset import collect_images
+    from .engine.infer.cells import NO_WHITE_CELL
     from .engine.infer.classify import Classifier, folder_notice, write_predictions_csv
 
     if args.out:
@@ -44,25 +46,31 @@ def cmd_classify(args) -> int:
         clf = clf.adapted_to(files)
         print(f"adapted normalisation statistics: {clf.name}", file=sys.stderr)
     results = []
-    failed = 0
+    failed = empty = 0
     t0 = time.monotonic()
     interrupted = False
     try:
-        for pred in clf.classify_collected(files, skipped, batch_size=args.batch_size, tta=args.tta):
+        for pred in clf.classify_collected(files, skipped, batch_size=args.batch_size, tta=args.tta, mode=args.mode):
             results.append(pred)
-            if not pred.ok:
+            if pred.error == NO_WHITE_CELL:
+                empty += 1
+                print(f"note: {pred.path}: {NO_WHITE_CELL}", file=sys.stderr)
+            elif not pred.ok:
                 failed += 1
                 print(f"warning: skipped {pred.path}: {pred.error}", file=sys.stderr)
             elif not args.out:
-                print(f"{pred.path}\t{pred.label}\t{pred.confidence:.3f}")
+                where = f"#{pred.cell.index}" if pred.cell.in_field else ""
+                print(f"{pred.path}{where}\t{pred.label}\t{pred.confidence:.3f}")
     except KeyboardInterrupt:
         interrupted = True
     seconds = time.monotonic() - t0
     if args.out:
         write_predictions_csv(args.out, results, clf.classes, clf.name)
-    ok = len(results) - failed
-    done = (f"interrupted after {len(results)} of {len(files) + len(skipped)} files: " if interrupted else "")
-    print(f"{done}classified {ok} images ({ok / max(seconds, 1e-9):.1f} images/s), {failed} unreadable"
+    ok = len(results) - failed - empty
+    images = len({p.path for p in results})
+    done = (f"interrupted after {images} of {len(files) + len(skipped)} files: " if interrupted else "")
+    print(f"{done}classified {ok} cells in {images - failed - empty} images ({ok / max(seconds, 1e-9):.1f} cells/s), "
+          f"{failed} unreadable" + (f", {empty} with no white cell" if empty else "")
           + (f"; wrote {'the results so far to ' if interrupted else ''}{args.out}" if args.out else ""),
           file=sys.stderr)
     if interrupted:
@@ -310,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model file (default: the shipped model)")
     p.add_argument("--out", help="write predictions to this CSV")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--mode", choices=MODES, default="auto",
+                   help="cells: each image is one cell; fields: find every white cell in each photo; "
+                        "auto: per image, one white cell in the middle is a crop, anything else a field")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
                    help="average 4 views of each cell (default; more accurate, 4x the compute)")
     p.add_argument("--adapt", action="store_true",

@@ -55,7 +55,7 @@ class CalibrationFlow(QObject):
         """Mark the cells to label and show them; returns how many."""
         session = self.state.session
         rows = propose_cells(session)
-        session.calibration_set = [session.items[r].path for r in rows]
+        session.calibration_set = [session.items[r].key for r in rows]
         if not rows:
             self.message("Every class already has its labelled cells: Lab ▸ Calibrate now.", 8000)
             return 0

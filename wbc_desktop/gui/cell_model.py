@@ -9,6 +9,7 @@ import numpy as np
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSize, QSortFilterProxyModel, Qt
 from PySide6.QtGui import QBrush, QColor, QFont, QImage, QPixmap
 
+from ..engine.infer.modes import NO_WHITE_CELL
 from ..engine.review.session import UNUSABLE, ReviewItem, ReviewSession
 
 COLUMNS = ("File", "Predicted", "Confidence", "Reviewed", "Note")
@@ -17,6 +18,7 @@ ITEM_ROLE = Qt.UserRole + 2
 FLAGGED_BG = QColor("#fff1cc")
 ERROR_BG = QColor("#f8d7da")
 REVIEWED_FG = QColor("#1b6e2d")
+CUT_BY_EDGE = "cut by the photo edge (counted)"
 
 
 def pixmap_from_array(pixels: np.ndarray) -> QPixmap:
@@ -51,9 +53,9 @@ class CellTableModel(QAbstractTableModel):
         self.endResetModel()
 
     def add_item(self, item: ReviewItem, pixels: np.ndarray | None = None) -> None:
-        existing = self.session.index_of(item.path)
+        existing = self.session.index_of(item.key)
         if pixels is not None:
-            self.thumbnails[item.path] = pixmap_from_array(pixels)
+            self.thumbnails[item.key] = pixmap_from_array(pixels)
         if existing is None:
             row = len(self.session.items)
             self.beginInsertRows(QModelIndex(), row, row)
@@ -63,10 +65,10 @@ class CellTableModel(QAbstractTableModel):
             self.session.add(item)
             self.row_changed(existing)
 
-    def set_thumbnail(self, path: str, pixels: np.ndarray) -> None:
-        row = self.session.index_of(path)
+    def set_thumbnail(self, key: str, pixels: np.ndarray) -> None:
+        row = self.session.index_of(key)
         if row is not None:
-            self.thumbnails[path] = pixmap_from_array(pixels)
+            self.thumbnails[key] = pixmap_from_array(pixels)
             self.row_changed(row)
 
     def row_changed(self, row: int) -> None:
@@ -87,26 +89,27 @@ class CellTableModel(QAbstractTableModel):
             return item
         if role == Qt.DisplayRole:
             if col == 0:
-                return Path(item.path).name
+                return item.display_name
             if col == 1:
-                return item.label or ("unreadable" if item.error else "")
+                return item.label or (("no white cell" if item.error == NO_WHITE_CELL else "unreadable") if item.error else "")
             if col == 2:
                 return f"{item.confidence:.0%}" if item.error is None else ""
             if col == 3:
                 return "not a WBC / unusable" if item.reviewed == UNUSABLE else (item.reviewed or "")
             if col == 4:
-                return item.note or (item.error or "")
+                return item.note or (item.error or "") or (CUT_BY_EDGE if item.at_border else "")
         if role == Qt.ToolTipRole:
-            text = item.path
+            text = item.path + (f"\nwhite cell {item.cell + 1} of this photo" if item.in_field else "")
+            text += f"\n{CUT_BY_EDGE}" if item.at_border else ""
             if item.error:
                 return f"{text}\n{item.error}"
             return f"{text}\npredicted {item.label} ({item.confidence:.1%})" + (f"\nreviewed: {item.reviewed}" if item.reviewed else "")
         if role == SORT_ROLE:
             if col == 0:
-                return item.path
+                return (item.path, item.cell or 0)
             return (item.confidence if item.error is None else -1.0) if col == 2 else str(self.data(index) or "")
         if role == Qt.DecorationRole and col == 0:
-            return self.thumbnails.get(item.path)
+            return self.thumbnails.get(item.key)
         if role == Qt.BackgroundRole:
             if item.error:
                 return QBrush(ERROR_BG)
@@ -136,7 +139,7 @@ class GridLabelModel(QSortFilterProxyModel):
             if item is None:
                 return None
             if item.error:
-                return "⚠ unreadable"
+                return "○ no white cell" if item.error == NO_WHITE_CELL else "⚠ unreadable"
             if item.reviewed:
                 return f"✔ {'unusable' if item.reviewed == UNUSABLE else item.reviewed}"
             return f"{item.label} {item.confidence:.0%}"
@@ -172,5 +175,5 @@ class CellFilterProxy(QSortFilterProxyModel):
         if self.mode == FILTER_ERRORS:
             return item.error is not None
         if self.mode == FILTER_CALIBRATION:
-            return item.path in model.session.calibration_set
+            return item.key in model.session.calibration_set
         return True

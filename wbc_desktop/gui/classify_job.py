@@ -28,7 +28,8 @@ def classification(classifier, sources: list[str], adapt: bool, tta: bool) -> Ca
         chunk, done, last = [], [], time.monotonic()
         for pred in model.classify_collected(files, skipped, batch_size=32, tta=tta, cancel=cancel, keep_pixels=True):
             chunk.append(pred)
-            done.append(Prediction(pred.path, pred.label, pred.confidence, pred.probs, pred.error, colour=pred.colour))
+            done.append(Prediction(pred.path, pred.label, pred.confidence, pred.probs, pred.error, colour=pred.colour,
+                                   cell=pred.cell))
             if len(chunk) >= CHUNK_CELLS or time.monotonic() - last > CHUNK_SECONDS:
                 yield chunk
                 chunk, last = [], time.monotonic()

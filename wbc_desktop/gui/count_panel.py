@@ -69,6 +69,8 @@ class CountPanel(QWidget):
             f"Total WBC: <b>{diff['total']}</b> · reviewed {diff['reviewed']} · unreviewed {diff['unreviewed']} · "
             f"<span style='color:#9a6b00'>flagged {diff['flagged']}</span> · unusable {diff['unusable']} · "
             f"unreadable {diff['errors']}"
+            + (f" · photos without a white cell {diff['no_white_cell']}" if diff["no_white_cell"] else "")
+            + (f" · cut by a photo edge (counted) {diff['at_border']}" if diff["at_border"] else "")
         )
         self.summary.setToolTip(diff["convention"])
         self.referral.setText("Needs a haematologist's look: " + "; ".join(diff["refer"]))

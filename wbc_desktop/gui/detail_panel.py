@@ -1,5 +1,6 @@
-"""The selected cell: large image, top-k probabilities, file and model, and
-the review controls (accept, reassign, unusable, note)."""
+"""The selected cell: large image (a cell of a field photo is shown in its
+photo, every white cell boxed and labelled), top-k probabilities, file and
+model, and the review controls (accept, reassign, unusable, note)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QRectF, QSize, Qt, Signal
-from PySide6.QtGui import QColor, QPainter, QPixmap
+from PySide6.QtGui import QColor, QFont, QPainter, QPen, QPixmap
 from PySide6.QtWidgets import (
     QFrame, QGridLayout, QGroupBox, QLabel, QLineEdit, QPushButton, QSizePolicy, QVBoxLayout, QWidget,
 )
 
-from ..engine.io.imageio import ImageReadError, read_rgb
+from ..engine.io.imageio import ImageReadError, read_rgb_scaled
 from ..engine.review.session import UNUSABLE, ReviewItem
 from .cell_model import pixmap_from_array
 
@@ -62,6 +63,8 @@ class DetailPanel(QWidget):
         super().__init__(parent)
         self.classes: list[str] = []
         self.item: ReviewItem | None = None
+        self.photo_cells: list[ReviewItem] = []
+        self._decoded: tuple[str, QPixmap, float] | None = None  # the last photo: moving between its cells is instant
         self.image = QLabel("No cell selected")
         self.image.setAlignment(Qt.AlignCenter)
         self.image.setMinimumSize(240, 240)
@@ -75,6 +78,7 @@ class DetailPanel(QWidget):
         self.info.setWordWrap(True)
         self.info.setTextInteractionFlags(Qt.TextSelectableByMouse)
         self.info.setStyleSheet("color: #555;")
+        self.info.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Minimum)  # the image gives way, not the file name
 
         self.review_box = QGroupBox("Review (keys: Enter accept, 1-9 class, 0 unusable, N next flagged)")
         self.review_grid = QGridLayout(self.review_box)
@@ -118,8 +122,10 @@ class DetailPanel(QWidget):
         self.review_grid.addWidget(self.accept_button, row + 1, 0)
         self.review_grid.addWidget(self.next_button, row + 1, 1)
 
-    def set_item(self, item: ReviewItem | None, model_name: str | None, thumbnail: QPixmap | None = None) -> None:
-        self.item = item
+    def set_item(self, item: ReviewItem | None, model_name: str | None, thumbnail: QPixmap | None = None,
+                 photo_cells: list[ReviewItem] = ()) -> None:
+        """``photo_cells``: every cell found in the item's field photo, to box them all."""
+        self.item, self.photo_cells = item, list(photo_cells)
         enabled = item is not None and item.error is None
         self.review_box.setEnabled(enabled)
         self.note.setEnabled(item is not None)
@@ -141,17 +147,55 @@ class DetailPanel(QWidget):
                 reviewed = f"<br><span style='color:#1b6e2d'><b>✔ Reviewed: {shown}</b></span>"
             self.title.setText(f"Model: <b>{item.label}</b> ({item.confidence:.1%}){reviewed}")
         self.bars.set_probs(self.classes, item.probs)
-        self.info.setText(f"{item.path}\nmodel: {model_name or '—'}")
+        where = ""
+        if item.in_field:
+            where = f"White cell {item.cell + 1} of {len(self.photo_cells)} in this photo (yellow box)"
+            where += ", cut by the photo's edge (counted)\n" if item.at_border else "\n"
+        self.info.setText(f"{where}{item.path}\nmodel: {model_name or '—'}")
         self.note.setText(item.note)
 
     def _show_image(self, item: ReviewItem, thumbnail: QPixmap | None) -> None:
         try:
-            pixmap = pixmap_from_array(read_rgb(item.path, max_side=1024))
+            if self._decoded is None or self._decoded[0] != item.path:
+                rgb, scale = read_rgb_scaled(item.path, max_side=1024)
+                self._decoded = (item.path, pixmap_from_array(rgb), scale)
+            pixmap, scale = self._decoded[1], self._decoded[2]
         except ImageReadError as exc:
-            pixmap = thumbnail
+            pixmap, scale = thumbnail, 1.0
             if pixmap is None:
                 self.image.setPixmap(QPixmap())
                 self.image.setText(f"Cannot show {Path(item.path).name}:\n{exc.reason}")
                 return
-        side = min(self.image.width(), self.image.height(), 480)
-        self.image.setPixmap(pixmap.scaled(max(side, 200), max(side, 200), Qt.KeepAspectRatio, Qt.SmoothTransformation))
+        if item.in_field:  # the whole photo, as large as the panel allows
+            width, height = max(self.image.width() - 4, 200), max(self.image.height() - 4, 200)
+        else:
+            width = height = max(min(self.image.width(), self.image.height(), 480), 200)
+        shown = pixmap.scaled(width, height, Qt.KeepAspectRatio, Qt.SmoothTransformation)
+        if item.in_field and pixmap is not thumbnail:
+            shown = self._boxed(shown, item, shown.width() / pixmap.width() / scale)
+        self.image.setPixmap(shown)
+
+    def _boxed(self, pixmap: QPixmap, current: ReviewItem, factor: float) -> QPixmap:
+        """Every white cell of the photo boxed with its label; the selected one in yellow."""
+        pixmap = QPixmap(pixmap)
+        p = QPainter(pixmap)
+        p.setRenderHint(QPainter.Antialiasing)
+        font = QFont()
+        font.setPointSize(8)
+        p.setFont(font)
+        for other in self.photo_cells:
+            if not other.box:
+                continue
+            x, y, w, h = (v * factor for v in other.box)
+            selected = other.key == current.key
+            colour = QColor("#ffd400") if selected else QColor("#16a34a" if other.reviewed else "#2563eb")
+            p.setPen(QPen(colour, 3 if selected else 1.5))
+            p.drawRect(QRectF(x, y, w, h))
+            text = f"{other.cell + 1} {other.final_label or '?'}"
+            label_w = max(w, 7.0 * len(text))
+            label = QRectF(min(x, pixmap.width() - label_w), max(0.0, y - 14), label_w, 14)
+            p.fillRect(label, QColor(0, 0, 0, 140))
+            p.setPen(QColor("white"))
+            p.drawText(label, Qt.AlignLeft | Qt.AlignVCenter, text)
+        p.end()
+        return pixmap

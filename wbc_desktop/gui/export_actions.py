@@ -46,7 +46,8 @@ class ExportActions:
         return path
 
     def sort_into_folders(self, target: str | None = None, move: bool | None = None) -> None:
-        items = [(it.path, it.final_label) for it in self.state.session.items if it.error is None and it.final_label]
+        items = [(it.path, it.final_label, it.field_box) for it in self.state.session.items
+                 if it.error is None and it.final_label]
         if target is None or move is None:
             dialog = SortDialog(self, len(items))
             if not dialog.exec():

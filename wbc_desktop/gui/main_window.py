@@ -335,17 +335,17 @@ class MainWindow(ModelActions, ExportActions, QMainWindow):
         self._load_thumbnails()
 
     def _load_thumbnails(self) -> None:
-        from ..engine.data.preprocess import load_square
+        from ..engine.infer.cells import view_of
         from ..engine.io.imageio import ImageReadError
 
-        items = [it.path for it in self.state.session.items if it.error is None]
+        items = [(it.key, it.path, it.field_box) for it in self.state.session.items if it.error is None]
 
         def job(cancel):
-            for p in items:
+            for key, path, box in items:
                 if cancel.cancelled:
                     return
                 try:
-                    yield p, load_square(p, 96)
+                    yield key, view_of(path, 96, "as_is", box)
                 except ImageReadError:
                     continue
 
@@ -389,7 +389,7 @@ class MainWindow(ModelActions, ExportActions, QMainWindow):
             return
         for item in chunk:
             self.state.cells.add_item(ReviewItem.from_prediction(item), item.pixels)
-        self._job_done += len(chunk)
+        self._job_done += sum(1 for p in chunk if p.cell is None or p.cell.index == 0)  # files: a photo has many cells
         self._show_progress("Classifying")
 
     # ---------------------------------------------------------------- jobs

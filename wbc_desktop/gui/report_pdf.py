@@ -1,6 +1,6 @@
 """The PDF report: lab and sample fields, model card summary, differential
-count (table and chart) and a gallery of flagged cells, through Qt's own PDF
-writer, written atomically."""
+count (table and chart), the count of each field photo, and a gallery of
+flagged cells, through Qt's own PDF writer, written atomically."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from PySide6.QtCore import QMarginsF, QUrl
 from PySide6.QtGui import QImage, QPageLayout, QPageSize, QPdfWriter, QPixmap, QTextDocument
 
 from ..engine.io.atomic import atomic_path
-from ..engine.review.differential import ReferralRules
+from ..engine.review.differential import ReferralRules, counts_per_photo, leukocyte_classes
 from ..engine.review.session import ReviewSession
 from .count_panel import plot_differential
 
@@ -47,11 +47,12 @@ def build_report_html(session: ReviewSession, fields: dict[str, str], card: dict
     refer = ("<p style='color:#a01919'><b>Needs a haematologist's look:</b> " + esc("; ".join(diff["refer"])) + "</p>"
              if diff["refer"] else "<p>No finding that needs a haematologist by the lab's rules.</p>")
     cells = "".join(
-        f"<td align='center'><img src='cell{i}' width='88' height='88'><br><small>{esc(Path(p).name)}<br>"
-        f"{esc(session.get(p).label or '')} {session.get(p).confidence:.0%}</small></td>"
+        f"<td align='center'><img src='cell{i}' width='88' height='88'><br><small>{esc(session.get(k).display_name)}<br>"
+        f"{esc(session.get(k).label or '')} {session.get(k).confidence:.0%}</small></td>"
         + ("</tr><tr>" if i % 6 == 5 else "")
-        for i, p in enumerate(gallery)
+        for i, k in enumerate(gallery)
     )
+    photos = _photo_table(session)
     return f"""
 <h2>White blood cell differential</h2>
 <p>Report date {_dt.datetime.now():%Y-%m-%d %H:%M} · source: {esc(', '.join(session.sources))}</p>
@@ -71,15 +72,37 @@ must be confirmed by qualified staff.</p>
 <p>Reviewed {diff['reviewed']}, unreviewed {diff['unreviewed']}, flagged (confidence below
 {session.threshold:.0%}, not reviewed) {diff['flagged']}, unusable {diff['unusable']}, unreadable files {diff['errors']}.</p>
 <img src='chart' width='420'>
+{photos}
 <h3>Flagged cells ({len(gallery)} shown)</h3>
 <table cellpadding='2'><tr>{cells}</tr></table>
 """
 
 
+def _photo_table(session: ReviewSession) -> str:
+    """Counts per field photo, with the cells its edge cuts (each counted once)."""
+    per_photo = counts_per_photo(session.items, session.classes)
+    if not per_photo:
+        return ""
+    esc = html.escape
+    wbc = leukocyte_classes(session.classes)
+    empty = session.differential()["no_white_cell"]
+    head = "".join(f"<th>{esc(c[:5])}</th>" for c in wbc)
+    body = "".join(
+        f"<tr><td>{esc(Path(path).name)}</td>" + "".join(f"<td align='right'>{counts[c] or ''}</td>" for c in wbc)
+        + f"<td align='right'><b>{sum(counts.values())}</b></td><td align='right'>{cut or ''}</td></tr>"
+        for path, counts, cut in per_photo)
+    return (f"<h3>Field photos ({len(per_photo)} with white cells"
+            + (f", {empty} without" if empty else "") + ")</h3>"
+            "<p><small>Every white cell found in a photo is one cell of the count; a cell cut by the photo's edge is "
+            "counted and listed under 'edge'.</small></p>"
+            f"<table border='1' cellspacing='0' cellpadding='2'><tr><th>photo</th>{head}<th>WBC</th><th>edge</th></tr>"
+            f"{body}</table>")
+
+
 def write_pdf_report(path: str | Path, session: ReviewSession, fields: dict[str, str], card: dict | None,
                      thumbnails: dict[str, QPixmap], rules: ReferralRules = ReferralRules(),
                      gallery_limit: int = 36) -> Path:
-    flagged = [it.path for it in session.items if it.is_flagged(session.threshold)][:gallery_limit]
+    flagged = [it.key for it in session.items if it.is_flagged(session.threshold)][:gallery_limit]
     doc = QTextDocument()
     from matplotlib.figure import Figure
 

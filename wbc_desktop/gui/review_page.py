@@ -140,7 +140,7 @@ class ReviewPage(QWidget):
     def fit_grid_to(self, classes: list[str]) -> None:
         """Grid cells as wide as the longest line a cell can show, so no
         label is cut to "lymphocyte ..." (a lab's own classes can be longer)."""
-        lines = [f"{c} 100%" for c in classes] + ["✔ unusable", "⚠ unreadable"]
+        lines = [f"{c} 100%" for c in classes] + ["✔ unusable", "⚠ unreadable", "○ no white cell"]
         width = max(130, max(self.grid.fontMetrics().horizontalAdvance(t) for t in lines) + 20)
         self.grid_model.item_size = QSize(width - 8, 126)
         self.grid.setGridSize(QSize(width, 134))
@@ -191,15 +191,18 @@ class ReviewPage(QWidget):
 
     # -------------------------------------------------------------- review
     def _on_current(self, index, model) -> None:
-        item = model.data(index, ITEM_ROLE) if index.isValid() else None
-        self.detail.set_item(item, self.state.session.model_name, self.cells.thumbnails.get(item.path) if item else None)
+        self._show_detail(model.data(index, ITEM_ROLE) if index.isValid() else None)
         self.state.flags_changed.emit()
 
     def refresh_detail(self) -> None:
         """Show the current cell again (its prediction may have changed)."""
         row = self.current_row()
-        item = self.state.session.items[row] if row is not None else None
-        self.detail.set_item(item, self.state.session.model_name, self.cells.thumbnails.get(item.path) if item else None)
+        self._show_detail(self.state.session.items[row] if row is not None else None)
+
+    def _show_detail(self, item) -> None:
+        session = self.state.session
+        photo = [session.items[r] for r in session.cells_of(item.path)] if item is not None and item.in_field else []
+        self.detail.set_item(item, session.model_name, self.cells.thumbnails.get(item.key) if item else None, photo)
 
     def current_row(self) -> int | None:
         view = self.views.currentWidget()
@@ -208,7 +211,7 @@ class ReviewPage(QWidget):
         index = view.currentIndex()
         if not index.isValid():
             return None
-        return self.state.session.index_of(index.data(ITEM_ROLE).path)
+        return self.state.session.index_of(index.data(ITEM_ROLE).key)
 
     def select_row(self, row: int) -> None:
         source = self.cells.index(row, 0)

@@ -140,13 +140,16 @@ class TrainForm(QWidget):
 
     def config(self) -> TrainConfig:
         data = self.base.currentData() or SCRATCH_COMPACT
+        framing = self._config.framing
         if data.endswith(".keras"):
-            arch, weights = self._config.arch, data
+            from ..engine.models.modelfile import framing_of, read_card
+
+            arch, weights, framing = self._config.arch, data, framing_of(read_card(data))
         else:
             arch, weights = data.split(":")
         return replace(
             self._config,
-            arch=arch, weights=weights, freeze_until=self.freeze.currentText(), epochs=self.epochs.value(),
+            arch=arch, weights=weights, framing=framing, freeze_until=self.freeze.currentText(), epochs=self.epochs.value(),
             batch_size=self.batch.value(), lr=self.lr.value(), img_size=self.img_size.value(),
             val_frac=self.val_frac.value(), test_frac=self.test_frac.value(),
             group_by=self.group_by.text().strip() or None, seed=self.seed.value(),

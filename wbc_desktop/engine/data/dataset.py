@@ -19,6 +19,7 @@ from PIL import Image
 
 from ... import paths
 from ..io.imageio import ImageReadError, is_image_name
+from ..locate.white_cells import LOCALISER_VERSION
 from .preprocess import RESIZE_METHOD, load_square
 from ..progress import CancelToken, Progress, ProgressFn, no_progress
 
@@ -207,21 +208,23 @@ class DecodedImages:
     digests: list[str]  # sha1 of the file bytes ('' where unreadable)
     original_sizes: np.ndarray  # N x 2 (width, height)
     errors: list[Skipped]
+    framing: str = "as_is"  # see locate.framing
 
 
-def _decode_one(path: Path, size: int):
+def _decode_one(path: Path, size: int, framing: str):
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise ImageReadError(path, exc.strerror or str(exc)) from None
-    square = load_square(path, size, data=io.BytesIO(raw))  # raises ImageReadError for a bad file
+    square = load_square(path, size, data=io.BytesIO(raw), framing=framing)  # raises ImageReadError for a bad file
     with Image.open(io.BytesIO(raw)) as im:  # header only: the original size for the summary
         original = im.size
     return square, perceptual_hash(square), hashlib.sha1(raw).hexdigest(), original
 
 
-def _cache_key(paths_: Sequence[Path], size: int) -> str:
-    h = hashlib.sha1(f"{RESIZE_METHOD}|{size}|phash|v1".encode())
+def _cache_key(paths_: Sequence[Path], size: int, framing: str) -> str:
+    view = RESIZE_METHOD if framing == "as_is" else f"{RESIZE_METHOD}|{framing}|{LOCALISER_VERSION}"
+    h = hashlib.sha1(f"{view}|{size}|phash|v1".encode())
     for p in paths_:
         try:
             st = p.stat()
@@ -237,11 +240,12 @@ def decode_images(
     progress: ProgressFn = no_progress,
     cancel: CancelToken | None = None,
     use_cache: bool = True,
+    framing: str = "as_is",
 ) -> DecodedImages:
     """Decode every file once at ``size``; reuse the on-disk cache when the
     same files (same size and mtime) were decoded before."""
     paths_ = [Path(p) for p in paths_]
-    key = _cache_key(paths_, size)
+    key = _cache_key(paths_, size, framing)
     cache_file = paths.cache_dir() / f"decoded-{key}.npz"
     if use_cache and cache_file.exists():
         try:
@@ -249,7 +253,7 @@ def decode_images(
                 meta = json.loads(str(z["meta"]))
                 cached = DecodedImages(
                     paths_, size, z["pixels"], z["ok"], z["hashes"], meta["digests"], z["original_sizes"],
-                    [Skipped(**e) for e in meta["errors"]],
+                    [Skipped(**e) for e in meta["errors"]], framing,
                 )
             return _retry_failures(cached)
         except Exception:  # a damaged cache is only a cache: decode again
@@ -262,7 +266,7 @@ def decode_images(
     original_sizes = np.zeros((n, 2), np.int32)
     errors: list[Skipped] = []
     with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
-        futures = [pool.submit(_decode_one, p, size) for p in paths_]
+        futures = [pool.submit(_decode_one, p, size, framing) for p in paths_]
         for i, fut in enumerate(futures):
             if cancel is not None and cancel.cancelled:
                 for f in futures[i:]:
@@ -275,7 +279,7 @@ def decode_images(
                 errors.append(Skipped(exc.path, exc.reason))
             if i % 64 == 0 or i == n - 1:
                 progress(Progress("decode", i + 1, n, f"decoding images ({i + 1}/{n})"))
-    decoded = DecodedImages(paths_, size, pixels, ok, hashes, digests, original_sizes, errors)
+    decoded = DecodedImages(paths_, size, pixels, ok, hashes, digests, original_sizes, errors, framing)
     if use_cache:
         meta = json.dumps({"digests": digests, "errors": [e.__dict__ for e in errors]})
         tmp = cache_file.with_suffix(".tmp.npz")
@@ -291,7 +295,7 @@ def _retry_failures(decoded: DecodedImages) -> DecodedImages:
     for i in np.flatnonzero(~decoded.ok):
         try:
             decoded.pixels[i], decoded.hashes[i], decoded.digests[i], decoded.original_sizes[i] = _decode_one(
-                decoded.paths[i], decoded.size)
+                decoded.paths[i], decoded.size, decoded.framing)
             decoded.ok[i] = True
         except ImageReadError as exc:
             errors.append(Skipped(exc.path, exc.reason))

@@ -113,6 +113,7 @@ def prepare_data(
     group_by: str | None = None,
     progress: ProgressFn = no_progress,
     cancel: CancelToken | None = None,
+    framing: str = "as_is",
 ) -> PreparedData:
     """``source``: labelled folder(s) (a new split is made) or a manifest
     ``.json`` (its split is reused as saved)."""
@@ -123,7 +124,7 @@ def prepare_data(
     else:
         manifest = None
         data = scan_sources(sources)
-    decoded = decode_images(data.paths, img_size, progress, cancel)
+    decoded = decode_images(data.paths, img_size, progress, cancel, framing=framing)
     summary = summarize(data, decoded)
     if manifest is None:
         manifest = build_manifest(data, sources, decoded, val_frac, test_frac, seed, group_by)

@@ -1,5 +1,6 @@
-"""Geometry shared by training and inference: resize with the aspect ratio
-kept and pad to a square. Pixel scaling lives inside the model itself, so a
+"""Geometry shared by training and inference: a crop re-cut around its white
+cell (the model's ``framing``), resized with the aspect ratio kept and padded
+to a square. Pixel scaling lives inside the model itself, so a
 model file always gets the uint8 pixels it was trained on."""
 
 from __future__ import annotations
@@ -11,8 +12,11 @@ import numpy as np
 from PIL import Image
 
 from ..io.imageio import read_rgb
+from ..locate.framing import FRAMINGS, cell_square
+from ..locate.white_cells import Localisation, find_white_cells
 
 RESIZE_METHOD = "jpeg-dct-fit-pad-border-median"
+FRAMED_DECODE_SIDE = 512  # a re-cut crop zooms in up to 2x: decode with pixels to spare
 
 
 def fit_square(rgb: np.ndarray, size: int) -> np.ndarray:
@@ -33,7 +37,18 @@ def fit_square(rgb: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(canvas, dtype=np.uint8)
 
 
-def load_square(path: str | os.PathLike, size: int, data: BinaryIO | None = None) -> np.ndarray:
+def crop_view(rgb: np.ndarray, framing: str, size: int, localisation: Localisation | None = None) -> np.ndarray:
+    """A single-cell crop as a model with this ``framing`` sees it: re-cut
+    around its most central white cell, or whole where the framing is
+    ``as_is`` or no white cell is found."""
+    if FRAMINGS[framing] is not None:
+        cell = (localisation or find_white_cells(rgb)).most_central()
+        if cell is not None:
+            return cell_square(rgb, cell, framing, size)
+    return fit_square(rgb, size)
+
+
+def load_square(path: str | os.PathLike, size: int, data: BinaryIO | None = None, framing: str = "as_is") -> np.ndarray:
     """A file as the model sees it: training, inference, thumbnails and
     reports all go through here, so they can never disagree.
 
@@ -41,4 +56,6 @@ def load_square(path: str | os.PathLike, size: int, data: BinaryIO | None = None
     ``size``): 2.4x faster than a full decode, which is what bounds a small
     model's throughput. Models must be trained on this same decode: the
     shipped model lost 0.3 points when only inference used it."""
-    return fit_square(read_rgb(path, max_side=size, data=data), size)
+    if FRAMINGS[framing] is None:
+        return fit_square(read_rgb(path, max_side=size, data=data), size)
+    return crop_view(read_rgb(path, max_side=max(size, FRAMED_DECODE_SIDE), data=data), framing, size)

@@ -19,8 +19,9 @@ import numpy as np
 from ..io.csvio import write_csv
 from ..data.dataset import Skipped, collect_images, sample_in_order
 from ..io.imageio import ImageReadError
-from ..data.preprocess import load_square
 from ..progress import CancelToken
+from ..models.modelfile import framing_of
+from .cells import NO_WHITE_CELL, Box, CellCut, cut_cells, view_of
 from .domain_check import colour_stats, unlike_training
 
 
@@ -33,6 +34,7 @@ class Prediction:
     error: str | None = None
     pixels: np.ndarray | None = None  # the model's input view, when asked for (thumbnails)
     colour: np.ndarray | None = None  # the cell's stain statistics (see domain_check.colour_stats)
+    cell: CellCut | None = None  # where the cell lies in the file (None for an unreadable file)
 
     @property
     def ok(self) -> bool:
@@ -58,6 +60,7 @@ class Classifier:
         self.model_path = Path(model_path) if model_path else None
         self.classes: list[str] = list(card["classes"])
         self.size: int = int(card["input_size"])
+        self.framing: str = framing_of(card)
         self.name: str = card.get("name", self.model_path.stem if self.model_path else "model")
         self._forward = tf.function(
             lambda x: model(x, training=False),
@@ -84,7 +87,7 @@ class Classifier:
         pixels = []
         for path in sample_in_order(files, max_images, seed):
             try:
-                pixels.append(load_square(path, self.size))
+                pixels.append(self.view(path))
             except ImageReadError:
                 continue
         if len(pixels) < MIN_ADAPT_IMAGES:
@@ -94,6 +97,10 @@ class Classifier:
             raise ValueError("this model has no BatchNorm statistics to adapt")
         card = dict(self.card, name=f"{self.name} (adapted to {len(pixels)} cells)")
         return Classifier(model, card, self.model_path)
+
+    def view(self, path: str | os.PathLike, field_box: Box | None = None) -> np.ndarray:
+        """A cell as this model sees it (``cells.view_of``)."""
+        return view_of(path, self.size, self.framing, field_box)
 
     def predict_arrays(self, pixels: np.ndarray, tta: bool = False, batch_size: int = 32) -> np.ndarray:
         """Probabilities for uint8 N x S x S x 3 arrays. Test-time augmentation
@@ -115,31 +122,34 @@ class Classifier:
         tta: bool = False,
         cancel: CancelToken | None = None,
         keep_pixels: bool = False,
+        mode: str = "auto",
     ) -> Iterator[Prediction]:
-        """Yield a :class:`Prediction` per file found in ``inputs`` (files or
-        folders), in order; unreadable files yield their error and the run goes on."""
+        """Yield a :class:`Prediction` per white cell of each file found in
+        ``inputs`` (files or folders), in order; unreadable files yield their
+        error and the run goes on. ``mode``: see ``cells.cut_cells``."""
         files, skipped = collect_images(inputs)
-        yield from self.classify_collected(files, skipped, batch_size, tta, cancel, keep_pixels)
+        yield from self.classify_collected(files, skipped, batch_size, tta, cancel, keep_pixels, mode)
 
     def classify_collected(
         self, files: Sequence[Path], skipped: Sequence[Skipped], batch_size: int = 32, tta: bool = False,
-        cancel: CancelToken | None = None, keep_pixels: bool = False,
+        cancel: CancelToken | None = None, keep_pixels: bool = False, mode: str = "auto",
     ) -> Iterator[Prediction]:
         """What :func:`collect_images` found: the files it skipped as errors
-        first, then each image's prediction."""
+        first, then each image's predictions."""
         for s in skipped:
             yield Prediction(s.path, error=s.reason)
-        yield from self.classify_files(files, batch_size, tta, cancel, keep_pixels)
+        yield from self.classify_files(files, batch_size, tta, cancel, keep_pixels, mode)
 
     def classify_files(
         self, files: Sequence[Path], batch_size: int = 32, tta: bool = False, cancel: CancelToken | None = None,
-        keep_pixels: bool = False,
+        keep_pixels: bool = False, mode: str = "auto",
     ) -> Iterator[Prediction]:
         batches = [files[i:i + batch_size] for i in range(0, len(files), batch_size)]
         # half the cores decode, the rest are TensorFlow's: more decoders only
         # preempt its compute threads, and a stalled thread stalls every kernel
         with ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) // 2)) as pool:
-            submit = lambda batch: [pool.submit(_load_with_stats, p, self.size) for p in batch]  # noqa: E731
+            submit = lambda batch: [pool.submit(_cells_with_stats, p, self.size, self.framing, mode)  # noqa: E731
+                                    for p in batch]
             pending = submit(batches[0]) if batches else []
             for index, batch in enumerate(batches):
                 if cancel is not None and cancel.cancelled:
@@ -151,12 +161,17 @@ class Classifier:
                 pixels, good, results = [], [], []
                 for path, fut in zip(batch, current):
                     try:
-                        square, stats = fut.result()
-                        pixels.append(square)
-                        good.append(len(results))
-                        results.append(Prediction(str(path), pixels=square if keep_pixels else None, colour=stats))
+                        cells = fut.result()
                     except ImageReadError as exc:
                         results.append(Prediction(str(path), error=exc.reason))
+                        continue
+                    if not cells:
+                        results.append(Prediction(str(path), error=NO_WHITE_CELL))
+                    for cut, square, stats in cells:
+                        pixels.append(square)
+                        good.append(len(results))
+                        results.append(Prediction(str(path), pixels=square if keep_pixels else None, colour=stats,
+                                                  cell=cut))
                 if pixels:
                     probs = self.predict_arrays(np.stack(pixels), tta=tta, batch_size=batch_size)
                     for row, i in enumerate(good):
@@ -165,11 +180,15 @@ class Classifier:
                 yield from results
 
 
-def _load_with_stats(path: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The model's view of a file and its stain statistics, on a decode
-    thread, so the statistics cost the forward pass nothing."""
-    square = load_square(path, size)
-    return square, colour_stats(square[None])[0]
+def _cells_with_stats(path: Path, size: int, framing: str, mode: str) -> list[tuple[CellCut, np.ndarray, np.ndarray]]:
+    """A file's cells as the model sees them, with their stain statistics,
+    on a decode thread, so that finding cells and the statistics cost the
+    forward pass nothing."""
+    cells = cut_cells(path, size, framing, mode)
+    if not cells:
+        return []
+    stats = colour_stats(np.stack([square for _, square in cells]))
+    return [(cut, square, s) for (cut, square), s in zip(cells, stats)]
 
 
 def folder_notice(predictions: Sequence[Prediction], card: dict) -> str | None:
@@ -182,14 +201,18 @@ def folder_notice(predictions: Sequence[Prediction], card: dict) -> str | None:
 
 
 def write_predictions_csv(path: str | os.PathLike, predictions: Sequence[Prediction], classes: Sequence[str], model_name: str = "") -> None:
-    """``path,label,confidence,prob_<class>...`` plus the model and any error."""
+    """One row per white cell: ``path,cell,x,y,w,h,at_border,label,confidence,
+    prob_<class>...`` plus the model and any error (an unreadable file, or a
+    photo with no white cell, has one row with the error and no label)."""
     stamp = _dt.datetime.now().isoformat(timespec="seconds")
-    header = ["path", "label", "confidence"] + [f"prob_{c}" for c in classes] + ["model", "timestamp", "error"]
+    header = (["path", "cell", "x", "y", "w", "h", "at_border", "label", "confidence"] + [f"prob_{c}" for c in classes]
+              + ["model", "timestamp", "error"])
     rows = (
-        [p.path, p.label or "", f"{p.confidence:.4f}" if p.ok else ""]
+        [p.path]
+        + ([p.cell.index, *p.cell.box, "yes" if p.cell.at_border else "no"] if p.cell else [""] * 6)
+        + [p.label or "", f"{p.confidence:.4f}" if p.ok else ""]
         + ([f"{v:.4f}" for v in p.probs] if p.probs is not None else [""] * len(classes))
         + [model_name, stamp, p.error or ""]
         for p in predictions
     )
     write_csv(path, header, rows)
-

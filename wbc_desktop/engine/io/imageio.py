@@ -62,11 +62,19 @@ def read_rgb(path: str | os.PathLike, max_side: int | None = None, data: BinaryI
     10000x10000 scan costs a fraction of its full memory. ``data`` is the
     file's content when the caller has already read it (to hash it).
     """
+    return read_rgb_scaled(path, max_side, data)[0]
+
+
+def read_rgb_scaled(path: str | os.PathLike, max_side: int | None = None,
+                    data: BinaryIO | None = None) -> tuple[np.ndarray, float]:
+    """:func:`read_rgb` and how many original pixels one decoded pixel
+    spans, so that positions found in the decode map back to the file."""
     path = Path(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(data if data is not None else path) as im:
+                original_side = max(im.size)
                 if max_side and im.format == "JPEG":
                     im.draft("RGB", (max_side, max_side))
                 elif im.width * im.height > MAX_FULL_DECODE_PIXELS:
@@ -98,4 +106,4 @@ def read_rgb(path: str | os.PathLike, max_side: int | None = None, data: BinaryI
         raise ImageReadError(path, f"cannot decode: {reason}") from None
     if rgb.width < 8 or rgb.height < 8:
         raise ImageReadError(path, f"image is only {rgb.width}x{rgb.height} pixels")
-    return np.asarray(rgb, dtype=np.uint8)
+    return np.asarray(rgb, dtype=np.uint8), original_side / max(rgb.size)

@@ -37,7 +37,8 @@ def _keras():
 
 
 def new_card(
-    *, name: str, classes: list[str], input_size: int, architecture: str, weights_origin: str, **extra: Any,
+    *, name: str, classes: list[str], input_size: int, architecture: str, weights_origin: str, framing: str = "as_is",
+    **extra: Any,
 ) -> dict[str, Any]:
     card = {
         "format": CARD_FORMAT,
@@ -47,6 +48,7 @@ def new_card(
         "preprocessing": {
             "input": "RGB uint8 0-255, HxWx3",
             "resize": RESIZE_METHOD,
+            "framing": framing,
             "normalisation": "inside the model (its first layers)",
         },
         "architecture": architecture,
@@ -57,6 +59,12 @@ def new_card(
     }
     card.update(extra)
     return card
+
+
+def framing_of(card: dict) -> str:
+    """How the model wants its crops cut (``locate.framing``); models made
+    before framing existed saw crops as they are."""
+    return card.get("preprocessing", {}).get("framing", "as_is")
 
 
 def _jsonable(value):

@@ -17,6 +17,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
+from ..infer.modes import NO_WHITE_CELL
+
 UNUSABLE = "unusable"  # "not a WBC / unusable": excluded from every count
 NRBC_CLASSES = ("erythroblast",)
 PLATELET_CLASSES = ("platelet",)
@@ -43,13 +45,15 @@ def differential(items: Iterable, classes: Sequence[str], threshold: float,
     ``error``). Reviewed labels replace predictions."""
     wbc = leukocyte_classes(classes)
     counts = {c: 0 for c in wbc}
-    nrbc = platelets = unusable = errors = flagged = unreviewed = looked_at = 0
+    nrbc = platelets = unusable = errors = empty = flagged = unreviewed = looked_at = at_border = 0
     tally: Counter[str] = Counter()
     for it in items:
         if it.error:
-            errors += 1
+            empty += it.error == NO_WHITE_CELL
+            errors += it.error != NO_WHITE_CELL
             continue
         looked_at += 1
+        at_border += bool(getattr(it, "at_border", False))
         if it.reviewed is None:
             unreviewed += 1
             flagged += it.confidence < threshold
@@ -77,9 +81,26 @@ def differential(items: Iterable, classes: Sequence[str], threshold: float,
         "platelets_seen": platelets,
         "unusable": unusable,
         "errors": errors,
+        "no_white_cell": empty,  # field photos in which no white cell was found
+        "at_border": at_border,  # cells cut by a photo's edge: counted, flagged here
         "flagged": flagged,
         "unreviewed": unreviewed,
         "reviewed": looked_at - unreviewed,
         "refer": reasons,
         "convention": CONVENTION,
     }
+
+
+def counts_per_photo(items: Iterable, classes: Sequence[str]) -> list[tuple[str, dict[str, int], int]]:
+    """Per field photo: its leukocyte counts by final label and how many of
+    its cells the edge cuts, in the order the photos were classified. Each
+    detected cell is one row of the session, so no cell counts twice."""
+    wbc = leukocyte_classes(classes)
+    photos: dict[str, tuple[Counter, list[int]]] = {}
+    for it in items:
+        if it.error is None and getattr(it, "cell", None) is not None:
+            tally, cut = photos.setdefault(it.path, (Counter(), [0]))
+            if it.final_label in wbc:
+                tally[it.final_label] += 1
+            cut[0] += bool(it.at_border)
+    return [(path, {c: tally[c] for c in wbc}, cut[0]) for path, (tally, cut) in photos.items()]

@@ -8,12 +8,15 @@ import os
 from pathlib import Path
 
 from ..io.csvio import write_csv
+from ..infer.modes import NO_WHITE_CELL
 from .differential import NRBC_CLASSES, PLATELET_CLASSES, UNUSABLE, ReferralRules
 from .session import ReviewSession
 
 
 def counted_as(item) -> str:
     """Where a cell goes in the differential."""
+    if item.error == NO_WHITE_CELL:
+        return "not counted (no white cell in the photo)"
     if item.error:
         return "not counted (unreadable)"
     label = item.final_label
@@ -27,12 +30,16 @@ def counted_as(item) -> str:
 
 
 def write_review_csv(session: ReviewSession, path: str | os.PathLike) -> None:
-    """Every cell with the model's view and the reviewer's, one row each."""
+    """Every cell with the model's view and the reviewer's, one row each;
+    a field photo's cells with their number and box (as ``wbc classify``)."""
     stamp = _dt.datetime.now().isoformat(timespec="seconds")
-    header = (["path", "predicted", "confidence"] + [f"prob_{c}" for c in session.classes]
+    header = (["path", "cell", "x", "y", "w", "h", "at_border", "predicted", "confidence"]
+              + [f"prob_{c}" for c in session.classes]
               + ["reviewed", "final", "counted_as", "note", "model", "model_version", "timestamp", "error"])
     rows = (
-        [it.path, it.label or "", f"{it.confidence:.4f}" if it.error is None else ""]
+        [it.path]
+        + ([it.cell if it.cell is not None else 0, *it.box, "yes" if it.at_border else "no"] if it.box else [""] * 6)
+        + [it.label or "", f"{it.confidence:.4f}" if it.error is None else ""]
         + ([f"{p:.4f}" for p in it.probs] if it.probs else [""] * len(session.classes))
         + [it.reviewed or "", it.final_label or "", counted_as(it), it.note, session.model_name,
            session.model_version, stamp, it.error or ""]
@@ -57,6 +64,8 @@ def write_differential_csv(session: ReviewSession, path: str | os.PathLike,
              ["Platelets seen (not white cells)", d["platelets_seen"], ""],
              ["Unusable (not counted)", d["unusable"], ""],
              ["Unreadable files (not counted)", d["errors"], ""],
+             ["Field photos without a white cell", d["no_white_cell"], ""],
+             ["Cells cut by a photo edge (counted above)", d["at_border"], ""],
              ["Needs a haematologist", "yes" if d["refer"] else "no", "; ".join(d["refer"])],
              ["Reviewed by", ", ".join(session.reviewers()), ""],
              ["Labels changed from the model's", session.changed_from_model(), ""],

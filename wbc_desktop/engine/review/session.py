@@ -18,7 +18,7 @@ from ... import paths
 from ..io.atomic import write_text
 from .differential import UNUSABLE, ReferralRules, differential
 
-SESSION_FORMAT = 2  # 2: the audit trail of review changes
+SESSION_FORMAT = 3  # 2: the audit trail of review changes; 3: cells within field photos
 
 
 @dataclass
@@ -30,12 +30,36 @@ class ReviewItem:
     error: str | None = None
     reviewed: str | None = None  # the technologist's class, or UNUSABLE
     note: str = ""
+    cell: int | None = None  # index of the white cell within its field photo (None: a single-cell crop)
+    box: list[int] | None = None  # x, y, w, h of the cell in the file's pixels
+    at_border: bool = False  # the photo's edge cuts the cell: counted, and flagged
 
     @classmethod
     def from_prediction(cls, pred) -> "ReviewItem":
         """A classifier's prediction as a cell to review."""
         probs = None if pred.probs is None else [float(v) for v in pred.probs]
-        return cls(pred.path, pred.label, float(pred.confidence), probs, pred.error)
+        cut = pred.cell
+        return cls(pred.path, pred.label, float(pred.confidence), probs, pred.error,
+                   cell=cut.index if cut is not None and cut.in_field else None,
+                   box=list(cut.box) if cut is not None else None, at_border=bool(cut and cut.at_border))
+
+    @property
+    def key(self) -> str:
+        """Unique within a session: the file, and the cell's number in a field photo."""
+        return self.path if self.cell is None else f"{self.path}#{self.cell}"
+
+    @property
+    def in_field(self) -> bool:
+        return self.cell is not None
+
+    @property
+    def field_box(self) -> list[int] | None:
+        """Where to cut the cell from its file: None for a single-cell crop."""
+        return self.box if self.cell is not None else None
+
+    @property
+    def display_name(self) -> str:
+        return Path(self.path).name + (f" #{self.cell + 1}" if self.cell is not None else "")
 
     @property
     def final_label(self) -> str | None:
@@ -60,35 +84,39 @@ class ReviewSession:
     calibration_set: list[str] = field(default_factory=list)  # cells proposed for labelling (calibration)
 
     def __post_init__(self):
-        self._index = {it.path: i for i, it in enumerate(self.items)}
+        self._index = {it.key: i for i, it in enumerate(self.items)}
 
     def add(self, item: ReviewItem) -> int:
         """Add or replace (a re-run keeps the technologist's review)."""
-        if item.path in self._index:
-            i = self._index[item.path]
+        if item.key in self._index:
+            i = self._index[item.key]
             old = self.items[i]
             item.reviewed, item.note = old.reviewed, old.note
             self.items[i] = item
             return i
-        self._index[item.path] = len(self.items)
+        self._index[item.key] = len(self.items)
         self.items.append(item)
         return len(self.items) - 1
 
     def relocate(self, old: str, new: str) -> int | None:
-        """The cell's file was moved (sort into folders, or its undo): the
-        review follows it. Returns its row, or None for a file not here."""
+        """A single-cell file was moved (sort into folders, or its undo):
+        the review follows it. Returns its row, or None for a file not here."""
         i = self._index.pop(old, None)
         if i is not None:
             self.items[i].path = new
             self._index[new] = i
         return i
 
-    def get(self, path: str) -> ReviewItem | None:
-        i = self._index.get(path)
+    def get(self, key: str) -> ReviewItem | None:
+        i = self._index.get(key)
         return None if i is None else self.items[i]
 
-    def index_of(self, path: str) -> int | None:
-        return self._index.get(path)
+    def index_of(self, key: str) -> int | None:
+        return self._index.get(key)
+
+    def cells_of(self, path: str) -> list[int]:
+        """Rows of every cell found in one file (one for a crop), in order."""
+        return [i for i, it in enumerate(self.items) if it.path == path]
 
     def set_review(self, index: int, reviewed: str | None, operator: str) -> None:
         """Set (or clear, with None) the technologist's label; every change
@@ -101,7 +129,7 @@ class ReviewSession:
         if item.reviewed == reviewed:
             return
         self.audit.append({"time": _dt.datetime.now().isoformat(timespec="seconds"), "operator": operator.strip(),
-                           "path": item.path, "model": item.label, "old": item.reviewed, "new": reviewed})
+                           "path": item.path, "cell": item.cell, "model": item.label, "old": item.reviewed, "new": reviewed})
         item.reviewed = reviewed
 
     def reviewers(self) -> list[str]:
@@ -156,8 +184,9 @@ def autosave_path(sources: Iterable[str | os.PathLike]) -> Path:
     return folder / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.json"
 
 
-def reviewed_cells(session: ReviewSession) -> list[tuple[str, str]]:
-    """(path, class) of every cell a person labelled with a class: the
-    lab's own ground truth, ready to become training data."""
-    return [(it.path, it.reviewed) for it in session.items
+def reviewed_cells(session: ReviewSession) -> list[tuple[str, str, list[int] | None]]:
+    """(path, class, box in a field photo or None) of every cell a person
+    labelled with a class: the lab's own ground truth, ready to become
+    training data (``sorting.sort_into_folders``)."""
+    return [(it.path, it.reviewed, it.field_box) for it in session.items
             if it.error is None and it.reviewed and it.reviewed != UNUSABLE]

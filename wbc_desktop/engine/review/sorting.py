@@ -1,5 +1,7 @@
 """Folder batch labelling: copy (or move) images into ``<target>/<class>/``,
-never overwriting, with a manifest that records every file and can undo moves."""
+never overwriting, with a manifest that records every file and can undo moves.
+A cell of a field photo is cut out into its own PNG: the photo itself holds
+other cells and is never moved."""
 
 from __future__ import annotations
 
@@ -10,7 +12,12 @@ import shutil
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from PIL import Image
+
+from ..infer.cells import Box, cut_out
+from ..io.atomic import atomic_path
 from ..io.csvio import write_csv
+from ..io.imageio import ImageReadError
 from ..io.files import free_name
 from ..progress import CancelToken, Progress
 
@@ -18,9 +25,11 @@ MANIFEST_HEADER = ["source", "destination", "label", "action", "time"]
 
 
 def sort_into_folders(
-    items: Iterable[tuple[str, str]], target: str | os.PathLike, move: bool = False, cancel: CancelToken | None = None,
+    items: Iterable[tuple[str, str, Box | None]], target: str | os.PathLike, move: bool = False,
+    cancel: CancelToken | None = None,
 ) -> Iterator[Progress]:
-    """Yield progress while filing ``(path, label)`` pairs. The manifest
+    """Yield progress while filing ``(path, label, field_box)`` triples
+    (``field_box`` None for a single-cell file). The manifest
     (``sorted_<time>.csv`` in ``target``) lists what was done, also after a
     cancel or a failure part-way."""
     items = list(items)
@@ -31,22 +40,29 @@ def sort_into_folders(
     rows: list[list[str]] = []
     action = "move" if move else "copy"
     try:
-        for i, (src, label) in enumerate(items):
+        for i, (src, label, box) in enumerate(items):
             if cancel is not None and cancel.cancelled:
                 break
             folder = target / label
             folder.mkdir(exist_ok=True)
-            dest = free_name(folder, Path(src).name)
             info = {"manifest": str(manifest), "source": str(src), "destination": None, "error": None}
+            done = action if box is None else "cut"
             try:
-                (shutil.move if move else shutil.copy2)(src, dest)
-                rows.append([str(src), str(dest), label, action, _dt.datetime.now().isoformat(timespec="seconds")])
-                message = f"{action} {Path(src).name} -> {label}/"
+                if box is None:
+                    dest = free_name(folder, Path(src).name)
+                    (shutil.move if move else shutil.copy2)(src, dest)
+                else:
+                    dest = free_name(folder, f"{Path(src).stem}_x{box[0]}_y{box[1]}.png")
+                    with atomic_path(dest) as tmp:
+                        Image.fromarray(cut_out(src, box)).save(tmp, format="PNG")
+                rows.append([str(src), str(dest), label, done, _dt.datetime.now().isoformat(timespec="seconds")])
+                message = f"{done} {Path(src).name} -> {label}/"
                 info["destination"] = str(dest)
-            except OSError as exc:
-                rows.append([str(src), "", label, f"failed: {exc.strerror or exc}", ""])
-                message = f"could not {action} {src}: {exc.strerror or exc}"
-                info["error"] = exc.strerror or str(exc)
+            except (OSError, ImageReadError) as exc:
+                reason = exc.reason if isinstance(exc, ImageReadError) else exc.strerror or str(exc)
+                rows.append([str(src), "", label, f"failed: {reason}", ""])
+                message = f"could not {done} {src}: {reason}"
+                info["error"] = reason
             yield Progress("sort", i + 1, len(items), message, info)
     finally:
         write_csv(manifest, MANIFEST_HEADER, rows)

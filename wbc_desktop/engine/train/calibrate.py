@@ -285,14 +285,14 @@ def calibrate_folder(classifier, labelled_dir: str | Path, *, unlabelled: Sequen
     from ..data.prepare import duplicate_groups
 
     data = scan_labeled(labelled_dir)
-    decoded = decode_images(data.paths, classifier.size, progress, cancel)
+    decoded = decode_images(data.paths, classifier.size, progress, cancel, framing=classifier.framing)
     ok = np.flatnonzero(decoded.ok)
     groups = duplicate_groups(data.paths, decoded, group_by)[ok]
     names = [data.classes[data.labels[i]] for i in ok]
     unlabelled_pixels = None
     if unlabelled:
         files = sample_in_order(collect_images(unlabelled)[0], MAX_UNLABELLED, seed)
-        extra = decode_images(files, classifier.size, progress, cancel)
+        extra = decode_images(files, classifier.size, progress, cancel, framing=classifier.framing)
         unlabelled_pixels = extra.pixels[extra.ok]
     result = calibrate(classifier, [data.paths[i] for i in ok], names, decoded.pixels[ok], groups, method=method,
                        unlabelled_pixels=unlabelled_pixels, progress=progress, cancel=cancel, seed=seed)
@@ -307,7 +307,6 @@ def calibrate_session(classifier, session, *, method: str = DEFAULT_METHOD, tta:
     Returns the calibration and the calibrated model's predictions for every
     readable cell of the session (to show how the count changes)."""
     from ..data.dataset import near_duplicate_pairs, perceptual_hash, sample_in_order
-    from ..data.preprocess import load_square
     from ..data.splits import source_groups
     from ..infer.classify import Classifier
     from ..io.imageio import ImageReadError
@@ -315,13 +314,13 @@ def calibrate_session(classifier, session, *, method: str = DEFAULT_METHOD, tta:
 
     labelled = [it for it in session.items if it.error is None and it.reviewed not in (None, UNUSABLE)
                 and it.reviewed in classifier.classes]
-    others = [it.path for it in session.items if it.error is None and it.reviewed is None]
+    others = [it for it in session.items if it.error is None and it.reviewed is None]
     pixels, paths, names = [], [], []
     for i, it in enumerate(labelled):
         if cancel is not None:
             cancel.raise_if_cancelled()
         try:
-            pixels.append(load_square(it.path, classifier.size))
+            pixels.append(classifier.view(it.path, it.field_box))
         except ImageReadError:
             continue
         paths.append(it.path)
@@ -335,22 +334,23 @@ def calibrate_session(classifier, session, *, method: str = DEFAULT_METHOD, tta:
     unlabelled = sample_in_order(others, MAX_UNLABELLED, seed)
     needs_unlabelled = method in ("adabn_logistic", "spreading")
     extra = []
-    for path in unlabelled if needs_unlabelled else ():
+    for it in unlabelled if needs_unlabelled else ():
         try:
-            extra.append(load_square(path, classifier.size))
+            extra.append(classifier.view(it.path, it.field_box))
         except ImageReadError:
             continue
     result = calibrate(classifier, paths, names, pixels, groups, method=method,
                        unlabelled_pixels=np.stack(extra) if extra else None, progress=progress, cancel=cancel,
                        seed=seed)
     calibrated = Classifier(result.model, result.card)
-    files = [Path(it.path) for it in session.items if it.error is None]
-    predictions = []
-    for pred in calibrated.classify_files(files, tta=tta, cancel=cancel):
+    files = [Path(p) for p in dict.fromkeys(it.path for it in session.items if it.error is None)]
+    predictions, done = [], set()
+    for pred in calibrated.classify_files(files, tta=tta, cancel=cancel):  # the same cells: finding them is deterministic
         predictions.append(pred)
-        if len(predictions) % 64 == 0 or len(predictions) == len(files):
-            progress(Progress("classify", len(predictions), len(files),
-                              f"classifying with the calibrated model ({len(predictions)}/{len(files)})"))
+        done.add(pred.path)
+        if len(done) % 64 == 0 or len(done) == len(files):
+            progress(Progress("classify", len(done), len(files),
+                              f"classifying with the calibrated model ({len(done)}/{len(files)} images)"))
     if cancel is not None:
         cancel.raise_if_cancelled()
     return result, predictions

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from ..data.augment_config import AugmentConfig
+from ..locate.framing import FRAMINGS
 from ..models.choices import ARCHITECTURES, COLOUR_SPACES, FREEZE_CHOICES, NORMS
 
 
@@ -27,6 +28,8 @@ class TrainConfig:
     batch_size: int = _opt(32, "images per step")
     lr: float = _opt(1e-3, "Adam learning rate (peak of the warm-up + cosine schedule)")
     img_size: int = _opt(96, "input size in pixels")
+    framing: str = _opt("as_is", "crops as they are, or re-cut around the detected white cell "
+                         "(tight: 1.25x the cell, wide: 2.2x)", tuple(FRAMINGS))
     val_frac: float = _opt(0.15, "share of images for validation (choices)")
     test_frac: float = _opt(0.15, "share of images kept untouched for the final score")
     group_by: str | None = _opt(None, "regex on file names; files with the same match stay on one side")

@@ -149,7 +149,8 @@ def evaluate_files(
 
     unknown = sorted(set(labels) - set(classifier.classes))
     keep = [i for i, lab in enumerate(labels) if lab in classifier.classes]
-    decoded = decode_images([files[i] for i in keep], classifier.size, progress or no_progress)
+    decoded = decode_images([files[i] for i in keep], classifier.size, progress or no_progress,
+                            framing=classifier.framing)
     y = np.asarray([classifier.classes.index(labels[i]) for i in keep], dtype=np.int64)[decoded.ok]
     x = decoded.pixels[decoded.ok]
     probs = classifier.predict_arrays(x, tta=tta)

@@ -31,7 +31,8 @@ def prepare_for(config: TrainConfig, source, progress: Callable[[Any], None] = n
                 cancel: CancelToken | None = None) -> PreparedData:
     """The split a training configuration asks for (fractions, seed, grouping)."""
     return prepare_data(source, config.img_size, val_frac=config.val_frac, test_frac=config.test_frac,
-                        seed=config.seed, group_by=config.group_by, progress=progress, cancel=cancel)
+                        seed=config.seed, group_by=config.group_by, progress=progress, cancel=cancel,
+                        framing=config.framing)
 
 
 def _for_card(metrics: dict) -> dict:

@@ -20,7 +20,7 @@ from ..data.prepare import PreparedData
 from ..models.batchnorm import recalibrate_batchnorm
 from ..models.builders import apply_freeze, build_compact, build_resnet50, count_params, replace_head
 from ..models.efficientnet_lite import build_efficientnet_lite0
-from ..models.modelfile import load_model, new_card
+from ..models.modelfile import framing_of, load_model, new_card
 from ..infer.classify import Classifier
 from ..infer.domain_check import colour_stats, reference_from
 from ..io.atomic import write_text
@@ -53,6 +53,8 @@ def build_model(config: TrainConfig, classes: list[str]) -> tuple[keras.Model, s
             origin += " (new head for a different class list)"
         if card["input_size"] != config.img_size:
             raise ValueError(f"the base model takes {card['input_size']} px images; set image size to {card['input_size']}")
+        if framing_of(card) != config.framing:
+            raise ValueError(f"the base model sees crops framed {framing_of(card)!r}; set framing to {framing_of(card)!r}")
         return model, origin, card.get("architecture", "unknown")
     if config.arch == "resnet50":
         model, origin = build_resnet50(len(classes), config.img_size, config.weights)
@@ -189,6 +191,7 @@ def train(
     trainable, total = count_params(model)
     card = new_card(
         name=name, classes=data.classes, input_size=config.img_size, architecture=architecture, weights_origin=origin,
+        framing=config.framing,
         parameters={"total": total, "trainable": trainable},
         hyperparameters=config.to_dict(),
         training_data=data.data_card(),

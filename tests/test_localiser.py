@@ -1,0 +1,159 @@
+"""The white-cell localiser, cell-centred crops and field mode, on generated
+field photos with known boxes and, where present, on the real sets."""
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import shared_dataset
+from synth import cell_image, field_image
+from wbc_desktop.engine.data.preprocess import crop_view, load_square
+from wbc_desktop.engine.infer.cells import NO_WHITE_CELL, cut_cells
+from wbc_desktop.engine.locate.annotations import DetectionCount, read_voc, read_yolo
+from wbc_desktop.engine.locate.white_cells import find_white_cells
+
+THREE = [("neutrophil", 150, 120), ("lymphocyte", 420, 300), ("eosinophil", 560, 100)]
+
+
+def _found(boxes, cells) -> DetectionCount:
+    count = DetectionCount()
+    count.add([c.centre for c in cells], boxes)
+    return count
+
+
+@pytest.mark.parametrize("stain", [
+    {},  # May-Grünwald-Giemsa on a white lamp
+    {"background": (240, 230, 120), "red": (230, 170, 110), "nucleus": (60, 70, 170)},  # blue stain, yellow lamp
+    {"background": (200, 235, 240), "red": (190, 180, 200), "nucleus": (110, 50, 120)},  # pink-violet, cyan lamp
+])
+def test_every_white_cell_found_once_and_nothing_else(stain):
+    im, boxes = field_image(THREE, seed=3, **stain)  # 60 red cells and 4 platelets around them
+    found = find_white_cells(np.asarray(im))
+    count = _found(boxes, found.cells)
+    assert (count.found, count.extra, count.missed) == (3, 0, 0)
+    assert found.red_cell_diameter == pytest.approx(40, rel=0.15)
+    for cell, truth in zip(sorted(found.cells, key=lambda c: c.x), sorted(boxes)):
+        assert abs(cell.centre[0] - (truth[0] + truth[2]) / 2) < 8 and abs(cell.centre[1] - (truth[1] + truth[3]) / 2) < 8
+        assert 0.6 < cell.w / (truth[2] - truth[0]) < 1.6
+
+
+def test_sizes_follow_the_red_cells_not_the_pixels():
+    """A 2.5x larger photo of the same field gives the same cells, 2.5x larger."""
+    im, boxes = field_image([(n, int(x * 2.5), int(y * 2.5)) for n, x, y in THREE], size=(1600, 1200), scale=2.5, seed=3)
+    found = find_white_cells(np.asarray(im))
+    assert (_found(boxes, found.cells).found, len(found.cells)) == (3, 3)
+    assert found.red_cell_diameter == pytest.approx(100, rel=0.15)
+
+
+def test_a_field_without_white_cells_says_so_and_a_cut_cell_is_flagged():
+    empty, _ = field_image([], seed=4)
+    assert find_white_cells(np.asarray(empty)).cells == []
+    cut, boxes = field_image([("lymphocyte", 625, 240)], seed=5)  # half outside the right edge
+    (cell,) = find_white_cells(np.asarray(cut)).cells
+    assert cell.at_border and cell.x + cell.w == 640
+    whole, _ = field_image([("lymphocyte", 300, 240)], seed=5)
+    assert not find_white_cells(np.asarray(whole)).cells[0].at_border
+
+
+def test_cut_cells_tells_crops_from_fields(tmp_path):
+    rng = np.random.default_rng(0)
+    crop = tmp_path / "crop.png"
+    cell_image("lymphocyte", rng, 96).save(crop)
+    field = tmp_path / "field.jpg"
+    field_image(THREE, seed=3)[0].save(field, quality=92)
+    empty = tmp_path / "empty.png"
+    field_image([], seed=4)[0].save(empty)
+
+    (only,) = cut_cells(crop, 40, "as_is")
+    assert not only[0].in_field and only[1].shape == (40, 40, 3)
+    cells = cut_cells(field, 40, "as_is")
+    assert [c.index for c, _ in cells] == [0, 1, 2] and all(c.in_field for c, _ in cells)
+    # numbered as a person reads the photo: the top row (y 100-120) left to right, then y 300
+    assert [c.box[0] // 100 for c, _ in cells] == [1, 5, 3]
+    assert cut_cells(empty, 40, "as_is") == []
+    assert len(cut_cells(field, 40, "as_is", mode="cells")) == 1  # told it is a crop: one cell
+    with pytest.raises(ValueError):
+        cut_cells(field, 40, "as_is", mode="everything")
+
+
+def test_cell_centred_framing_puts_the_cell_in_the_middle_at_one_size(tmp_path):
+    """The same cell framed loosely (PBC-like) and tightly (BCCD-like) comes
+    out alike once re-cut: that is what framing is for."""
+    rng = np.random.default_rng(2)
+    big = np.asarray(cell_image("lymphocyte", rng, 200))
+    loose = np.full((400, 400, 3), big[2, 2], np.uint8)
+    loose[100:300, 100:300] = big
+    tight = big[25:175, 25:175]  # the cell fills 90 % of the frame, as in BCCD
+    views = [crop_view(x, "cell_tight", 64) for x in (loose, tight)]
+    for v in views:
+        dark = v.astype(int).sum(-1) < 400  # the nucleus
+        ys, xs = np.nonzero(dark)
+        assert abs(xs.mean() - 32) < 4 and abs(ys.mean() - 32) < 4
+        assert 0.15 < dark.mean() < 0.6
+    a, b = [v.astype(int).sum(-1) < 400 for v in views]
+    assert (a & b).sum() / (a | b).sum() > 0.7  # the same nucleus at the same place and size
+    as_is = [(crop_view(x, "as_is", 64).astype(int).sum(-1) < 400).mean() for x in (loose, tight)]
+    assert as_is[0] < 0.5 * as_is[1]  # uncut, the loose crop shows the nucleus at half the size or less
+    path = tmp_path / "loose.png"
+    Image.fromarray(loose).save(path)
+    assert np.array_equal(load_square(path, 64, framing="cell_tight"), views[0])
+
+
+def test_cli_field_mode_writes_a_row_per_cell(tmp_path, tiny_model_path, capsys):
+    from wbc_desktop.cli import main
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    field_image(THREE, seed=3)[0].save(folder / "field.jpg", quality=92)
+    field_image([], seed=4)[0].save(folder / "empty.png")
+    cell_image("lymphocyte", np.random.default_rng(0), 96).save(folder / "crop.png")
+    out = tmp_path / "out.csv"
+    assert main(["classify", str(folder), "--model", str(tiny_model_path), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "classified 4 cells in 2 images" in err and "1 with no white cell" in err
+    rows = list(csv.DictReader(out.open()))
+    by_file = {}
+    for r in rows:
+        by_file.setdefault(Path(r["path"]).name, []).append(r)
+    assert [r["cell"] for r in by_file["field.jpg"]] == ["0", "1", "2"]
+    assert all(r["label"] and int(r["w"]) > 30 and r["at_border"] == "no" for r in by_file["field.jpg"])
+    (crop,) = by_file["crop.png"]
+    assert crop["cell"] == "0" and 0 <= int(crop["x"]) < 48 and int(crop["w"]) > 20
+    (empty,) = by_file["empty.png"]
+    assert (empty["label"], empty["error"], empty["x"]) == ("", NO_WHITE_CELL, "")
+    assert main(["classify", str(folder / "field.jpg"), "--model", str(tiny_model_path), "--mode", "cells",
+                 "--out", str(out)]) == 0
+    assert len(list(csv.DictReader(out.open()))) == 1
+
+
+def test_box_readers(tmp_path):
+    voc = tmp_path / "a.xml"
+    voc.write_text("<annotation><object><name>WBC</name><bndbox><xmin>10</xmin><ymin>20</ymin><xmax>50</xmax>"
+                   "<ymax>70</ymax></bndbox></object><object><name>RBC</name><bndbox><xmin>0</xmin><ymin>0</ymin>"
+                   "<xmax>5</xmax><ymax>5</ymax></bndbox></object></annotation>")
+    assert read_voc(voc) == [(10, 20, 50, 70)]
+    yolo = tmp_path / "a.txt"
+    yolo.write_text("1 0.5 0.5 0.1 0.1\n0 0.5 0.25 0.2 0.5\n")
+    assert read_yolo(yolo, 200, 100) == [pytest.approx((80, 0, 120, 50))]
+    count = DetectionCount()
+    count.add([(30, 40), (31, 41), (300, 300)], [(10, 20, 50, 70), (100, 100, 120, 120)])
+    assert (count.found, count.extra, count.missed) == (1, 2, 1)
+
+
+@pytest.mark.parametrize("source", ["bccd_smears", "raabin_fields"])
+def test_real_field_photos(source):
+    """Every 4th photo of each source; the full table is training/localiser_eval.py's."""
+    root = shared_dataset(source)
+    if source == "bccd_smears":
+        photos = sorted((root / "BCCD" / "JPEGImages").glob("*.jpg"))[::4]
+        truth = [read_voc(root / "BCCD" / "Annotations" / f"{p.stem}.xml") for p in photos]
+    else:
+        photos = sorted((root / "images").glob("*/*.jpg"))[::4]
+        truth = [read_yolo(root / "labels" / p.parent.name / f"{p.stem}.txt", 575, 575) for p in photos]
+    count = DetectionCount()
+    for photo, boxes in zip(photos, truth):
+        count.add([c.centre for c in find_white_cells(np.asarray(Image.open(photo).convert("RGB"))).cells], boxes)
+    assert count.recall >= 0.93 and count.precision >= 0.93, (count.recall, count.precision)

@@ -1,0 +1,91 @@
+"""The white cells an image holds, each cut out as a model sees it.
+
+A lab PC may hand us single-cell crops (CellaVision, hand-cut) or whole field
+photos from a microscope camera; ``auto`` tells them apart per image: an
+image of at most 400 px, or with one white cell near the middle, is a crop;
+anything else is a field. Every cell
+keeps its box in the file's own pixels, so it can be drawn on the photo and
+written to the CSV.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..data.preprocess import FRAMED_DECODE_SIDE, crop_view, load_square
+from ..io.imageio import read_rgb_scaled
+from ..locate.framing import FIELD_SIDE, cell_square
+from ..locate.white_cells import Localisation, WhiteCell, find_white_cells
+from .modes import MODES, NO_WHITE_CELL
+
+FIELD_DECODE_SIDE = 1600  # a 2048x1536 photo decodes at half size (JPEG): cells keep >= 60 px
+CROP_MAX_SIDE = 400  # in auto mode, an image this small is a crop: too small for a field of several cells
+
+Box = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class CellCut:
+    """Where one classified cell lies in its file."""
+
+    index: int  # 0-based within the image
+    box: Box  # x, y, w, h in the file's pixels
+    at_border: bool  # cut by the photo's edge: counted, and flagged
+    in_field: bool  # the image is a field photo, not a single-cell crop
+
+
+def cut_cells(path: str | os.PathLike, size: int, framing: str, mode: str = "auto") -> list[tuple[CellCut, np.ndarray]]:
+    """Each white cell of the file with its ``size`` x ``size`` view; an
+    empty list where a field photo holds no white cell. Raises
+    ``ImageReadError`` for a file that cannot be read."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}")
+    rgb, scale = read_rgb_scaled(path, max_side=FIELD_DECODE_SIDE if mode != "cells" else max(size, FRAMED_DECODE_SIDE))
+    found = find_white_cells(rgb)
+    h, w = rgb.shape[:2]
+    as_crop = mode == "cells" or (mode == "auto" and (max(w, h) * scale <= CROP_MAX_SIDE or found.is_single_cell_crop()))
+    if as_crop:
+        cell = found.most_central()
+        box = _box(cell, scale) if cell else (0, 0, round(w * scale), round(h * scale))
+        return [(CellCut(0, box, bool(cell and cell.at_border), False), crop_view(rgb, framing, size, found))]
+    return [(CellCut(i, _box(c, scale), c.at_border, True), cell_square(rgb, c, framing, size))
+            for i, c in enumerate(_reading_order(found))]
+
+
+def _reading_order(found: Localisation) -> list[WhiteCell]:
+    """Top to bottom, left to right by rows about a cell high, so that cell
+    numbers follow the photo as a person reads it."""
+    if not found.cells:
+        return []
+    row = max(1.0, float(np.median([c.h for c in found.cells])))
+    return sorted(found.cells, key=lambda c: (int(c.centre[1] // row), c.centre[0]))
+
+
+def _box(cell: WhiteCell, scale: float) -> Box:
+    return tuple(int(round(v * scale)) for v in cell.box)  # type: ignore[return-value]
+
+
+
+def view_of(path: str | os.PathLike, size: int, framing: str, field_box: Box | None = None) -> np.ndarray:
+    """One cell as a model sees it: a crop file, or the cell at
+    ``field_box`` in a field photo (as ``cut_cells`` cut it)."""
+    if field_box is None:
+        return load_square(path, size, framing=framing)
+    rgb, scale = read_rgb_scaled(path, max_side=FIELD_DECODE_SIDE)
+    return cell_square(rgb, _cell_at(field_box, scale), framing, size)
+
+
+def cut_out(path: str | os.PathLike, box: Box) -> np.ndarray:
+    """The cell at ``box`` of a field photo at full resolution, framed the
+    way PBC frames its crops: what a class folder of single cells holds."""
+    rgb, scale = read_rgb_scaled(path)
+    cell = _cell_at(box, scale)
+    return cell_square(rgb, cell, "as_is", max(2, int(round(FIELD_SIDE * max(cell.w, cell.h)))))
+
+
+def _cell_at(box: Box, scale: float) -> WhiteCell:
+    x, y, w, h = (v / scale for v in box)
+    return WhiteCell(int(round(x)), int(round(y)), max(1, int(round(w))), max(1, int(round(h))), 1.0, False)

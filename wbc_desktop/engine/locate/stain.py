@@ -1,0 +1,59 @@
+"""Colour maps that do not depend on the lab's stain or lamp.
+
+Dividing by the image's own background undoes a yellow or cyan lamp; on the
+balanced image, HSV saturation separates nuclei from red cells under every
+stain we have (pink-violet May-Grünwald-Giemsa, blue BCCD, yellow Tecom):
+nuclei are 0.5-0.75, red cells 0.1-0.25, while darkness or the red channel's
+optical density each fail on one lab (measured in training/localiser_eval.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+PADDING_LEVEL = 20  # pixels darker than this in every channel are a crop's black padding, not tissue
+
+
+def white_balanced(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The image scaled so that its background is white (float32, 0-255),
+    and the mask of pixels that are tissue or background, not black padding."""
+    x = rgb.astype(np.float32)
+    valid = x.max(axis=-1) > PADDING_LEVEL
+    if not valid.any():
+        return x, valid
+    return np.minimum(x * (255.0 / (background_colour(x, valid) + 1.0)), 255.0), valid
+
+
+def background_colour(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Mean colour of the brightest tenth of the tissue: the bare slide
+    (from every 7th pixel: as good, and the localiser runs for every file)."""
+    pixels = x[valid][::7]
+    brightness = pixels.sum(axis=-1)
+    return pixels[brightness >= np.percentile(brightness, 90)].mean(axis=0)
+
+
+def saturation(balanced: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """HSV saturation of the balanced image; zero on padding."""
+    s = 1.0 - (balanced.min(axis=-1) + 1.0) / (balanced.max(axis=-1) + 1.0)
+    s[~valid] = 0.0
+    return s
+
+
+def darkness(balanced: np.ndarray) -> np.ndarray:
+    """0 on the background, 1 on black."""
+    return 1.0 - balanced.sum(axis=-1) / 765.0
+
+
+def otsu_threshold(values: np.ndarray, bins: int = 128) -> float:
+    """The threshold that best splits ``values`` into two groups."""
+    if values.size == 0:
+        return 1.0
+    hist, edges = np.histogram(values, bins=bins)
+    centres = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(hist, dtype=np.float64)
+    w1 = w0[-1] - w0
+    m0 = np.cumsum(hist * centres)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (m0[-1] * w0 / w0[-1] - m0) ** 2 / (w0 * w1)
+    between = np.nan_to_num(between[:-1], nan=-1.0)
+    return float(centres[int(np.argmax(between))])

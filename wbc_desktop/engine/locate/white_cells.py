@@ -1,0 +1,133 @@
+"""Find every white cell in an RGB image: field photo or single-cell crop.
+
+Nuclei are the most saturated pixels of the white-balanced image
+(``stain``). Lobes and fragments closer than about a third of a red cell
+join into one cell; blobs smaller than a fifth of a red cell are platelets
+or dirt. Sizes are in red-cell diameters (``red_cells``), so one setting
+serves every camera and magnification.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage as ndi
+
+from .red_cells import red_cell_diameter
+from .stain import otsu_threshold, saturation, white_balanced
+
+LOCALISER_VERSION = "sat-otsu-v2"  # part of the decode cache key of re-cut crops
+
+
+@dataclass(frozen=True)
+class LocaliserSettings:
+    """Chosen on bccd_smears and raabin_fields (training/localiser_eval.py)."""
+
+    min_threshold: float = 0.30  # saturation below this is never nucleus, whatever Otsu says
+    min_contrast: float = 0.05  # a cell's mean nucleus saturation must clear the threshold by this
+    min_area: float = 0.20  # nucleus area, in red-cell areas
+    merge_distance: float = 0.35  # lobes closer than twice this (red-cell diameters) are one cell
+    margin: float = 0.25  # box = nucleus box grown by this many red-cell diameters (the cytoplasm)
+    work_side: int = 384  # the long side red cells are measured at, then ...
+    red_cell_px: float = 24.0  # ... the search runs where a red cell is this wide (never above full size)
+
+
+@dataclass(frozen=True)
+class WhiteCell:
+    x: int  # box in original image pixels
+    y: int
+    w: int
+    h: int
+    score: float  # mean nucleus saturation (0-1): ranks detections
+    at_border: bool  # the nucleus touches the image edge: part of the cell is missing
+
+    @property
+    def centre(self) -> tuple[float, float]:
+        return self.x + self.w / 2, self.y + self.h / 2
+
+    @property
+    def box(self) -> tuple[int, int, int, int]:
+        return self.x, self.y, self.w, self.h
+
+
+@dataclass
+class Localisation:
+    width: int
+    height: int
+    red_cell_diameter: float | None  # original pixels; None where no red cell was measurable
+    cells: list[WhiteCell] = field(default_factory=list)
+
+    def most_central(self) -> WhiteCell | None:
+        cx, cy = self.width / 2, self.height / 2
+        return min(self.cells, key=lambda c: (c.centre[0] - cx) ** 2 + (c.centre[1] - cy) ** 2, default=None)
+
+    def is_single_cell_crop(self) -> bool:
+        """One white cell whose centre lies in the middle third: a crop,
+        as a CellaVision or a hand-cut image is framed."""
+        if len(self.cells) != 1:
+            return False
+        cx, cy = self.cells[0].centre
+        return abs(cx / self.width - 0.5) <= 1 / 6 and abs(cy / self.height - 0.5) <= 1 / 6
+
+
+def find_white_cells(rgb: np.ndarray, settings: LocaliserSettings = LocaliserSettings()) -> Localisation:
+    height, width = rgb.shape[:2]
+    scale = max(1.0, max(height, width) / settings.work_side)
+    small, balanced, valid, diameter = _measure(rgb, scale)
+    if diameter is not None:
+        # every camera and magnification searched at one size of red cell: the
+        # same settings fit all, and a 2048 px photo costs what a 640 px one does
+        wanted = max(1.0, scale * diameter / settings.red_cell_px)
+        if not 0.8 < wanted / scale < 1.25:
+            small, balanced, valid, _ = _measure(rgb, wanted, with_red_cells=False)
+            scale, diameter = wanted, diameter * scale / wanted
+    d = diameter if diameter is not None else 0.08 * max(small.shape[:2])
+    cells = [_to_original(c, scale, width, height) for c in _nuclei(balanced, valid, d, settings)]
+    return Localisation(width, height, diameter * scale if diameter is not None else None, cells)
+
+
+def _measure(rgb: np.ndarray, scale: float, with_red_cells: bool = True):
+    small = rgb
+    if scale > 1.0:
+        h, w = rgb.shape[:2]
+        small = np.asarray(Image.fromarray(rgb).resize((max(1, round(w / scale)), max(1, round(h / scale))),
+                                                       Image.Resampling.BOX))
+    balanced, valid = white_balanced(small)
+    return small, balanced, valid, red_cell_diameter(balanced, valid) if with_red_cells else None
+
+
+def _nuclei(balanced: np.ndarray, valid: np.ndarray, d: float, s: LocaliserSettings):
+    """(x0, y0, x1, y1, score, at_border) per white cell, in work pixels."""
+    if not valid.any():
+        return []
+    sat = saturation(balanced, valid)
+    threshold = max(s.min_threshold, otsu_threshold(sat[valid]))
+    nucleus = ndi.binary_opening(sat > threshold)
+    joined = ndi.binary_dilation(nucleus, iterations=max(1, int(s.merge_distance * d)))
+    labels, _ = ndi.label(joined)
+    min_pixels = s.min_area * np.pi / 4 * d * d
+    h, w = nucleus.shape
+    found = []
+    for i, region in enumerate(ndi.find_objects(labels), 1):
+        mask = (labels[region] == i) & nucleus[region]
+        if mask.sum() < min_pixels:
+            continue
+        score = float(sat[region][mask].mean())
+        if score < threshold + s.min_contrast:
+            continue
+        ys, xs = np.nonzero(mask)
+        y0, y1 = ys.min() + region[0].start, ys.max() + region[0].start + 1
+        x0, x1 = xs.min() + region[1].start, xs.max() + region[1].start + 1
+        at_border = bool(x0 <= 1 or y0 <= 1 or x1 >= w - 1 or y1 >= h - 1)
+        pad = s.margin * d
+        found.append((max(0.0, x0 - pad), max(0.0, y0 - pad), min(w, x1 + pad), min(h, y1 + pad), score, at_border))
+    return found
+
+
+def _to_original(found, scale: float, width: int, height: int) -> WhiteCell:
+    x0, y0, x1, y1, score, at_border = found
+    x, y = int(round(x0 * scale)), int(round(y0 * scale))
+    return WhiteCell(x, y, max(1, min(width, int(round(x1 * scale))) - x), max(1, min(height, int(round(y1 * scale))) - y),
+                     score, at_border)
