@@ -26,6 +26,7 @@ def main() -> int:
     parser.add_argument("--calibrate-folder", help="a labelled folder of another lab: its cells are opened as one "
                                                    "folder, the proposed ones labelled from their sub-folder, and the "
                                                    "model calibrated (Lab menu)")
+    parser.add_argument("--fields-folder", help="a folder of field photos: one is shown with its white cells boxed")
     args = parser.parse_args()
     os.environ.setdefault("WBC_DATA_DIR", tempfile.mkdtemp(prefix="wbc-shots-"))
 
@@ -105,6 +106,8 @@ def main() -> int:
         shot("10_models")
     if args.calibrate_folder:
         calibration_shots(window, app, Path(args.calibrate_folder), shot, wait_for, out)
+    if args.fields_folder:
+        field_shot(window, Path(args.fields_folder), shot, wait_for)
     window.close()
     return 0
 
@@ -158,3 +161,19 @@ def calibration_shots(window, app, labelled: Path, shot, wait_for, out: Path) ->
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def field_shot(window, folder: Path, shot, wait_for) -> None:
+    """A field photo under review: its second white cell selected and boxed in yellow."""
+    window.tabs.setCurrentIndex(0)
+    window.review.view_combo.setCurrentIndex(0)
+    window.review._view_changed(0)
+    window.open_paths([str(folder)])
+    if window.state.jobs.busy:
+        wait_for(window.job_finished)
+    session = window.cells.session
+    photo = max(dict.fromkeys(it.path for it in session.items if it.in_field),
+                key=lambda p: len(session.cells_of(p)), default=None)
+    if photo is not None:
+        window.review.select_row(session.cells_of(photo)[min(1, len(session.cells_of(photo)) - 1)])
+    shot("14_field_photo")

@@ -12,7 +12,7 @@ import keras
 
 from wbc_desktop.engine.data.prepare import prepare_data
 from wbc_desktop.engine.models.batchnorm import recalibrate_batchnorm
-from wbc_desktop.engine.models.modelfile import new_card, save_model
+from wbc_desktop.engine.models.modelfile import framing_of, new_card, save_model
 from wbc_desktop.engine.train.run_layout import RunLayout
 
 
@@ -24,14 +24,14 @@ def best_epoch_model(run_dir: str | Path):
     model.load_weights(files.best_weights)
     card = new_card(name=f"run {files.root.name}", classes=meta["classes"], input_size=meta["config"]["img_size"],
                     architecture=meta["architecture"], weights_origin=meta["weights_origin"],
-                    hyperparameters=meta["config"])
+                    framing=meta["config"].get("framing", "as_is"), hyperparameters=meta["config"])
     return model, card
 
 
 def best_model(run_dir: str | Path):
     """(model, card) as training returned it: BatchNorm re-estimated on the run's training split."""
     model, card = best_epoch_model(run_dir)
-    data = prepare_data(RunLayout(Path(run_dir)).split, card["input_size"])
+    data = prepare_data(RunLayout(Path(run_dir)).split, card["input_size"], framing=framing_of(card))
     recalibrate_batchnorm(model, data.train.x)
     card["training_data"] = data.data_card()
     return model, card

@@ -160,6 +160,10 @@ class Classifier:
                 pending = submit(batches[index + 1]) if index + 1 < len(batches) else []
                 pixels, good, results = [], [], []
                 for path, fut in zip(batch, current):
+                    if cancel is not None and cancel.cancelled:  # finding cells takes a while: stop within a file
+                        for f in current + pending:
+                            f.cancel()
+                        return
                     try:
                         cells = fut.result()
                     except ImageReadError as exc:

@@ -1,0 +1,76 @@
+"""Labels on field photos from a lab the model never saw.
+
+    python training/field_labels_eval.py runs/crosslab_compact_bccd [more run folders or .keras files]
+
+``bccd_smears`` photos whose table names exactly one white cell of the five
+common classes (307 photos). A photo counts as right when the most confident
+white cell found in it carries that label. Use a model that never saw BCCD
+(the leave-bccd-out folds of ``crosslab.py``): bccd crops are these cells.
+``one input per photo`` is ``--mode cells``: an as-is model sees the whole
+photo squeezed, as the app did before the localiser (a framed model, the
+photo's most central cell); ``field mode`` finds every cell first
+(``--mode fields``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from recipe import COMMON_FIVE  # noqa: E402
+
+from wbc_desktop.engine.infer.classify import Classifier  # noqa: E402
+
+PHOTOS = ROOT.parent / "shared" / "datasets" / "bccd_smears"
+
+
+def one_cell_photos() -> list[tuple[Path, str]]:
+    rows = csv.DictReader((PHOTOS / "wbc_labels.csv").open())
+    out = []
+    for r in rows:
+        label = r["Category"].strip().lower()
+        path = PHOTOS / "BCCD" / "JPEGImages" / f"BloodImage_{int(r['Image']):05d}.jpg"
+        if label in COMMON_FIVE and path.exists():
+            out.append((path, label))
+    return out
+
+
+def classifier_for(source: str) -> Classifier:
+    if source.endswith(".keras"):
+        return Classifier.open(source)
+    from run_models import best_epoch_model
+
+    model, card = best_epoch_model(source)
+    return Classifier(model, card)
+
+
+def score(clf: Classifier, photos: list[tuple[Path, str]], mode: str) -> dict:
+    best: dict[str, tuple[float, str]] = {}
+    for pred in clf.classify_files([p for p, _ in photos], tta=True, mode=mode):
+        if pred.ok and pred.confidence > best.get(pred.path, (-1.0, ""))[0]:
+            best[pred.path] = (pred.confidence, pred.label)
+    right = sum(best.get(str(p), (0, None))[1] == label for p, label in photos)
+    return {"photos": len(photos), "right": right, "accuracy": round(right / len(photos), 4),
+            "no_cell_found": sum(str(p) not in best for p, _ in photos)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("models", nargs="+", help="crosslab run folders or model files")
+    args = ap.parse_args()
+    photos = one_cell_photos()
+    for source in args.models:
+        clf = classifier_for(source)
+        row = {"model": source, "framing": clf.framing, "one input per photo": score(clf, photos, "cells"),
+               "field mode": score(clf, photos, "fields")}
+        print(json.dumps(row))
+
+
+if __name__ == "__main__":
+    main()
