@@ -86,3 +86,15 @@ def test_field_photo_cells_are_reviewed_counted_and_reported(qtbot, settings, ph
     assert not (photos / "crop.png").exists() and len(list(target.rglob("crop.png"))) == 1  # moved, as asked
     assert session.get(field[0].key).path == str(photos / "field 1.jpg")
     assert Path(session.get(crop.key).path).parent.parent == target
+
+
+def test_image_mode_is_a_setting_the_classification_uses(qtbot, settings, photos, trained_model_path):
+    window = open_window(qtbot, settings, trained_model_path)
+    window.mode_actions["cells"].trigger()
+    assert settings.value("classify/mode") == "cells" and window.image_mode() == "cells"
+    with qtbot.waitSignal(window.job_finished, timeout=60000):
+        window.open_paths([str(photos)])
+    session = window.cells.session
+    assert session.mode == "cells" and not any(it.in_field for it in session.items)
+    assert len(session.items) == 3  # one cell per image, whatever it shows
+    assert all(window.action_states.needs(a) for a in window.mode_actions.values())

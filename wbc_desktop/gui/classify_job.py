@@ -14,7 +14,8 @@ from ..engine.progress import CancelToken
 CHUNK_CELLS, CHUNK_SECONDS = 64, 0.25
 
 
-def classification(classifier, sources: list[str], adapt: bool, tta: bool) -> Callable[[CancelToken], Iterator]:
+def classification(classifier, sources: list[str], adapt: bool, tta: bool,
+                   mode: str = "auto") -> Callable[[CancelToken], Iterator]:
     """With ``adapt``, an AdaBN copy of ``classifier`` is made on these
     files first (on the worker) and the header names that copy."""
 
@@ -26,7 +27,8 @@ def classification(classifier, sources: list[str], adapt: bool, tta: bool) -> Ca
         yield {"total": len(files) + len(skipped), "model_name": model.name,
                "model_version": str(model.card.get("engine_version", ""))}
         chunk, done, last = [], [], time.monotonic()
-        for pred in model.classify_collected(files, skipped, batch_size=32, tta=tta, cancel=cancel, keep_pixels=True):
+        for pred in model.classify_collected(files, skipped, batch_size=32, tta=tta, cancel=cancel, keep_pixels=True,
+                                             mode=mode):
             chunk.append(pred)
             done.append(Prediction(pred.path, pred.label, pred.confidence, pred.probs, pred.error, colour=pred.colour,
                                    cell=pred.cell))

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, QTimer, Signal
-from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import (
     QCheckBox, QComboBox, QFileDialog, QInputDialog, QLabel, QMainWindow, QMessageBox, QProgressBar, QPushButton,
     QTabWidget, QToolBar, QWidget,
@@ -146,6 +146,7 @@ class MainWindow(ModelActions, ExportActions, QMainWindow):
         menu = self.menuBar().addMenu("&Classify")
         for a in (self.act_classify, self.act_cancel):
             menu.addAction(a)
+        self._add_mode_menu(menu.addMenu("Images are"), action)
         menu = self.menuBar().addMenu("&Review")
         for a in (self.act_next, self.act_accept, self.act_operator):
             menu.addAction(a)
@@ -353,6 +354,26 @@ class MainWindow(ModelActions, ExportActions, QMainWindow):
         worker.yielded.connect(lambda pair: self.state.cells.set_thumbnail(*pair))
         self.state.jobs.start(worker, "thumbnails", exclusive=False)
 
+    def _add_mode_menu(self, menu, action) -> None:
+        """How images are taken (``engine.infer.cells``), kept in the settings."""
+        group = QActionGroup(self)
+        self.mode_actions = {}
+        for mode, text, tip in (
+                ("auto", "Told apart per image (automatic)", "An image of at most 400 px, or with one white cell in "
+                                                             "its middle, is a crop; anything else a field photo"),
+                ("cells", "Single-cell crops", "Each image is one cell"),
+                ("fields", "Field photos", "Find and classify every white cell in each image")):
+            a = action(text, lambda _=False, m=mode: self.settings.setValue("classify/mode", m), [IDLE], tip=tip)
+            a.setCheckable(True)
+            group.addAction(a)
+            menu.addAction(a)
+            self.mode_actions[mode] = a
+        current = str(self.settings.value("classify/mode", "auto"))
+        self.mode_actions.get(current, self.mode_actions["auto"]).setChecked(True)
+
+    def image_mode(self) -> str:
+        return next(m for m, a in self.mode_actions.items() if a.isChecked())
+
     # ------------------------------------------------------------ classify
     def start_classification(self) -> None:
         if not self.state.sources or self.state.jobs.busy:
@@ -367,7 +388,8 @@ class MainWindow(ModelActions, ExportActions, QMainWindow):
         if session.classes != clf.classes:
             session = ReviewSession(list(self.state.sources), clf.classes, threshold=session.threshold)
             self.state.set_session(session, self.state.sources)
-        worker = GeneratorWorker(classification(clf, list(self.state.sources), adapt=adapt, tta=tta))
+        session.mode = self.image_mode()
+        worker = GeneratorWorker(classification(clf, list(self.state.sources), adapt=adapt, tta=tta, mode=session.mode))
         worker.yielded.connect(lambda chunk: self._on_classified(session, chunk))
         self.run_job(worker, "classify", "Classifying")
 

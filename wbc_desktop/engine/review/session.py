@@ -82,6 +82,7 @@ class ReviewSession:
     modified: str = ""
     audit: list[dict] = field(default_factory=list)  # every review change: time, operator, path, old, new
     calibration_set: list[str] = field(default_factory=list)  # cells proposed for labelling (calibration)
+    mode: str = "auto"  # how the images were taken: single cells, field photos, or told apart (infer.cells)
 
     def __post_init__(self):
         self._index = {it.key: i for i, it in enumerate(self.items)}

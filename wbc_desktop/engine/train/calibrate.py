@@ -345,7 +345,8 @@ def calibrate_session(classifier, session, *, method: str = DEFAULT_METHOD, tta:
     calibrated = Classifier(result.model, result.card)
     files = [Path(p) for p in dict.fromkeys(it.path for it in session.items if it.error is None)]
     predictions, done = [], set()
-    for pred in calibrated.classify_files(files, tta=tta, cancel=cancel):  # the same cells: finding them is deterministic
+    # the same cells as the session's: finding them is deterministic
+    for pred in calibrated.classify_files(files, tta=tta, cancel=cancel, mode=session.mode):
         predictions.append(pred)
         done.add(pred.path)
         if len(done) % 64 == 0 or len(done) == len(files):
