@@ -159,10 +159,6 @@ def calibration_shots(window, app, labelled: Path, shot, wait_for, out: Path) ->
         shot("14_lab_model_in_use")
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def field_shot(window, folder: Path, shot, wait_for) -> None:
     """A field photo under review: its second white cell selected and boxed in yellow."""
     window.tabs.setCurrentIndex(0)
@@ -177,3 +173,8 @@ def field_shot(window, folder: Path, shot, wait_for) -> None:
     if photo is not None:
         window.review.select_row(session.cells_of(photo)[min(1, len(session.cells_of(photo)) - 1)])
     shot("14_field_photo")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

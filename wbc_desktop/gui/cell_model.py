@@ -28,6 +28,16 @@ def pixmap_from_array(pixels: np.ndarray) -> QPixmap:
     return QPixmap.fromImage(image.copy())
 
 
+THUMBNAIL_PX = 96  # the grid's icon size, whatever the model's input size
+
+
+def thumbnail(pixels: np.ndarray) -> QPixmap:
+    pixmap = pixmap_from_array(pixels)
+    if max(pixmap.width(), pixmap.height()) <= THUMBNAIL_PX:
+        return pixmap
+    return pixmap.scaled(THUMBNAIL_PX, THUMBNAIL_PX, Qt.KeepAspectRatio, Qt.SmoothTransformation)
+
+
 class CellTableModel(QAbstractTableModel):
     def __init__(self, session: ReviewSession | None = None, parent=None):
         super().__init__(parent)
@@ -55,7 +65,7 @@ class CellTableModel(QAbstractTableModel):
     def add_item(self, item: ReviewItem, pixels: np.ndarray | None = None) -> None:
         existing = self.session.index_of(item.key)
         if pixels is not None:
-            self.thumbnails[item.key] = pixmap_from_array(pixels)
+            self.thumbnails[item.key] = thumbnail(pixels)
         if existing is None:
             row = len(self.session.items)
             self.beginInsertRows(QModelIndex(), row, row)
@@ -68,7 +78,7 @@ class CellTableModel(QAbstractTableModel):
     def set_thumbnail(self, key: str, pixels: np.ndarray) -> None:
         row = self.session.index_of(key)
         if row is not None:
-            self.thumbnails[key] = pixmap_from_array(pixels)
+            self.thumbnails[key] = thumbnail(pixels)
             self.row_changed(row)
 
     def row_changed(self, row: int) -> None:

@@ -20,7 +20,7 @@ from ..engine.review.differential import UNUSABLE, ReferralRules
 from .app_state import AppState
 from .cell_model import (
     FILTER_ALL, FILTER_CALIBRATION, FILTER_ERRORS, FILTER_FLAGGED, FILTER_REVIEWED, FILTER_UNREVIEWED, ITEM_ROLE,
-    CellFilterProxy, GridLabelModel,
+    THUMBNAIL_PX, CellFilterProxy, GridLabelModel,
 )
 from .count_panel import CountPanel
 from .detail_panel import DetailPanel
@@ -54,7 +54,7 @@ class ReviewPage(QWidget):
     def _build(self) -> None:
         self.grid = QListView()
         self.grid.setViewMode(QListView.IconMode)
-        self.grid.setIconSize(QSize(96, 96))
+        self.grid.setIconSize(QSize(THUMBNAIL_PX, THUMBNAIL_PX))
         self.grid.setResizeMode(QListView.Adjust)
         self.grid.setMovement(QListView.Static)
         self.grid.setUniformItemSizes(True)
@@ -211,7 +211,8 @@ class ReviewPage(QWidget):
         index = view.currentIndex()
         if not index.isValid():
             return None
-        return self.state.session.index_of(index.data(ITEM_ROLE).key)
+        item = index.data(ITEM_ROLE)
+        return None if item is None else self.state.session.index_of(item.key)
 
     def select_row(self, row: int) -> None:
         source = self.cells.index(row, 0)

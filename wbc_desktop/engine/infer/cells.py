@@ -34,7 +34,7 @@ class CellCut:
 
     index: int  # 0-based within the image
     box: Box  # x, y, w, h in the file's pixels
-    at_border: bool  # cut by the photo's edge: counted, and flagged
+    at_border: bool  # cut by a field photo's edge: counted, and flagged
     in_field: bool  # the image is a field photo, not a single-cell crop
 
 
@@ -53,7 +53,7 @@ def cut_cells(path: str | os.PathLike, size: int, framing: str, mode: str = "aut
     if as_crop:
         cell = found.most_central()
         box = _box(cell, scale) if cell else (0, 0, round(w * scale), round(h * scale))
-        return [(CellCut(0, box, bool(cell and cell.at_border), False), crop_view(rgb, framing, size, found))]
+        return [(CellCut(0, box, False, False), crop_view(rgb, framing, size, found))]  # a crop's edge is its maker's
     return [(CellCut(i, _box(c, scale), c.at_border, True), cell_square(rgb, c, framing, size))
             for i, c in enumerate(_reading_order(found))]
 
