@@ -161,3 +161,32 @@ def test_csv_exports_say_where_each_cell_is_counted(tmp_path):
     assert table["Total WBC"]["count"] == "3" and table["NRBC (per 100 WBC)"]["percent_of_wbc"] == "33.3"
     assert table["Platelets seen (not white cells)"]["count"] == "1"
     assert table["Needs a haematologist"]["count"] == "yes" and table["Reviewed by"]["count"] == "A. Tech"
+
+
+def test_cells_of_a_field_photo_are_kept_apart_counted_once_and_saved():
+    from wbc_desktop.engine.infer.modes import NO_WHITE_CELL
+    from wbc_desktop.engine.review.differential import counts_per_photo
+
+    s = ReviewSession(["x"], ["neutrophil", "lymphocyte", "erythroblast"])
+    for cell, label, border in ((0, "neutrophil", False), (1, "lymphocyte", False), (2, "neutrophil", True)):
+        s.add(ReviewItem("/f/a.jpg", label, 0.9, cell=cell, box=[10 * cell, 5, 40, 40], at_border=border))
+    s.add(ReviewItem("/f/b.jpg", "erythroblast", 0.9, cell=0, box=[0, 0, 30, 30]))
+    s.add(ReviewItem("/f/crop.png", "lymphocyte", 0.9, box=[2, 2, 20, 20]))
+    s.add(ReviewItem("/f/empty.jpg", error=NO_WHITE_CELL))
+    s.add(ReviewItem("/f/a.jpg", "lymphocyte", 0.8, cell=1, box=[10, 5, 40, 40]))  # a re-run replaces, never adds
+    assert len(s.items) == 6 and s.cells_of("/f/a.jpg") == [0, 1, 2]
+    assert s.get("/f/a.jpg#2").at_border and s.get("/f/crop.png").field_box is None
+    d = s.differential()
+    assert (d["total"], d["nrbc"], d["no_white_cell"], d["errors"], d["at_border"]) == (4, 1, 1, 0, 1)
+    assert counts_per_photo(s.items, s.classes) == [
+        ("/f/a.jpg", {"neutrophil": 2, "lymphocyte": 1}, 1), ("/f/b.jpg", {"neutrophil": 0, "lymphocyte": 0}, 0)]
+    s.set_review(s.index_of("/f/a.jpg#1"), "neutrophil", "A. Tech")
+    assert s.audit[-1]["cell"] == 1 and s.get("/f/a.jpg#0").reviewed is None
+
+
+def test_a_field_session_survives_saving(tmp_path):
+    s = ReviewSession(["x"], ["neutrophil"], mode="fields")
+    s.add(ReviewItem("/f/a.jpg", "neutrophil", 0.9, cell=1, box=[1, 2, 3, 4], at_border=True))
+    s.save(tmp_path / "s.json")
+    again = ReviewSession.load(tmp_path / "s.json")
+    assert again.mode == "fields" and again.get("/f/a.jpg#1").box == [1, 2, 3, 4] and again.get("/f/a.jpg#1").at_border
