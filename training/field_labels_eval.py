@@ -3,7 +3,7 @@
     python training/field_labels_eval.py runs/crosslab_compact_bccd [more run folders or .keras files]
 
 ``bccd_smears`` photos whose table names exactly one white cell of the five
-common classes (307 photos). A photo counts as right when the most confident
+common classes (348 photos). A photo counts as right when the most confident
 white cell found in it carries that label. Use a model that never saw BCCD
 (the leave-bccd-out folds of ``crosslab.py``): bccd crops are these cells.
 ``one input per photo`` is ``--mode cells``: an as-is model sees the whole
