@@ -112,6 +112,16 @@ def main() -> int:
     return 0
 
 
+
+def open_in_grid(window, folder: Path, wait_for) -> None:
+    """Classify ``folder`` on the review tab, shown as a grid, to the end."""
+    window.tabs.setCurrentIndex(0)
+    window.review.view_combo.setCurrentIndex(0)
+    window.review._view_changed(0)
+    window.open_paths([str(folder)])
+    if window.state.jobs.busy:
+        wait_for(window.job_finished)
+
 def calibration_shots(window, app, labelled: Path, shot, wait_for, out: Path) -> None:
     import shutil
 
@@ -125,12 +135,7 @@ def calibration_shots(window, app, labelled: Path, shot, wait_for, out: Path) ->
             name = f"{cls.name}_{f.name}"  # labs reuse file names across class folders
             shutil.copy(f, flat / name)
             truth[name] = cls.name
-    window.tabs.setCurrentIndex(0)
-    window.review.view_combo.setCurrentIndex(0)
-    window.review._view_changed(0)
-    window.open_paths([str(flat)])
-    if window.state.jobs.busy:
-        wait_for(window.job_finished)
+    open_in_grid(window, flat, wait_for)
     shot("11_folder_warning")
     window.calibration.propose()
     shot("12_cells_to_label")
@@ -161,18 +166,13 @@ def calibration_shots(window, app, labelled: Path, shot, wait_for, out: Path) ->
 
 def field_shot(window, folder: Path, shot, wait_for) -> None:
     """A field photo under review: its second white cell selected and boxed in yellow."""
-    window.tabs.setCurrentIndex(0)
-    window.review.view_combo.setCurrentIndex(0)
-    window.review._view_changed(0)
-    window.open_paths([str(folder)])
-    if window.state.jobs.busy:
-        wait_for(window.job_finished)
+    open_in_grid(window, folder, wait_for)
     session = window.cells.session
     photo = max(dict.fromkeys(it.path for it in session.items if it.in_field),
                 key=lambda p: len(session.cells_of(p)), default=None)
     if photo is not None:
         window.review.select_row(session.cells_of(photo)[min(1, len(session.cells_of(photo)) - 1)])
-    shot("14_field_photo")
+    shot("15_field_photo")
 
 
 if __name__ == "__main__":
