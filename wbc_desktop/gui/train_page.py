@@ -169,12 +169,16 @@ class TrainPage(QWidget):
         """Run ``job`` as the app's exclusive job: refused while another runs."""
         worker = Worker(job)
         worker.yielded.connect(self._on_progress)
-        worker.returned.connect(on_return)
+        outcome = []
+        worker.returned.connect(outcome.append)
         worker.aborted.connect(on_abort or (lambda: self.status.setText(f"{title}: cancelled.")))
         worker.errored.connect(lambda exc: self._failed(title, exc))
         if not self.state.jobs.start(worker, "train page"):
             QMessageBox.information(self, "Busy", "Wait for the running job to finish, or cancel it first.")
             return False
+        # the result is handed on once the registry has let the job go, so a
+        # follow-up job (train the search's best) can start from it at once
+        worker.finished.connect(lambda: outcome and on_return(outcome[0]))
         self._t0 = time.monotonic()
         self.status.setText(f"{title}…")
         self.tabs.setCurrentIndex(0)
