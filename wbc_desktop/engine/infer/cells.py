@@ -17,7 +17,7 @@ import numpy as np
 
 from ..data.preprocess import FRAMED_DECODE_SIDE, crop_view, load_square
 from ..io.imageio import read_rgb_scaled
-from ..locate.framing import FIELD_SIDE, FRAMINGS, cell_square
+from ..locate.framing import FRAMINGS, cell_square
 from ..locate.white_cells import Localisation, LocaliserSettings, WhiteCell, find_white_cells
 from .modes import MODES, NO_WHITE_CELL
 
@@ -71,7 +71,6 @@ def _box(cell: WhiteCell, scale: float) -> Box:
     return tuple(int(round(v * scale)) for v in cell.box)  # type: ignore[return-value]
 
 
-
 def view_of(path: str | os.PathLike, size: int, framing: str, field_box: Box | None = None) -> np.ndarray:
     """One cell as a model sees it: a crop file, or the cell at
     ``field_box`` in a field photo (as ``cut_cells`` cut it)."""
@@ -85,8 +84,7 @@ def cut_out(path: str | os.PathLike, box: Box) -> np.ndarray:
     """The cell at ``box`` of a field photo at full resolution, framed the
     way PBC frames its crops: what a class folder of single cells holds."""
     rgb, scale = read_rgb_scaled(path)
-    cell = _cell_at(box, scale)
-    return cell_square(rgb, cell, "as_is", max(2, int(round(FIELD_SIDE * max(cell.w, cell.h)))))
+    return cell_square(rgb, _cell_at(box, scale), "as_is", None)
 
 
 def _cell_at(box: Box, scale: float) -> WhiteCell:

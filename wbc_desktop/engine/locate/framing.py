@@ -21,9 +21,10 @@ FRAMINGS: dict[str, float | None] = {"as_is": None, "cell_tight": 1.25, "cell_wi
 FIELD_SIDE = 2.2
 
 
-def cell_square(rgb: np.ndarray, cell: WhiteCell, framing: str, size: int) -> np.ndarray:
-    """The square around ``cell``, ``size`` pixels wide; where the square
-    leaves the image it shows bare slide, never black."""
+def cell_square(rgb: np.ndarray, cell: WhiteCell, framing: str, size: int | None) -> np.ndarray:
+    """The square around ``cell``, ``size`` pixels wide (None: at the
+    image's own resolution); where the square leaves the image it shows bare
+    slide, never black."""
     factor = FRAMINGS[framing] or FIELD_SIDE
     side = max(2, int(round(factor * max(cell.w, cell.h))))
     cx, cy = cell.centre
@@ -39,7 +40,7 @@ def cell_square(rgb: np.ndarray, cell: WhiteCell, framing: str, size: int) -> np
         square[:] = np.round(fill).astype(np.uint8)
         square[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = rgb[sy0:sy1, sx0:sx1]
     im = Image.fromarray(np.ascontiguousarray(square))
-    if side != size:
+    if size is not None and side != size:
         im = im.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
     return np.asarray(im, dtype=np.uint8)
 
