@@ -11,7 +11,7 @@ from PIL import Image
 from conftest import shared_dataset
 from synth import cell_image, field_image
 from wbc_desktop.engine.data.preprocess import crop_view, load_square
-from wbc_desktop.engine.infer.cells import NO_WHITE_CELL, cut_cells
+from wbc_desktop.engine.infer.cells import NO_WHITE_CELL, cut_cells, views_of
 from wbc_desktop.engine.locate.annotations import DetectionCount, read_voc, read_yolo
 from wbc_desktop.engine.locate.white_cells import find_white_cells
 
@@ -74,6 +74,10 @@ def test_cut_cells_tells_crops_from_fields(tmp_path):
     # numbered as a person reads the photo: the top row (y 100-120) left to right, then y 300
     assert [c.box[0] // 100 for c, _ in cells] == [1, 5, 3]
     assert cut_cells(empty, 40, "as_is") == []
+    # the review's thumbnails: every cell of a photo from one decode, each the view it was classified on
+    views = views_of(field, 40, "as_is", [c.box for c, _ in cells])
+    assert all(np.abs(v.astype(int) - s.astype(int)).mean() < 3 for v, (_, s) in zip(views, cells))
+    assert np.array_equal(views_of(crop, 40, "as_is", [None])[0], only[1])
     assert len(cut_cells(field, 40, "as_is", mode="cells")) == 1  # told it is a crop: one cell
     with pytest.raises(ValueError):
         cut_cells(field, 40, "as_is", mode="everything")

@@ -25,6 +25,7 @@ from ..engine.review.session import ReviewItem, ReviewSession, autosave_path
 from .action_states import BUSY, HAS_CELLS, HAS_SELECTION, HAS_SOURCES, IDLE, MODEL_READY, ActionStates
 from .app_state import AppState
 from .calibration_flow import CalibrationFlow
+from .cell_model import THUMBNAIL_PX
 from .classify_job import classification
 from .export_actions import ExportActions
 from .model_actions import ModelActions
@@ -336,19 +337,24 @@ class MainWindow(ModelActions, ExportActions, QMainWindow):
         self._load_thumbnails()
 
     def _load_thumbnails(self) -> None:
-        from ..engine.infer.cells import view_of
+        from ..engine.infer.cells import views_of
         from ..engine.io.imageio import ImageReadError
 
-        items = [(it.key, it.path, it.field_box) for it in self.state.session.items if it.error is None]
+        by_file: dict[str, list] = {}
+        for it in self.state.session.items:
+            if it.error is None:
+                by_file.setdefault(it.path, []).append(it)
 
         def job(cancel):
-            for key, path, box in items:
+            for path, items in by_file.items():
                 if cancel.cancelled:
                     return
                 try:
-                    yield key, view_of(path, 96, "as_is", box)
+                    views = views_of(path, THUMBNAIL_PX, "as_is", [it.field_box for it in items])
                 except ImageReadError:
                     continue
+                for it, view in zip(items, views):
+                    yield it.key, view
 
         worker = GeneratorWorker(job)
         worker.yielded.connect(lambda pair: self.state.cells.set_thumbnail(*pair))

@@ -71,6 +71,23 @@ def _colour(images: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
     return tf.clip_by_value(x, 0.0, 1.0) * 255.0
 
 
+def _stain_matrix(images: tf.Tensor, k: float) -> tf.Tensor:
+    """Beer-Lambert: each pixel's optical density is a mix of dye densities,
+    and a lab's dyes mix into RGB through their own matrix. Mixing the
+    channels' densities through a random near-identity matrix changes the
+    dyes' colours (eosin redder, azure bluer), not only their amounts; the
+    lamp tint moves the bare background, where the density is zero."""
+    b = tf.shape(images)[0]
+    x = tf.clip_by_value(images / 255.0, 1 / 255, 1.0)
+    density = -tf.math.log(x)
+    mix = tf.eye(3, batch_shape=[b]) + tf.random.normal([b, 3, 3], stddev=0.12 * k)
+    density = tf.nn.relu(tf.einsum("bhwc,bcd->bhwd", density, mix))
+    tint = tf.random.uniform([b, 1, 1, 3], -0.12 * k, 0.12 * k)
+    x = tf.exp(-density) * tf.exp(tint)
+    noise = tf.random.normal(tf.shape(x)) * tf.random.uniform([b, 1, 1, 1], 0.0, 0.03 * k)
+    return tf.clip_by_value(x + noise, 0.0, 1.0) * 255.0
+
+
 def _blur(images: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
     b = tf.shape(images)[0]
     size = tf.shape(images)[1]
@@ -89,4 +106,6 @@ def augment_batch(images: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
         images = _blur(images, cfg)
     if cfg.stain > 0 or cfg.brightness_contrast > 0 or cfg.grayscale > 0:
         images = _colour(images, cfg)
+    if cfg.stain_matrix > 0:
+        images = _stain_matrix(images, cfg.stain_matrix)
     return images

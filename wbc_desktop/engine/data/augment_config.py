@@ -20,6 +20,10 @@ class AugmentConfig:
     stain: float = DEFAULT_STRENGTH  # hue, saturation and per-dye (optical density) jitter
     grayscale: float = 0.3 * DEFAULT_STRENGTH  # probability of a grey image
     blur: float = 0.3 * DEFAULT_STRENGTH  # probability of a low-resolution (camera) copy
+    # another lab's dyes and lamp: a random stain matrix in optical-density
+    # space, a lamp tint and sensor noise; off unless asked for, so the cards
+    # of models trained before keep their meaning
+    stain_matrix: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -56,6 +56,10 @@ def load_square(path: str | os.PathLike, size: int, data: BinaryIO | None = None
     ``size``): 2.4x faster than a full decode, which is what bounds a small
     model's throughput. Models must be trained on this same decode: the
     shipped model lost 0.3 points when only inference used it."""
-    if FRAMINGS[framing] is None:
-        return fit_square(read_rgb(path, max_side=size, data=data), size)
-    return crop_view(read_rgb(path, max_side=max(size, FRAMED_DECODE_SIDE), data=data), framing, size)
+    return crop_view(read_rgb(path, max_side=crop_decode_side(size, framing), data=data), framing, size)
+
+
+def crop_decode_side(size: int, framing: str) -> int:
+    """How large a crop is decoded: just above the model's input where it
+    sees the crop whole, larger where the cell is cut out of it first."""
+    return size if FRAMINGS[framing] is None else max(size, FRAMED_DECODE_SIDE)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..data.preprocess import FRAMED_DECODE_SIDE, crop_view, load_square
-from ..io.imageio import read_rgb_scaled
+from ..data.preprocess import crop_decode_side, crop_view, load_square
+from ..io.imageio import longest_side, read_rgb_scaled
 from ..locate.framing import FRAMINGS, cell_square
 from ..locate.white_cells import Localisation, LocaliserSettings, WhiteCell, find_white_cells
 from .modes import MODES, NO_WHITE_CELL
@@ -44,18 +44,27 @@ def cut_cells(path: str | os.PathLike, size: int, framing: str, mode: str = "aut
     ``ImageReadError`` for a file that cannot be read."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}")
-    rgb, scale = read_rgb_scaled(path, max_side=FIELD_DECODE_SIDE if mode != "cells" else max(size, FRAMED_DECODE_SIDE))
-    h, w = rgb.shape[:2]
-    surely_crop = mode == "cells" or (mode == "auto" and max(w, h) * scale <= CROP_MAX_SIDE)
-    # a crop an as-is model sees whole needs its cell's box only for the record: a coarser search is enough
-    found = find_white_cells(rgb, BOX_ONLY if surely_crop and FRAMINGS[framing] is None else LocaliserSettings())
-    as_crop = surely_crop or (mode == "auto" and found.is_single_cell_crop())
-    if as_crop:
-        cell = found.most_central()
-        box = _box(cell, scale) if cell else (0, 0, round(w * scale), round(h * scale))
-        return [(CellCut(0, box, False, False), crop_view(rgb, framing, size, found))]  # a crop's edge is its maker's
+    side = longest_side(path) if mode == "auto" else None
+    if mode == "cells" or (side is not None and side <= CROP_MAX_SIDE):
+        return [_crop_cut(path, size, framing)]
+    rgb, scale = read_rgb_scaled(path, max_side=FIELD_DECODE_SIDE)
+    found = find_white_cells(rgb)
+    if mode == "auto" and found.is_single_cell_crop():
+        return [_crop_cut(path, size, framing)]
     return [(CellCut(i, _box(c, scale), c.at_border, True), cell_square(rgb, c, framing, size))
             for i, c in enumerate(_reading_order(found))]
+
+
+def _crop_cut(path: str | os.PathLike, size: int, framing: str) -> tuple[CellCut, np.ndarray]:
+    """A single-cell crop decoded and cut exactly as ``load_square`` does
+    for training: a model loses accuracy when inference decodes otherwise."""
+    rgb, scale = read_rgb_scaled(path, max_side=crop_decode_side(size, framing))
+    # a crop an as-is model sees whole needs its cell's box only for the record: a coarser search is enough
+    found = find_white_cells(rgb, BOX_ONLY if FRAMINGS[framing] is None else LocaliserSettings())
+    cell = found.most_central()
+    h, w = rgb.shape[:2]
+    box = _box(cell, scale) if cell else (0, 0, round(w * scale), round(h * scale))
+    return CellCut(0, box, False, False), crop_view(rgb, framing, size, found)  # a crop's edge is its maker's
 
 
 def _reading_order(found: Localisation) -> list[WhiteCell]:
@@ -74,10 +83,16 @@ def _box(cell: WhiteCell, scale: float) -> Box:
 def view_of(path: str | os.PathLike, size: int, framing: str, field_box: Box | None = None) -> np.ndarray:
     """One cell as a model sees it: a crop file, or the cell at
     ``field_box`` in a field photo (as ``cut_cells`` cut it)."""
-    if field_box is None:
-        return load_square(path, size, framing=framing)
+    return views_of(path, size, framing, [field_box])[0]
+
+
+def views_of(path: str | os.PathLike, size: int, framing: str, field_boxes: list[Box | None]) -> list[np.ndarray]:
+    """``view_of`` for several cells of one file, decoding the file once:
+    a field photo of twenty white cells is read once, not twenty times."""
+    if None in field_boxes:  # a crop file: its one cell, as the model was given it
+        return [load_square(path, size, framing=framing)] * len(field_boxes)
     rgb, scale = read_rgb_scaled(path, max_side=FIELD_DECODE_SIDE)
-    return cell_square(rgb, _cell_at(field_box, scale), framing, size)
+    return [cell_square(rgb, _cell_at(box, scale), framing, size) for box in field_boxes]
 
 
 def cut_out(path: str | os.PathLike, box: Box) -> np.ndarray:

@@ -16,7 +16,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from ..io.csvio import write_csv
+from ..io.csvio import CELL_COLUMNS, cell_columns, write_csv
 from ..data.dataset import Skipped, collect_images, sample_in_order
 from ..io.imageio import ImageReadError
 from ..progress import CancelToken
@@ -209,11 +209,10 @@ def write_predictions_csv(path: str | os.PathLike, predictions: Sequence[Predict
     prob_<class>...`` plus the model and any error (an unreadable file, or a
     photo with no white cell, has one row with the error and no label)."""
     stamp = _dt.datetime.now().isoformat(timespec="seconds")
-    header = (["path", "cell", "x", "y", "w", "h", "at_border", "label", "confidence"] + [f"prob_{c}" for c in classes]
+    header = (CELL_COLUMNS + ["label", "confidence"] + [f"prob_{c}" for c in classes]
               + ["model", "timestamp", "error"])
     rows = (
-        [p.path]
-        + ([p.cell.index, *p.cell.box, "yes" if p.cell.at_border else "no"] if p.cell else [""] * 6)
+        cell_columns(p.path, p.cell and p.cell.index, p.cell and p.cell.box, bool(p.cell and p.cell.at_border))
         + [p.label or "", f"{p.confidence:.4f}" if p.ok else ""]
         + ([f"{v:.4f}" for v in p.probs] if p.probs is not None else [""] * len(classes))
         + [model_name, stamp, p.error or ""]

@@ -10,6 +10,16 @@ from typing import Iterable, Sequence
 
 from .atomic import write_text
 
+# where a cell lies in its file: the same columns in ``wbc classify``'s CSV and the review export
+CELL_COLUMNS = ["path", "cell", "x", "y", "w", "h", "at_border"]
+
+
+def cell_columns(path: str, index: int | None, box: Sequence[int] | None, at_border: bool) -> list:
+    """``CELL_COLUMNS`` of one cell; blank place for a file with no cell."""
+    if box is None:
+        return [path] + [""] * 6
+    return [path, index or 0, *box, "yes" if at_border else "no"]
+
 
 def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence]) -> None:
     buf = io.StringIO()

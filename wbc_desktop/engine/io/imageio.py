@@ -65,6 +65,16 @@ def read_rgb(path: str | os.PathLike, max_side: int | None = None, data: BinaryI
     return read_rgb_scaled(path, max_side, data)[0]
 
 
+def longest_side(path: str | os.PathLike) -> int | None:
+    """The image's longer side from its header alone (no decode); None where
+    the header cannot be read, which the decode then explains."""
+    try:
+        with Image.open(path) as im:
+            return max(im.size)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+
+
 def read_rgb_scaled(path: str | os.PathLike, max_side: int | None = None,
                     data: BinaryIO | None = None) -> tuple[np.ndarray, float]:
     """:func:`read_rgb` and how many original pixels one decoded pixel

@@ -7,7 +7,7 @@ import datetime as _dt
 import os
 from pathlib import Path
 
-from ..io.csvio import write_csv
+from ..io.csvio import CELL_COLUMNS, cell_columns, write_csv
 from ..infer.modes import NO_WHITE_CELL
 from .differential import NRBC_CLASSES, PLATELET_CLASSES, UNUSABLE, ReferralRules
 from .session import ReviewSession
@@ -33,12 +33,11 @@ def write_review_csv(session: ReviewSession, path: str | os.PathLike) -> None:
     """Every cell with the model's view and the reviewer's, one row each;
     a field photo's cells with their number and box (as ``wbc classify``)."""
     stamp = _dt.datetime.now().isoformat(timespec="seconds")
-    header = (["path", "cell", "x", "y", "w", "h", "at_border", "predicted", "confidence"]
+    header = (CELL_COLUMNS + ["predicted", "confidence"]
               + [f"prob_{c}" for c in session.classes]
               + ["reviewed", "final", "counted_as", "note", "model", "model_version", "timestamp", "error"])
     rows = (
-        [it.path]
-        + ([it.cell if it.cell is not None else 0, *it.box, "yes" if it.at_border else "no"] if it.box else [""] * 6)
+        cell_columns(it.path, it.cell, it.box, it.at_border)
         + [it.label or "", f"{it.confidence:.4f}" if it.error is None else ""]
         + ([f"{p:.4f}" for p in it.probs] if it.probs else [""] * len(session.classes))
         + [it.reviewed or "", it.final_label or "", counted_as(it), it.note, session.model_name,
