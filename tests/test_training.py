@@ -44,6 +44,23 @@ def test_stain_jitter_changes_the_dyes_but_not_the_empty_background():
     assert np.ptp(nucleus.mean(axis=1)) > 20  # and so does how much dye there is
 
 
+def test_stain_matrix_mixes_the_dyes_and_tints_the_lamp():
+    """Unlike the per-dye gain, a stain matrix moves a dye's hue, and the lamp
+    tint colours even the bare background; off unless asked for."""
+    x = np.zeros((64, 16, 16, 3), np.float32)
+    x[:, :, :8] = 230.0
+    x[:, :, 8:] = (120.0, 60.0, 160.0)
+    assert AugmentConfig().stain_matrix == 0 and AugmentConfig.from_strength(1.0).stain_matrix == 0
+    cfg = AugmentConfig(**{**AugmentConfig.none().to_dict(), "stain_matrix": 1.0})
+    out = augment_batch(x, cfg).numpy()
+    assert out.min() >= 0 and out.max() <= 255
+    background = out[:, :, :8].mean(axis=(1, 2))
+    assert np.ptp(background[:, 0] - background[:, 2]) > 10  # the lamp's colour varies
+    nucleus = out[:, 4:12, 8:].mean(axis=(1, 2))
+    ratio = np.log(nucleus[:, 0] / nucleus[:, 2])
+    assert np.ptp(ratio) > 0.3 and abs(np.median(ratio) - np.log(120 / 160)) < 0.15  # varied around the true dye
+
+
 def test_config_validation_lists_every_problem():
     problems = TrainConfig(arch="vgg", epochs=0, lr=5, img_size=8, val_frac=0.7, group_by="(").validate()
     assert len(problems) == 6

@@ -110,8 +110,7 @@ def finish_card(path: Path, spec: dict, unseen: str) -> None:
                        training_data={"members": [m["trained_on"] for m in members], "unseen_lab": unseen},
                        hyperparameters={m["name"]: m["hyperparameters"] for m in members},
                        with_a_gpu=WITH_A_GPU)
-    write_markdown_card(card, {f"lodo_{unseen}": {"unseen": card["unseen_lab_evaluations"][unseen]}},
-                        Path(path).with_suffix(".md"))
+    write_markdown_card(card, {unseen: card["unseen_lab_evaluations"][unseen]}, Path(path).with_suffix(".md"))
 
 
 if __name__ == "__main__":
