@@ -15,8 +15,12 @@ user's folder, and is scored on all of them:
   call every cell one class.
 
 The same adaptation on pbc's own test split (folds that trained on pbc)
-checks that an in-domain folder is not hurt. One view; rows are appended
-to ``adaptation.jsonl`` in the runs folder.
+checks that an in-domain folder is not hurt. A whole lab is a balanced
+mix of classes, unlike a patient's slide, and AdaBN's statistics follow
+the mix; so each is also cut into folders of 100 cells drawn in a normal
+differential's proportions (``DIFFERENTIAL``), each adapted on its own
+(``none`` against ``adabn``). One view; rows are appended to
+``adaptation.jsonl`` in the runs folder.
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ from wbc_desktop.engine.train.finetune import prepare_for  # noqa: E402
 
 METHODS = ("none", "adabn", "adabn_entropy", "adabn_infomax")
 RESULTS = "adaptation.jsonl"
+DIFFERENTIAL = {"neutrophil": 0.60, "lymphocyte": 0.30, "monocyte": 0.06, "eosinophil": 0.03, "basophil": 0.01}
+FOLDER_CELLS, FOLDERS = 100, 20
 
 
 def entropy_tuned(model: keras.Model, x: np.ndarray, diversity: float, epochs: int = 2, lr: float = 1e-3,
@@ -91,6 +97,30 @@ def scores(model, card, x, y) -> dict:
     return {"accuracy": round(m["accuracy"], 4), "macro_f1": round(m["macro_f1"], 4)}
 
 
+def patient_folders(y: np.ndarray, classes: list[str], rng: np.random.Generator) -> list[np.ndarray]:
+    """Rows of ``FOLDERS`` folders, each ``FOLDER_CELLS`` cells in the
+    proportions of ``DIFFERENTIAL`` (at least one of each class)."""
+    folders = []
+    for _ in range(FOLDERS):
+        rows = [rng.choice(np.flatnonzero(y == classes.index(c)), max(1, round(share * FOLDER_CELLS)))
+                for c, share in DIFFERENTIAL.items() if (y == classes.index(c)).any()]
+        folders.append(np.concatenate(rows))
+    return folders
+
+
+def folder_scores(model, card, x, y) -> dict:
+    """Each patient folder adapted on its own; accuracy and macro-F1 over all folders' cells."""
+    folders = patient_folders(y, card["classes"], np.random.default_rng(0))
+    out = {}
+    for method in ("none", "adabn"):
+        t0 = time.monotonic()
+        probs = [Classifier(adapted(model, x[f], method), card).predict_arrays(x[f]) for f in folders]
+        m = compute_metrics(np.concatenate([y[f] for f in folders]), np.concatenate(probs), card["classes"])
+        out[method] = {"accuracy": round(m["accuracy"], 4), "macro_f1": round(m["macro_f1"], 4),
+                       "seconds_per_folder": round((time.monotonic() - t0) / len(folders), 2)}
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variant", required=True, help="a crosslab.py variant whose fold models exist")
@@ -102,7 +132,11 @@ def main() -> int:
     runs = Path(args.runs)
     folds = {r["held_out"]: r for r in map(json.loads, (runs / CROSSLAB_RESULTS).read_text().splitlines())
              if r["variant"] == args.variant}
+    done = {(r["held_out"], r["folder"]) for r in map(json.loads, (runs / RESULTS).read_text().splitlines())
+            if r["variant"] == args.variant} if (runs / RESULTS).exists() else set()
     for held, fold in folds.items():
+        if (held, f"unseen_{held}") in done and (held == "pbc" or (held, "pbc_test") in done):
+            continue  # an interrupted screen resumes where it stopped
         model, card = best_epoch_model(runs / f"crosslab_{args.variant}_{held}")
         common = [c for c in COMMON_FIVE if c in card["classes"]]
         x, y = lab_arrays(base / held, common, card["input_size"], framing_of(card))
@@ -114,11 +148,14 @@ def main() -> int:
         if rows:
             folders["pbc_test"] = (test.x[rows], test.y[rows])
         for name, (fx, fy) in folders.items():
+            if (held, name) in done:
+                continue
             row = {"variant": args.variant, "held_out": held, "folder": name, "n": int(len(fy))}
             for method in METHODS:
                 t0 = time.monotonic()
                 row[method] = scores(adapted(model, fx, method), card, fx, fy)
                 row[method]["seconds"] = round(time.monotonic() - t0, 1)
+            row["patient_folders"] = folder_scores(model, card, fx, fy)
             print(json.dumps(row), flush=True)
             with open(runs / RESULTS, "a") as f:
                 f.write(json.dumps(row) + "\n")

@@ -48,8 +48,8 @@ CREDITS = {
 
 def train_config(spec: dict) -> TrainConfig:
     t = dict(spec["train"])
-    strength = t.pop("augment_strength")
-    return replace(TrainConfig(**t), group_by=spec["group_by"], augment=AugmentConfig.from_strength(strength))
+    augment = replace(AugmentConfig.from_strength(t.pop("augment_strength")), **t.pop("augment", {}))
+    return replace(TrainConfig(**t), group_by=spec["group_by"], augment=augment)
 
 
 def brief_metrics(metrics: dict) -> dict:
