@@ -65,7 +65,7 @@ def bench_model(model_path: Path, files: list[Path], naive_n: int) -> dict:
 
     clf = Classifier.open(model_path)
     t0 = time.perf_counter()
-    x = np.stack([load_square(p, clf.size) for p in files])
+    x = np.stack([load_square(p, clf.size, framing=clf.framing) for p in files])
     decode_s = (time.perf_counter() - t0) / len(files)  # one core: decode, resize, pad
     clf.predict_arrays(x[:64])  # trace and warm up once
     t0 = time.perf_counter()

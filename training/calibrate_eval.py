@@ -38,7 +38,7 @@ from run_models import best_epoch_model  # noqa: E402
 from wbc_desktop.engine.data.dataset import decode_images, scan_labeled  # noqa: E402
 from wbc_desktop.engine.data.prepare import duplicate_groups  # noqa: E402
 from wbc_desktop.engine.models.batchnorm import recalibrate_batchnorm  # noqa: E402
-from wbc_desktop.engine.models.modelfile import inference_copy  # noqa: E402
+from wbc_desktop.engine.models.modelfile import framing_of, inference_copy  # noqa: E402
 from wbc_desktop.engine.train.run_layout import RunLayout  # noqa: E402
 from wbc_desktop.engine.train.calibrate import (  # noqa: E402
     METHODS, cross_validated_estimate, fit_head, lab_features, predict,
@@ -50,7 +50,7 @@ PBC_CELLS = 1500
 RESULTS = "calibrate_eval.jsonl"
 
 
-def new_lab(folder: Path, classes: list[str], size: int, seed: int = 0):
+def new_lab(folder: Path, classes: list[str], size: int, framing: str, seed: int = 0):
     """The lab's cells of the five common classes: pixels, labels (index into
     ``classes``) and source groups."""
     found = scan_labeled(folder)
@@ -58,7 +58,7 @@ def new_lab(folder: Path, classes: list[str], size: int, seed: int = 0):
     if folder.name == "pbc":
         rows = sorted(np.random.default_rng(seed).choice(rows, PBC_CELLS, replace=False))
     paths = [found.paths[i] for i in rows]
-    decoded = decode_images(paths, size)
+    decoded = decode_images(paths, size, framing=framing)
     groups = duplicate_groups(paths, decoded, GROUP_BY.get(folder.name))
     ok = np.flatnonzero(decoded.ok)
     y = np.asarray([classes.index(found.classes[found.labels[rows[i]]]) for i in ok])
@@ -90,7 +90,7 @@ def draw(y: np.ndarray, groups: np.ndarray, k: int, rng: np.random.Generator):
 def evaluate_fold(run_dir: Path, lab_dir: Path, draws: int, out) -> None:
     model, card = best_epoch_model(run_dir)
     classes = card["classes"]
-    pixels, y, groups = new_lab(lab_dir, classes, card["input_size"])
+    pixels, y, groups = new_lab(lab_dir, classes, card["input_size"], framing_of(card))
     t0 = time.monotonic()
     plain = lab_features(model, pixels)
     adapted_model = inference_copy(model, always=True)

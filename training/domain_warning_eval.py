@@ -71,7 +71,7 @@ def main() -> int:
         check = reference_for(model, data, cfg.img_size)
         pbc = source_rows(data.test.paths, "pbc")
         own = data.test.x[pbc]
-        x, _ = lab_arrays(base / held, clf.classes, cfg.img_size)
+        x, _ = lab_arrays(base / held, clf.classes, cfg.img_size, cfg.framing)
         rng = np.random.default_rng(1)
         row = {"variant": args.variant, "held_out": held, "thresholds": [check["colour"]["threshold"],
                                                                          check["confidence"]["threshold"]],

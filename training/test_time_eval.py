@@ -33,6 +33,7 @@ from wbc_desktop.engine.infer.classify import Classifier  # noqa: E402
 from wbc_desktop.engine.train.evaluation import compute_metrics  # noqa: E402
 from wbc_desktop.engine.data.prepare import prepare_data  # noqa: E402
 from wbc_desktop.engine.models.batchnorm import recalibrate_batchnorm  # noqa: E402
+from wbc_desktop.engine.models.modelfile import framing_of  # noqa: E402
 
 
 def _scores(clf: Classifier, x: np.ndarray, y: np.ndarray) -> dict:
@@ -52,7 +53,7 @@ def main() -> int:
     base = (ROOT / spec["datasets_dir"]).resolve()
     out = {}
     shipped = Classifier.open(ROOT / spec["output"])
-    test = prepare_data(Path(args.runs) / "final" / "split.json", shipped.size).test
+    test = prepare_data(Path(args.runs) / "final" / "split.json", shipped.size, framing=shipped.framing).test
     for src in spec["sources"]:
         rows = source_rows(test.paths, src)
         out[f"shipped_test_{src}"] = _scores(shipped, test.x[rows], test.y[rows])
@@ -60,7 +61,7 @@ def main() -> int:
     for held in args.labs or spec["leave_one_out"]:
         run = Path(args.runs) / f"lodo_{held}"
         model, card = best_model(run)
-        x, y = lab_arrays(base / held, card["classes"], card["input_size"])
+        x, y = lab_arrays(base / held, card["classes"], card["input_size"], framing_of(card))
         clf = Classifier(model, card)
         before = _scores(clf, x, y)
         recalibrate_batchnorm(model, x)
