@@ -324,7 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
                    help="average 4 views of each cell (default; more accurate, 4x the compute)")
     p.add_argument("--adapt", action="store_true",
-                   help="re-estimate the model's normalisation statistics on these images first (another lab's stain)")
+                   help="re-estimate the model's normalisation statistics on these images first (another lab's "
+                        "stain); they also follow the folder's mix of cell types, so on one patient's folder it can "
+                        "lower accuracy (training/RESULTS.md)")
     p.set_defaults(func=cmd_classify)
 
     p = sub.add_parser("train", help="train a model on a labelled folder")

@@ -173,7 +173,9 @@ class MainWindow(ModelActions, ExportActions, QMainWindow):
         bar.addWidget(self.model_combo)
         self.adapt_box = QCheckBox("Adapt to stain")
         self.adapt_box.setToolTip("Before classifying, re-estimate the model's normalisation statistics on this folder's "
-                                  "cells (no labels needed). Helps on another lab's stain and camera; needs 32+ cells.")
+                                  "cells (no labels needed; 32+ cells). It can help on a lab far from the training "
+                                  "data, but the statistics also follow the folder's mix of cell types: on single "
+                                  "patients' folders it lowered accuracy on most labs measured. Check reviewed cells.")
         bar.addWidget(self.adapt_box)
         self.tta_box = QCheckBox("Average 4 views")
         self.tta_box.setToolTip("Classify each cell as is, mirrored two ways and turned, and average the four: more "
