@@ -133,7 +133,7 @@ def main() -> int:
         card["test_metrics"] = per_source.get("pbc")
         card["test_metrics_by_source"] = per_source
         card["data_credits"] = {s: CREDITS.get(s, "") for s in spec["sources"]}
-        card["recipe"] = "training/recipe.py with training/shipped_model.json"
+        card["recipe"] = recipe_line(args.config)
         card["training_seconds"] = round(seconds)
         out = ROOT / spec["output"]
         save_model(result.model, card, out)
@@ -168,6 +168,11 @@ def main() -> int:
                            test_time_options=json.loads(test_time.read_text()) if test_time.exists() else None)
         write_markdown_card(card, unseen, out.with_suffix(".md"))
     return 0
+
+
+def recipe_line(config: str) -> str:
+    """How to rebuild the model: the card's ``recipe``."""
+    return f"training/recipe.py --config {Path(config).resolve().relative_to(ROOT).as_posix()}"
 
 
 def protocol_folds(spec: dict, runs: Path) -> dict:
