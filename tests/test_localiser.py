@@ -78,6 +78,13 @@ def test_cut_cells_tells_crops_from_fields(tmp_path):
     views = views_of(field, 40, "as_is", [c.box for c, _ in cells])
     assert all(np.abs(v.astype(int) - s.astype(int)).mean() < 3 for v, (_, s) in zip(views, cells))
     assert np.array_equal(views_of(crop, 40, "as_is", [None])[0], only[1])
+    # a crop is decoded at inference exactly as training decodes it (a JPEG in draft mode, whatever the mode)
+    jpeg = tmp_path / "crop.jpg"
+    cell_image("neutrophil", rng, 360).save(jpeg, quality=90)
+    for framing in ("as_is", "cell_tight"):
+        for mode in ("auto", "cells"):
+            (cut,) = cut_cells(jpeg, 40, framing, mode=mode)
+            assert np.array_equal(cut[1], load_square(jpeg, 40, framing=framing)), (framing, mode)
     assert len(cut_cells(field, 40, "as_is", mode="cells")) == 1  # told it is a crop: one cell
     with pytest.raises(ValueError):
         cut_cells(field, 40, "as_is", mode="everything")

@@ -219,19 +219,20 @@ def classify_speed(model_path: Path, folder: Path, n: int = 1000) -> dict:
 
 
 LIMITATIONS = (
-    "Single-cell crops of peripheral blood only (May-Grunwald-Giemsa/Wright-like stains); not for bone marrow, "
-    "blasts or other abnormal cells, which are not among its classes. Trained on a 2-core CPU within a few hours: "
-    "below the 99 % PBC goal, and far weaker on other labs' images (see the unseen-lab figures), so every prediction "
-    "is decision support for a technologist, and a lab should calibrate it to its own cells (Lab menu, wbc "
-    "calibrate). Basophils are rare outside PBC and their recall on other labs is barely measured."
+    "Peripheral blood smears only (May-Grunwald-Giemsa/Wright-like stains), as single-cell crops or as field "
+    "photos whose white cells the localiser finds; not for bone marrow, blasts or other abnormal cells, which are "
+    "not among its classes. Trained on a 2-core CPU within a few hours: below the 99 % PBC goal, and far weaker on "
+    "other labs' images (see the unseen-lab figures), so every prediction is decision support for a technologist, "
+    "and a lab should calibrate it to its own cells (Lab menu, wbc calibrate). Basophils are rare outside PBC and "
+    "their recall on other labs is barely measured."
 )
 
 
 WITH_A_GPU = (
-    "The 2-core CPU budget set the compact network at 96 px (36 epochs) and the Lite0 member at 128 px for 6 "
-    "epochs on a 2400-image PBC subset plus BCCD and Tecom. A GPU run (the recipe runs under tf.distribute) would "
-    "train Lite0 on all four labs and all of PBC at 160-224 px for 30+ epochs, try Lite1/Lite2, and average several "
-    "seeds per setting; that is where the missing points on PBC most likely are."
+    "The 2-core CPU budget set the compact network at 96 px and 36 epochs, one seed. A GPU run (the recipe runs "
+    "under tf.distribute) would fine-tune EfficientNet-Lite0/1/2 from ImageNet on all four labs at 160-224 px for "
+    "30+ epochs with the same cell-centred framing, and average several seeds per setting; that is where the "
+    "missing points on PBC and on unseen labs most likely are."
 )
 
 
