@@ -124,7 +124,7 @@ def folder_scores(model, card, x, y) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variant", required=True, help="a crosslab.py variant whose fold models exist")
-    parser.add_argument("--config", default=str(ROOT / "training" / "shipped_model.json"))
+    parser.add_argument("--config", default=str(ROOT / "training" / "protocol_base.json"))
     parser.add_argument("--runs", default=str(ROOT / "training" / "runs"))
     args = parser.parse_args()
     spec = json.loads(Path(args.config).read_text())

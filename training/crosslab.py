@@ -152,7 +152,7 @@ def table(rows: list[dict]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variant", action="append", default=[], help="name='{json overrides}'")
-    parser.add_argument("--config", default=str(ROOT / "training" / "shipped_model.json"))
+    parser.add_argument("--config", default=str(ROOT / "training" / "protocol_base.json"))
     parser.add_argument("--runs", default=str(ROOT / "training" / "runs"))
     parser.add_argument("--labs", nargs="*", help="left-out labs to run (default: every lab of the protocol)")
     parser.add_argument("--ensemble", action="append", default=[], help="variantA+variantB: their fold models joined")

@@ -52,7 +52,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variant", default="compact")
     parser.add_argument("--labs", nargs="*", default=["bccd", "tecom", "lisc"])
-    parser.add_argument("--config", default=str(ROOT / "training" / "shipped_model.json"))
+    parser.add_argument("--config", default=str(ROOT / "training" / "protocol_base.json"))
     parser.add_argument("--runs", default=str(ROOT / "training" / "runs"))
     args = parser.parse_args()
     spec = json.loads(Path(args.config).read_text())

@@ -41,8 +41,9 @@ from wbc_desktop.engine.train.trainer import reference_for  # noqa: E402
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lite0-run", required=True)
-    parser.add_argument("--compact", default=str(ROOT / "resources" / "models" / "wbc_default.keras"))
-    parser.add_argument("--config", default=str(ROOT / "training" / "shipped_model.json"))
+    parser.add_argument("--compact", default=str(ROOT / "training" / "runs" / "final" / "wbc_compact_as_is.keras"),
+                        help="the compact member: training/recipe.py --config training/protocol_base.json")
+    parser.add_argument("--config", default=str(ROOT / "training" / "protocol_base.json"))
     parser.add_argument("--unseen", default="lisc")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()

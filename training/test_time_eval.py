@@ -46,7 +46,7 @@ def _scores(clf: Classifier, x: np.ndarray, y: np.ndarray) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", default=str(ROOT / "training" / "runs"))
-    parser.add_argument("--config", default=str(ROOT / "training" / "shipped_model.json"))
+    parser.add_argument("--config", default=str(ROOT / "training" / "protocol_base.json"))
     parser.add_argument("--labs", nargs="*", help="default: the config's leave_one_out list")
     args = parser.parse_args()
     spec = json.loads(Path(args.config).read_text())
