@@ -65,6 +65,16 @@ def test_cli_train_evaluate_info_classify(tmp_path, synth_dir, capsys):
     assert "1 unreadable" in capsys.readouterr().err
 
 
+def test_fine_tuning_takes_the_base_models_framing(tmp_path, synth_dir):
+    """The shipped model sees cell-centred crops; fine-tuning it must not
+    need a framing option (any other framing would be refused)."""
+    base, tuned = tmp_path / "tight.keras", tmp_path / "tuned.keras"
+    common = ["--epochs", "1", "--img-size", "32", "--augment", "0", "--batch-size", "16"]
+    assert main(["train", str(synth_dir), "--out", str(base), "--framing", "cell_tight", *common]) == 0
+    assert main(["train", str(synth_dir), "--out", str(tuned), "--weights", str(base), *common]) == 0
+    assert read_card(tuned)["preprocessing"]["framing"] == "cell_tight"
+
+
 def test_cli_errors_are_messages_not_tracebacks(tmp_path, capsys):
     assert main(["info", "--model", str(tmp_path / "none.keras")]) == 2
     assert "model file not found" in capsys.readouterr().err
