@@ -120,7 +120,7 @@ def replace_head(model: keras.Model, num_classes: int, dropout: float = 0.3) -> 
     features = model.get_layer("features").output
     x = layers.Dropout(dropout, name="head_dropout_new")(features)
     outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions_new")(x)
-    return keras.Model(model.inputs, outputs, name=model.name)
+    return keras.Model(model.input, outputs, name=model.name)
 
 
 def iter_layers(model: keras.Layer) -> Iterator[keras.Layer]:

@@ -20,7 +20,7 @@ def build_ensemble(members: list[keras.Model], img_size: int, name: str = "ensem
     inputs = keras.Input((img_size, img_size, 3), name="image")
     feats, weights, biases = [], [], []
     for i, member in enumerate(members):
-        body = keras.Model(member.inputs, member.get_layer("features").output, name=f"member{i}")
+        body = keras.Model(member.input, member.get_layer("features").output, name=f"member{i}")
         size = member.input_shape[1]
         x = inputs if size == img_size else layers.Resizing(size, size, interpolation="bilinear", antialias=True,
                                                             name=f"member{i}_resize")(inputs)

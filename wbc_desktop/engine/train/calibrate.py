@@ -79,7 +79,7 @@ def lab_features(model, pixels: np.ndarray, batch_size: int = 64, cancel: Cancel
 
     from ..infer.classify import tta_views
 
-    both = keras.Model(model.inputs, [model.get_layer("features").output, model.output])
+    both = keras.Model(model.input, [model.get_layer("features").output, model.output])
     feats, probs = [], []
     for start in range(0, len(pixels), batch_size):
         if cancel is not None:
@@ -203,7 +203,7 @@ def build_model(base_model, head: Head, labelled_idx: Sequence[int]):
     q = head_layer(layers.UnitNormalization(name="lab_unit")(feats))
     out = layers.Add(name="lab_predictions")([keep_layer(probs), layers.Multiply(name="lab_share")(
         [mass_layer(probs), scatter_layer(q)])])
-    model = keras.Model(base_model.inputs, out, name=f"{base_model.name}_lab")
+    model = keras.Model(base_model.input, out, name=f"{base_model.name}_lab")
     for layer, weights in ((head_layer, head_w), (mass_layer, mass_w), (keep_layer, keep_w),
                            (scatter_layer, scatter_w)):
         layer.set_weights(weights)
