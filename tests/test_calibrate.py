@@ -57,7 +57,7 @@ def test_calibrated_model_matches_its_numpy_twin_and_keeps_unlabelled_classes(tr
 def test_wbc_calibrate_improves_a_tinted_lab_and_says_how_sure(trained_model_path, lab, tmp_path, capsys):
     from wbc_desktop.engine.data.dataset import decode_images, scan_labeled
     from wbc_desktop.engine.infer.classify import Classifier
-    from wbc_desktop.engine.models.modelfile import load_model
+    from wbc_desktop.engine.models.modelfile import load_model, read_card
 
     out = tmp_path / "lab.keras"
     code = main(["calibrate", str(lab[0]), "--model", str(trained_model_path), "--out", str(out),
@@ -78,6 +78,12 @@ def test_wbc_calibrate_improves_a_tinted_lab_and_says_how_sure(trained_model_pat
     before = np.mean(base.predict_arrays(x, tta=True).argmax(axis=1) == truth)
     after = np.mean(calibrated == truth)
     assert after >= max(before, 0.8)
+    # the lab model has seen this lab's stain: its folders no longer ask to be calibrated for it
+    from wbc_desktop.engine.infer.domain_check import colour_distance, colour_stats
+
+    stats, base_check = colour_stats(x), read_card(trained_model_path)["domain_check"]["colour"]
+    assert colour_distance(stats, base_check["references"]) > base_check["threshold"]
+    assert colour_distance(stats, card["domain_check"]["colour"]["references"]) <= base_check["threshold"]
 
 
 def test_calibrate_refuses_too_few_cells_and_unknown_classes(trained_model_path, tmp_path, capsys):

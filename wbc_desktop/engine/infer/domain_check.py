@@ -67,9 +67,7 @@ def reference_from(train_stats: np.ndarray, train_sources: Sequence[str], val_st
     and the validation cells' statistics and probabilities."""
     rng = np.random.default_rng(seed)
     train_sources, val_sources = np.asarray(train_sources), np.asarray(val_sources)
-    references = [{"source": str(s), "mean": train_stats[train_sources == s].mean(axis=0).round(5).tolist(),
-                   "std": (train_stats[train_sources == s].std(axis=0) + 1e-3).round(5).tolist()}
-                  for s in np.unique(train_sources)]
+    references = [_reference(train_stats[train_sources == s], str(s)) for s in np.unique(train_sources)]
     labs = [np.flatnonzero(val_sources == s) for s in np.unique(val_sources)]
     colour = [colour_distance(val_stats[rows[pick]], references)  # a lab's folder holds that lab's cells
               for rows in labs for pick in _folders(len(rows), FOLDER_CELLS, rng, DRAWS // len(labs))]
@@ -78,6 +76,22 @@ def reference_from(train_stats: np.ndarray, train_sources: Sequence[str], val_st
             "colour": {"references": references, "threshold": round(float(np.quantile(colour, 1 - QUANTILE)), 4)},
             "confidence": {"threshold": round(float(np.quantile(confidence, QUANTILE)), 4)},
             "set_on": f"random folders of {FOLDER_CELLS} of the model's validation cells"}
+
+
+def _reference(stats: np.ndarray, source: str) -> dict:
+    """One lab's stain: the mean and spread of its cells' colour statistics."""
+    return {"source": source, "mean": stats.mean(axis=0).round(5).tolist(),
+            "std": (stats.std(axis=0) + 1e-3).round(5).tolist()}
+
+
+def with_lab(check: dict | None, stats: np.ndarray, source: str) -> dict | None:
+    """A model calibrated to a lab has seen that lab's stain: its cells join
+    the colour references, so the lab's own folders stop raising the
+    warning that told the user to calibrate."""
+    if not check or "colour" not in check or len(stats) == 0:
+        return check
+    colour = dict(check["colour"], references=check["colour"]["references"] + [_reference(stats, source)])
+    return dict(check, colour=colour)
 
 
 def unlike_training(probs: np.ndarray, stats: np.ndarray | None, card: dict) -> str | None:

@@ -26,6 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..infer.domain_check import colour_stats, with_lab
 from ..progress import CancelToken, Progress, ProgressFn, no_progress
 
 METHODS = ("logistic", "prototype", "adabn_logistic", "spreading")
@@ -235,10 +236,10 @@ def calibrate(classifier, labelled_paths: Sequence[Path], labelled_classes: Sequ
     labelled_idx = [classes.index(c) for c in classes if c in counts]
     y = np.asarray([classes.index(c) for c in labelled_classes])
     model = classifier.model
+    lab_pixels = pixels if unlabelled_pixels is None else np.concatenate([pixels, unlabelled_pixels])
     if method == "adabn_logistic":
         progress(Progress("calibrate", 0, 3, "re-estimating normalisation statistics on the lab's cells"))
         model = inference_copy(model, always=True)
-        lab_pixels = pixels if unlabelled_pixels is None else np.concatenate([pixels, unlabelled_pixels])
         recalibrate_batchnorm(model, lab_pixels)
     progress(Progress("calibrate", 1, 3, f"features of {len(pixels)} labelled cells"))
     lab = lab_features(model, pixels, cancel=cancel)
@@ -268,6 +269,7 @@ def calibrate(classifier, labelled_paths: Sequence[Path], labelled_classes: Sequ
     })
     for stale in ("test_metrics", "test_metrics_by_source", "unseen_lab_evaluations", "test_time_options"):
         card.pop(stale, None)  # the base model's figures are not this model's
+    card["domain_check"] = with_lab(card.get("domain_check"), colour_stats(lab_pixels), "the calibration lab")
     progress(Progress("calibrate", 3, 3, f"estimated accuracy {estimate['accuracy']:.1%} "
                                          f"(95 % interval {estimate['ci95'][0]:.0%}-{estimate['ci95'][1]:.0%})"))
     return Calibration(calibrated, card, estimate, [classes[i] for i in labelled_idx])
