@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from .stain import background_colour, PADDING_LEVEL
+from .stain import PADDING_LEVEL, background_colour, channel_max
 from .white_cells import WhiteCell
 
 # square side, in multiples of the detected cell's long side; ``as_is`` keeps
@@ -34,7 +34,7 @@ def cell_square(rgb: np.ndarray, cell: WhiteCell, framing: str, size: int | None
     if (sx0, sy0, sx1, sy1) == (x0, y0, x0 + side, y0 + side):
         square = rgb[sy0:sy1, sx0:sx1]
     else:
-        valid = rgb.max(axis=-1) > PADDING_LEVEL
+        valid = channel_max(rgb) > PADDING_LEVEL
         fill = background_colour(rgb.astype(np.float32), valid) if valid.any() else np.zeros(3)
         square = np.empty((side, side, 3), np.uint8)
         square[:] = np.round(fill).astype(np.uint8)

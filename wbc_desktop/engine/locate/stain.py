@@ -14,11 +14,21 @@ import numpy as np
 PADDING_LEVEL = 20  # pixels darker than this in every channel are a crop's black padding, not tissue
 
 
+def channel_max(x: np.ndarray) -> np.ndarray:
+    """``x.max(axis=-1)`` over three channels, 4x faster: a reduction over a
+    last axis of length 3 is strided; element-wise maxima are not."""
+    return np.maximum(np.maximum(x[..., 0], x[..., 1]), x[..., 2])
+
+
+def channel_min(x: np.ndarray) -> np.ndarray:
+    return np.minimum(np.minimum(x[..., 0], x[..., 1]), x[..., 2])
+
+
 def white_balanced(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The image scaled so that its background is white (float32, 0-255),
     and the mask of pixels that are tissue or background, not black padding."""
     x = rgb.astype(np.float32)
-    valid = x.max(axis=-1) > PADDING_LEVEL
+    valid = channel_max(rgb) > PADDING_LEVEL
     if not valid.any():
         return x, valid
     return np.minimum(x * (255.0 / (background_colour(x, valid) + 1.0)), 255.0), valid
@@ -27,21 +37,21 @@ def white_balanced(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def background_colour(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Mean colour of the brightest tenth of the tissue: the bare slide
     (from every 7th pixel: as good, and the localiser runs for every file)."""
-    pixels = x[valid][::7]
+    pixels = x.reshape(-1, 3)[np.flatnonzero(valid)[::7]]  # = x[valid][::7] without gathering every pixel
     brightness = pixels.sum(axis=-1)
     return pixels[brightness >= np.percentile(brightness, 90)].mean(axis=0)
 
 
 def saturation(balanced: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """HSV saturation of the balanced image; zero on padding."""
-    s = 1.0 - (balanced.min(axis=-1) + 1.0) / (balanced.max(axis=-1) + 1.0)
+    s = 1.0 - (channel_min(balanced) + 1.0) / (channel_max(balanced) + 1.0)
     s[~valid] = 0.0
     return s
 
 
 def darkness(balanced: np.ndarray) -> np.ndarray:
     """0 on the background, 1 on black."""
-    return 1.0 - balanced.sum(axis=-1) / 765.0
+    return 1.0 - (balanced[..., 0] + balanced[..., 1] + balanced[..., 2]) / 765.0
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 128) -> float:
