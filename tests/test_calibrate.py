@@ -161,7 +161,9 @@ def test_folder_warning_fires_on_another_stain_or_doubt_and_not_on_the_own_lab()
     assert card["domain_check"]["folder_cells"] == 50
     assert unlike_training(sure[:60], colour_stats(cells(60, (1.0, 1.0, 1.0))), card) is None
     stain = unlike_training(sure[:60], colour_stats(other), card)
-    assert "stain and optics differ" in stain and "unsure" not in stain
+    assert "stain and optics differ" in stain and "unsure" not in stain and "calibrate the model" in stain
+    lab_model = dict(card, calibration={"base_model": "base"})  # already calibrated: not told to calibrate again
+    assert "calibrated on" in unlike_training(sure[:60], colour_stats(other), lab_model)
     doubt = unlike_training(np.full((60, 3), 1 / 3), colour_stats(own[:60]), card)
     assert "unsure of them" in doubt and "stain" not in doubt
     assert unlike_training(np.full((5, 3), 1 / 3), None, card) is None  # too few cells to judge

@@ -113,6 +113,8 @@ def unlike_training(probs: np.ndarray, stats: np.ndarray | None, card: dict) -> 
                            f"{check['confidence']['threshold']:.0%})")
     if not reasons:
         return None
-    return ("these cells look unlike the model's training data: " + "; ".join(reasons)
-            + ". Expect far lower accuracy; calibrate the model to this lab from a few labelled cells "
-              "(the app's Lab menu, or wbc calibrate)")
+    advice = ("check them against the lab it was calibrated on, or calibrate the base model to this lab"
+              if card.get("calibration") else
+              "calibrate the model to this lab from a few labelled cells (the app's Lab menu, or wbc calibrate)")
+    why = "; ".join(reasons)
+    return f"these cells look unlike the model's training data: {why}. Expect far lower accuracy; {advice}"
