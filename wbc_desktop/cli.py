@@ -83,8 +83,7 @@ def cmd_classify(args) -> int:
 
 def _train_config(args):
     from .engine.data.augment_config import AugmentConfig
-    from .engine.train.config import TrainConfig
-    from .engine.train.finetune import matched_to_base
+    from .engine.train.config import TrainConfig, matched_to_base
 
     values = {f.name: getattr(args, f.name) for f in _train_fields()}
     cfg = matched_to_base(TrainConfig(**values, augment=AugmentConfig.from_strength(args.augment)))

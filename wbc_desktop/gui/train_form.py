@@ -18,7 +18,7 @@ from ..engine.data.augment_config import AugmentConfig
 from ..engine.models.choices import FREEZE_CHOICES
 from ..engine.models.registry import list_models
 from ..engine.models.weights import WeightsNotFoundError, find_imagenet_weights, find_lite0_weights
-from ..engine.train.config import TrainConfig
+from ..engine.train.config import TrainConfig, matched_to_base
 from .dialogs import FolderField
 
 PRESETS = {
@@ -140,23 +140,17 @@ class TrainForm(QWidget):
 
     def config(self) -> TrainConfig:
         data = self.base.currentData() or SCRATCH_COMPACT
-        framing = self._config.framing
-        if data.endswith(".keras"):
-            from ..engine.models.modelfile import framing_of, read_card
-
-            arch, weights, framing = self._config.arch, data, framing_of(read_card(data))
-        else:
-            arch, weights = data.split(":")
-        return replace(
+        arch, weights = (self._config.arch, data) if data.endswith(".keras") else data.split(":")
+        return matched_to_base(replace(
             self._config,
-            arch=arch, weights=weights, framing=framing, freeze_until=self.freeze.currentText(), epochs=self.epochs.value(),
+            arch=arch, weights=weights, freeze_until=self.freeze.currentText(), epochs=self.epochs.value(),
             batch_size=self.batch.value(), lr=self.lr.value(), img_size=self.img_size.value(),
             val_frac=self.val_frac.value(), test_frac=self.test_frac.value(),
             group_by=self.group_by.text().strip() or None, seed=self.seed.value(),
             class_weighting=self.class_weights.isChecked(), patience=self.patience.value(),
             augment=(self._config.augment if self.augment.value() == self._config.augment.strength
                      else AugmentConfig.from_strength(self.augment.value())),
-        )
+        ))
 
     def set_config(self, cfg: TrainConfig) -> None:
         """Show ``cfg``; what the form has no field for is kept as it is."""

@@ -5,7 +5,8 @@ GUI thread can hold one without loading it."""
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 from ..data.augment_config import AugmentConfig
@@ -85,3 +86,13 @@ class TrainConfig:
             except re.error as exc:
                 problems.append(f"grouping pattern is not a valid regular expression: {exc}")
         return problems
+
+
+def matched_to_base(config: TrainConfig) -> TrainConfig:
+    """A .keras base decides how crops are framed (its weights learnt that
+    framing), so fine-tuning the shipped model needs no framing option."""
+    if not str(config.weights).endswith(".keras") or not Path(config.weights).is_file():
+        return config
+    from ..models.modelfile import framing_of, read_card  # reads the card only: no TensorFlow
+
+    return replace(config, framing=framing_of(read_card(config.weights)))

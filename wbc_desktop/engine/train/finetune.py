@@ -4,16 +4,16 @@ so the user sees whether fine-tuning helped."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..infer.classify import Classifier
 from .evaluation import evaluate_files, write_report
-from ..models.modelfile import framing_of, read_card
+from ..models.modelfile import read_card
 from ..data.prepare import PreparedData, prepare_data
 from ..progress import CancelToken, Progress, no_progress
-from .config import TrainConfig
+from .config import TrainConfig, matched_to_base
 from .run_layout import RunLayout
 from .trainer import TrainResult, train
 
@@ -25,14 +25,6 @@ class FinetuneOutcome:
     run_dir: Path
     metrics: dict | None = None  # the new model on the test split
     base_metrics: dict | None = None  # the base model on the same files
-
-
-def matched_to_base(config: TrainConfig) -> TrainConfig:
-    """A .keras base decides how crops are framed (its weights learnt that
-    framing), so fine-tuning the shipped model needs no framing option."""
-    if not str(config.weights).endswith(".keras") or not Path(config.weights).is_file():
-        return config
-    return replace(config, framing=framing_of(read_card(config.weights)))
 
 
 def prepare_for(config: TrainConfig, source, progress: Callable[[Any], None] = no_progress,
