@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT / "training"))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from crosslab import RESULTS as CROSSLAB_RESULTS, variant_config  # noqa: E402
+from crosslab import read_rows, variant_config  # noqa: E402
 from recipe import COMMON_FIVE, lab_arrays, source_rows  # noqa: E402
 from run_models import best_epoch_model  # noqa: E402
 
@@ -130,8 +130,7 @@ def main() -> int:
     spec = json.loads(Path(args.config).read_text())
     base = (ROOT / spec["datasets_dir"]).resolve()
     runs = Path(args.runs)
-    folds = {r["held_out"]: r for r in map(json.loads, (runs / CROSSLAB_RESULTS).read_text().splitlines())
-             if r["variant"] == args.variant}
+    folds = {r["held_out"]: r for r in read_rows(runs) if r["variant"] == args.variant}
     done = {(r["held_out"], r["folder"]) for r in map(json.loads, (runs / RESULTS).read_text().splitlines())
             if r["variant"] == args.variant} if (runs / RESULTS).exists() else set()
     for held, fold in folds.items():

@@ -47,6 +47,12 @@ PBC_TRAIN, PBC_VAL, EPOCHS = 2400, 600, 8
 RESULTS = "crosslab.jsonl"
 
 
+def read_rows(runs: Path) -> list[dict]:
+    """Every fold scored so far, one dict per line of ``crosslab.jsonl``."""
+    path = runs / RESULTS
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
 def _pbc_subset(split: SplitArrays, n: int, rng: np.random.Generator) -> SplitArrays:
     """All of the smaller labs, ``n`` random pbc images: the small labs
     carry the cross-lab signal, pbc is only there in bulk."""
@@ -100,7 +106,7 @@ def ensemble_fold(spec: dict, members: list[str], held: str, runs: Path) -> dict
     from wbc_desktop.engine.models.ensemble import build_ensemble
 
     t0 = time.monotonic()
-    rows = [json.loads(line) for line in (runs / RESULTS).read_text().splitlines()]
+    rows = read_rows(runs)
     loaded = [best_epoch_model(runs / f"crosslab_{m}_{held}") for m in members]
     size = max(card["input_size"] for _, card in loaded)
     model = build_ensemble([m for m, _ in loaded], size, name="_and_".join(members))
@@ -162,7 +168,7 @@ def main() -> int:
     runs = Path(args.runs)
     runs.mkdir(parents=True, exist_ok=True)
     results = runs / RESULTS
-    rows = [json.loads(line) for line in results.read_text().splitlines()] if results.exists() else []
+    rows = read_rows(runs)
     for item in args.variant:
         name, _, overrides = item.partition("=")
         for held in args.labs or spec["crosslab_labs"]:

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-from crosslab import PBC_TRAIN, PBC_VAL, RESULTS as CROSSLAB_RESULTS, _pbc_subset, variant_config  # noqa: E402
+from crosslab import PBC_TRAIN, PBC_VAL, _pbc_subset, read_rows, variant_config  # noqa: E402
 from recipe import lab_arrays, source_rows  # noqa: E402
 from run_models import best_epoch_model  # noqa: E402
 
@@ -57,8 +57,7 @@ def main() -> int:
     args = parser.parse_args()
     spec = json.loads(Path(args.config).read_text())
     runs = Path(args.runs)
-    overrides = next(json.loads(line)["overrides"] for line in (runs / CROSSLAB_RESULTS).read_text().splitlines()
-                     if json.loads(line)["variant"] == args.variant)
+    overrides = next(r["overrides"] for r in read_rows(runs) if r["variant"] == args.variant)
     cfg = variant_config(spec, overrides)
     base = (ROOT / spec["datasets_dir"]).resolve()
     rows = []

@@ -185,13 +185,11 @@ def protocol_folds(spec: dict, runs: Path) -> dict:
     for a new lab is the cross-lab protocol's folds of the same settings
     (``crosslab_variant``: each lab left out in turn, at the protocol's
     budget), named as such in the card."""
-    from crosslab import RESULTS as CROSSLAB_RESULTS  # crosslab builds on this module
+    from crosslab import read_rows  # crosslab builds on this module
 
-    variant, rows = spec.get("crosslab_variant"), runs / CROSSLAB_RESULTS
-    if not variant or not rows.exists():
-        return {}
-    return {f"{r['held_out']} (protocol fold)": r["unseen"] for r in map(json.loads, rows.read_text().splitlines())
-            if r["variant"] == variant}
+    variant = spec.get("crosslab_variant")
+    return {f"{r['held_out']} (protocol fold)": r["unseen"] for r in read_rows(runs)
+            if variant and r["variant"] == variant}
 
 
 def add_domain_check(model_path: Path, spec: dict) -> None:

@@ -22,7 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from crosslab import RESULTS as CROSSLAB_RESULTS, variant_config  # noqa: E402
+from crosslab import read_rows, variant_config  # noqa: E402
 from recipe import (  # noqa: E402
     COMMON_FIVE, CREDITS, LIMITATIONS, WITH_A_GPU, brief_metrics, classify_speed, lab_arrays, source_rows,
     train_config, write_markdown_card,
@@ -60,7 +60,7 @@ def main() -> int:
     # held-out test cells: in both members' test splits
     sources = spec["sources"]
     compact_split = prepare_for(train_config(spec), [base / s for s in sources])
-    rows = [json.loads(line) for line in (Path(args.lite0_run).parent / CROSSLAB_RESULTS).read_text().splitlines()]
+    rows = read_rows(Path(args.lite0_run).parent)
     lite0_cfg = variant_config(spec, next(r["overrides"] for r in rows if r["variant"] == "lite0_128"))
     lite0_split = prepare_for(lite0_cfg, [base / s for s in spec["crosslab_labs"] if s != args.unseen])
     both = {str(p) for p in compact_split.test.paths} & {str(p) for p in lite0_split.test.paths}
