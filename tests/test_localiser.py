@@ -75,13 +75,15 @@ def test_cut_cells_tells_crops_from_fields(tmp_path):
     assert [c.box[0] // 100 for c, _ in cells] == [1, 5, 3]
     assert cut_cells(empty, 40, "as_is") == []
     # the review's thumbnails: every cell of a photo from one decode, each the view it was classified on
-    views = views_of(field, 40, "as_is", [c.box for c, _ in cells])
-    assert all(np.abs(v.astype(int) - s.astype(int)).mean() < 3 for v, (_, s) in zip(views, cells))
+    for framing in ("as_is", "cell_ruler"):
+        cut = cut_cells(field, 40, framing)
+        views = views_of(field, 40, framing, [c.box for c, _ in cut])
+        assert all(np.abs(v.astype(int) - s.astype(int)).mean() < 3 for v, (_, s) in zip(views, cut)), framing
     assert np.array_equal(views_of(crop, 40, "as_is", [None])[0], only[1])
     # a crop is decoded at inference exactly as training decodes it (a JPEG in draft mode, whatever the mode)
     jpeg = tmp_path / "crop.jpg"
     cell_image("neutrophil", rng, 360).save(jpeg, quality=90)
-    for framing in ("as_is", "cell_tight"):
+    for framing in ("as_is", "cell_tight", "cell_ruler"):
         for mode in ("auto", "cells"):
             (cut,) = cut_cells(jpeg, 40, framing, mode=mode)
             assert np.array_equal(cut[1], load_square(jpeg, 40, framing=framing)), (framing, mode)
@@ -111,6 +113,30 @@ def test_cell_centred_framing_puts_the_cell_in_the_middle_at_one_size(tmp_path):
     path = tmp_path / "loose.png"
     Image.fromarray(loose).save(path)
     assert np.array_equal(load_square(path, 64, framing="cell_tight"), views[0])
+
+
+def _nucleus(view: np.ndarray) -> np.ndarray:
+    return view.astype(int).sum(-1) < 400
+
+
+def test_ruler_framing_keeps_a_cells_size_in_red_cells_at_any_magnification():
+    """``cell_ruler`` cuts at least 3.5 red cells wide: a small cell stays
+    small next to the tight cut, and the same field at 2.5x the
+    magnification gives the same view. A tight crop, which shows no red cell
+    whole, is cut as ``cell_tight`` cuts it."""
+    views = []
+    for scale in (1.0, 2.5):
+        size = (int(640 * scale), int(480 * scale))
+        im, _ = field_image([("lymphocyte", size[0] // 2, size[1] // 2)], size=size, scale=scale, seed=3)
+        rgb = np.asarray(im)
+        found = find_white_cells(rgb)
+        ruler, tight = crop_view(rgb, "cell_ruler", 64, found), crop_view(rgb, "cell_tight", 64, found)
+        assert _nucleus(ruler).mean() < 0.6 * _nucleus(tight).mean()
+        views.append(_nucleus(ruler))
+    assert (views[0] & views[1]).sum() / (views[0] | views[1]).sum() > 0.7
+    field = np.asarray(field_image([("monocyte", 320, 240)], seed=4)[0])
+    tight_crop = field[240 - 34:240 + 34, 320 - 34:320 + 34]
+    assert np.array_equal(crop_view(tight_crop, "cell_ruler", 64), crop_view(tight_crop, "cell_tight", 64))
 
 
 def test_cli_field_mode_writes_a_row_per_cell(tmp_path, tiny_model_path, capsys):

@@ -116,3 +116,29 @@ def test_lab_input_removes_tint_and_survives_safe_mode_save(tmp_path):
     loaded = _keras().saving.load_model(tmp_path / "lab.keras", compile=False, safe_mode=True)
     batch = rng.integers(0, 256, (2, 32, 32, 3)).astype(np.float32)
     np.testing.assert_allclose(loaded.predict(batch, verbose=0), model.predict(batch, verbose=0), atol=1e-6)
+
+
+def test_mixstyle_mixes_feature_statistics_in_training_only(tmp_path):
+    """Training: an image's per-channel feature mean and spread move towards
+    another image's of the batch, its normalised pattern stays. Inference
+    and a saved model: the identity."""
+    from wbc_desktop.engine.models.builders import MixStyle
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 1, (4, 8, 8, 2)), rng.normal(5, 3, (4, 8, 8, 2))]).astype(np.float32)
+    layer = MixStyle(p=1.0, alpha=0.1, seed=3)
+    np.testing.assert_array_equal(np.asarray(layer(x, training=False)), x)
+    y = np.asarray(layer(x, training=True))
+    mean_in, mean_out = x.mean(axis=(1, 2)), y.mean(axis=(1, 2))
+    assert np.abs(mean_out - mean_in).max() > 0.5  # some image took on another's statistics
+    z = lambda v: (v - v.mean(axis=(1, 2), keepdims=True)) / v.std(axis=(1, 2), keepdims=True)  # noqa: E731
+    np.testing.assert_allclose(z(y), z(x), atol=1e-3)
+    np.testing.assert_array_equal(np.asarray(MixStyle(p=0.0)(x, training=True)), x)
+
+    model = build_compact(8, 32, colour_space="lab", mixstyle=0.5)
+    assert [la.name for la in model.layers if isinstance(la, MixStyle)] == ["conv1_mixstyle", "conv2_mixstyle",
+                                                                             "conv3_mixstyle"]
+    model.save(tmp_path / "mix.keras")
+    loaded = keras.saving.load_model(tmp_path / "mix.keras", compile=False, safe_mode=True)
+    batch = rng.integers(0, 256, (2, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(loaded.predict(batch, verbose=0), model.predict(batch, verbose=0), atol=1e-6)

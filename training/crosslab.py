@@ -2,7 +2,7 @@
 
     python training/crosslab.py --variant compact='{}' \
         --variant lite0_128='{"arch": "efficientnet_lite0", "weights": "imagenet", "img_size": 128}'
-    python training/crosslab.py --ensemble compact+lite0_128   # the two folds' models as one, no training
+    python training/crosslab.py --ensemble compact+lite0_128   # the two folds' models joined, no training
     python training/crosslab.py --table          # the markdown table of all rows so far
 
 Leave one lab out over every labelled lab of the config (``crosslab_labs``:
@@ -97,26 +97,30 @@ def fold(spec: dict, name: str, overrides: dict, held: str, runs: Path) -> dict:
 
 
 def ensemble_fold(spec: dict, members: list[str], held: str, runs: Path) -> dict:
-    """Members' fold models joined as one model (``engine.models.ensemble``),
-    scored as a fold is. The pbc test cells are those in every member's
-    test split: a member decoding at another size may have split near-
-    duplicates differently, and no member may have trained on a scored cell."""
+    """Members' fold models, each given the cells in its own framing and
+    input size, their probabilities joined by a normalised geometric mean:
+    what averaging the logits of one joined model (``engine.models.ensemble``)
+    gives, and it also joins members that frame cells differently. The pbc
+    test cells are those in every member's test split: a member decoding
+    otherwise may have split near-duplicates differently, and no member may
+    have trained on a scored cell."""
     from run_models import best_epoch_model
-
-    from wbc_desktop.engine.models.ensemble import build_ensemble
 
     t0 = time.monotonic()
     rows = read_rows(runs)
-    loaded = [best_epoch_model(runs / f"crosslab_{m}_{held}") for m in members]
-    size = max(card["input_size"] for _, card in loaded)
-    model = build_ensemble([m for m, _ in loaded], size, name="_and_".join(members))
-    clf = Classifier(model, dict(loaded[0][1], input_size=size))
+    models = [Classifier(*best_epoch_model(runs / f"crosslab_{m}_{held}")) for m in members]
     base = (ROOT / spec["datasets_dir"]).resolve()
-    common = [c for c in COMMON_FIVE if c in clf.classes]
-    x, y = lab_arrays(base / held, common, size, clf.framing)
-    y = np.asarray([clf.classes.index(common[i]) for i in y])
+    common = [c for c in COMMON_FIVE if c in models[0].classes]
+    probs, labels = [], set()
+    for clf in models:
+        x, y = lab_arrays(base / held, common, clf.size, clf.framing)
+        probs.append(clf.predict_arrays(x))
+        labels.add(tuple(y))
+    if len(labels) != 1:
+        raise RuntimeError(f"members read different cells of {held}")
+    y = np.asarray([models[0].classes.index(common[i]) for i in labels.pop()])
     row = {"variant": "+".join(members), "overrides": {"ensemble": members}, "held_out": held,
-           "unseen": brief_metrics(compute_metrics(y, clf.predict_arrays(x), clf.classes)),
+           "unseen": brief_metrics(compute_metrics(y, _geometric_mean(probs), models[0].classes)),
            "train_seconds": sum(r["train_seconds"] for r in rows if r["variant"] in members and r["held_out"] == held),
            "epochs": None}
     if held != "pbc":
@@ -124,12 +128,19 @@ def ensemble_fold(spec: dict, members: list[str], held: str, runs: Path) -> dict
         for m in members:
             cfg = variant_config(spec, next(r["overrides"] for r in rows if r["variant"] == m))
             data = prepare_for(cfg, [base / s for s in spec["crosslab_labs"] if s != held])
-            tests.append({str(data.test.paths[i]) for i in source_rows(data.test.paths, "pbc")})
-        data = prepare_for(replace(cfg, img_size=size), [base / s for s in spec["crosslab_labs"] if s != held])
-        keep = [i for i in source_rows(data.test.paths, "pbc") if all(str(data.test.paths[i]) in t for t in tests)]
-        row["pbc_test"] = brief_metrics(compute_metrics(data.test.y[keep], clf.predict_arrays(data.test.x[keep]), clf.classes))
+            tests.append({str(data.test.paths[i]): (data.test.x[i], data.test.y[i])
+                          for i in source_rows(data.test.paths, "pbc")})
+        keep = sorted(set.intersection(*(set(t) for t in tests)))
+        y = np.asarray([tests[0][p][1] for p in keep])
+        probs = [clf.predict_arrays(np.stack([t[p][0] for p in keep])) for clf, t in zip(models, tests)]
+        row["pbc_test"] = brief_metrics(compute_metrics(y, _geometric_mean(probs), models[0].classes))
     row["wall_seconds"] = round(time.monotonic() - t0)
     return row
+
+
+def _geometric_mean(probs: list[np.ndarray]) -> np.ndarray:
+    joined = np.exp(np.mean([np.log(np.clip(p, 1e-12, 1.0)) for p in probs], axis=0))
+    return joined / joined.sum(axis=1, keepdims=True)
 
 
 def table(rows: list[dict]) -> str:
@@ -161,7 +172,7 @@ def main() -> int:
     parser.add_argument("--config", default=str(ROOT / "training" / "protocol_base.json"))
     parser.add_argument("--runs", default=str(ROOT / "training" / "runs"))
     parser.add_argument("--labs", nargs="*", help="left-out labs to run (default: every lab of the protocol)")
-    parser.add_argument("--ensemble", action="append", default=[], help="variantA+variantB: their fold models joined")
+    parser.add_argument("--ensemble", action="append", default=[], help="variantA+variantB: their fold models joined (each in its own framing)")
     parser.add_argument("--table", action="store_true", help="print the table of every row so far")
     args = parser.parse_args()
     spec = json.loads(Path(args.config).read_text())

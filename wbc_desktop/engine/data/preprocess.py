@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from ..io.imageio import read_rgb
-from ..locate.framing import FRAMINGS, cell_square
+from ..locate.framing import FRAMINGS, cell_square, red_cell_ruler
 from ..locate.white_cells import Localisation, find_white_cells
 
 RESIZE_METHOD = "jpeg-dct-fit-pad-border-median"
@@ -42,9 +42,10 @@ def crop_view(rgb: np.ndarray, framing: str, size: int, localisation: Localisati
     around its most central white cell, or whole where the framing is
     ``as_is`` or no white cell is found."""
     if FRAMINGS[framing] is not None:
-        cell = (localisation or find_white_cells(rgb)).most_central()
+        found = localisation or find_white_cells(rgb)
+        cell = found.most_central()
         if cell is not None:
-            return cell_square(rgb, cell, framing, size)
+            return cell_square(rgb, cell, framing, size, red_cell_ruler(found))
     return fit_square(rgb, size)
 
 

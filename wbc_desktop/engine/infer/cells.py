@@ -17,7 +17,7 @@ import numpy as np
 
 from ..data.preprocess import crop_decode_side, crop_view, load_square
 from ..io.imageio import longest_side, read_rgb_scaled
-from ..locate.framing import FRAMINGS, cell_square
+from ..locate.framing import FRAMINGS, RULER_SIDE, cell_square, red_cell_ruler
 from ..locate.white_cells import Localisation, LocaliserSettings, WhiteCell, find_white_cells
 from .modes import MODES, NO_WHITE_CELL
 
@@ -51,7 +51,8 @@ def cut_cells(path: str | os.PathLike, size: int, framing: str, mode: str = "aut
     found = find_white_cells(rgb)
     if mode == "auto" and found.is_single_cell_crop():
         return [_crop_cut(path, size, framing)]
-    return [(CellCut(i, _box(c, scale), c.at_border, True), cell_square(rgb, c, framing, size))
+    ruler = red_cell_ruler(found)
+    return [(CellCut(i, _box(c, scale), c.at_border, True), cell_square(rgb, c, framing, size, ruler))
             for i, c in enumerate(_reading_order(found))]
 
 
@@ -92,7 +93,8 @@ def views_of(path: str | os.PathLike, size: int, framing: str, field_boxes: list
     if None in field_boxes:  # a crop file: its one cell, as the model was given it
         return [load_square(path, size, framing=framing)] * len(field_boxes)
     rgb, scale = read_rgb_scaled(path, max_side=FIELD_DECODE_SIDE)
-    return [cell_square(rgb, _cell_at(box, scale), framing, size) for box in field_boxes]
+    ruler = red_cell_ruler(find_white_cells(rgb)) if framing in RULER_SIDE else None
+    return [cell_square(rgb, _cell_at(box, scale), framing, size, ruler) for box in field_boxes]
 
 
 def cut_out(path: str | os.PathLike, box: Box) -> np.ndarray:

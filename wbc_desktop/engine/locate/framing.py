@@ -13,20 +13,37 @@ import numpy as np
 from PIL import Image
 
 from .stain import PADDING_LEVEL, background_colour, channel_max
-from .white_cells import WhiteCell
+from .white_cells import Localisation, WhiteCell
 
 # square side, in multiples of the detected cell's long side; ``as_is`` keeps
 # a crop whole and cuts field cells the way PBC frames them
-FRAMINGS: dict[str, float | None] = {"as_is": None, "cell_tight": 1.25, "cell_wide": 2.2}
+FRAMINGS: dict[str, float | None] = {"as_is": None, "cell_tight": 1.25, "cell_wide": 2.2, "cell_ruler": 1.25}
 FIELD_SIDE = 2.2
+# ``cell_ruler``: the square is at least this many red cells wide, so that a
+# lymphocyte (about one red cell) stays smaller than a monocyte (about two)
+RULER_SIDE = {"cell_ruler": 3.5}
+# a "red cell" wider than this share of the image is the white cell of a
+# tight crop (BCCD, Tecom), not a ruler: such crops fall back to the cell's size
+RULER_MAX_SHARE = 0.33
 
 
-def cell_square(rgb: np.ndarray, cell: WhiteCell, framing: str, size: int | None) -> np.ndarray:
+def red_cell_ruler(found: Localisation) -> float | None:
+    """The red-cell diameter where the image shows red cells whole."""
+    d = found.red_cell_diameter
+    return d if d is not None and d <= RULER_MAX_SHARE * max(found.width, found.height) else None
+
+
+def cell_square(rgb: np.ndarray, cell: WhiteCell, framing: str, size: int | None,
+                ruler: float | None = None) -> np.ndarray:
     """The square around ``cell``, ``size`` pixels wide (None: at the
     image's own resolution); where the square leaves the image it shows bare
-    slide, never black."""
+    slide, never black. ``ruler`` (a red cell's diameter in ``rgb``'s
+    pixels) sets a floor on the side for framings that keep the cell's size."""
     factor = FRAMINGS[framing] or FIELD_SIDE
-    side = max(2, int(round(factor * max(cell.w, cell.h))))
+    side = factor * max(cell.w, cell.h)
+    if ruler is not None and framing in RULER_SIDE:
+        side = max(side, RULER_SIDE[framing] * ruler)
+    side = max(2, int(round(side)))
     cx, cy = cell.centre
     x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
     h, w = rgb.shape[:2]

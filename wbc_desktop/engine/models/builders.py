@@ -56,14 +56,45 @@ class LabColourSpace(layers.Layer):
         return ops.matmul(ops.log(ops.maximum(lms, 1e-3)), self._LOG_LMS_TO_LAB.T)
 
 
+@keras.saving.register_keras_serializable(package="wbc_desktop")
+class MixStyle(layers.Layer):
+    """In training, with probability ``p`` an image's feature statistics
+    (per-channel mean and spread) are mixed with another image's of the
+    batch (MixStyle, Zhou et al. 2021): early features carry a lab's stain
+    and optics, so the network sees "styles" between the labs it has and
+    must rely on what survives them. The identity at inference."""
+
+    def __init__(self, p: float = 0.5, alpha: float = 0.1, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.p, self.alpha, self.seed = p, alpha, seed
+        self._seeds = keras.random.SeedGenerator(seed)
+
+    def call(self, x, training=None):
+        if not training or self.p <= 0:
+            return x
+        b = ops.shape(x)[0]
+        mu = ops.stop_gradient(ops.mean(x, axis=(1, 2), keepdims=True))
+        sigma = ops.stop_gradient(ops.sqrt(ops.var(x, axis=(1, 2), keepdims=True) + 1e-6))
+        lam = keras.random.beta((b, 1, 1, 1), self.alpha, self.alpha, seed=self._seeds)
+        other = keras.random.shuffle(ops.arange(b), seed=self._seeds)
+        mixed_mu = lam * mu + (1 - lam) * ops.take(mu, other, axis=0)
+        mixed_sigma = lam * sigma + (1 - lam) * ops.take(sigma, other, axis=0)
+        pick = keras.random.uniform((b, 1, 1, 1), seed=self._seeds) < self.p
+        return ops.where(pick, (x - mu) / sigma * mixed_sigma + mixed_mu, x)
+
+    def get_config(self):
+        return dict(super().get_config(), p=self.p, alpha=self.alpha, seed=self.seed)
+
+
 def build_compact(num_classes: int, img_size: int, norm: str = "batch", width: int = 32, dropout: float = 0.3,
-                  colour_space: str = "rgb") -> keras.Model:
+                  colour_space: str = "rgb", mixstyle: float = 0.0) -> keras.Model:
     """A five-stage VGG-style CNN (~1.2 M parameters, ~0.3 GFLOP at 96 px):
     enough capacity for cell morphology, cheap enough to train on two cores.
 
     Input is standardised per image and channel (of RGB or of
     :class:`LabColourSpace`), which removes most of the global brightness and
-    stain shift between labs before the first conv.
+    stain shift between labs before the first conv. ``mixstyle``: the
+    probability of :class:`MixStyle` after each of the first three stages.
     """
     inputs = keras.Input((img_size, img_size, 3), name="image")
     if colour_space == "lab":
@@ -74,10 +105,14 @@ def build_compact(num_classes: int, img_size: int, norm: str = "batch", width: i
     x = layers.Conv2D(width, 3, strides=2, padding="same", use_bias=False, name="conv1_conv")(x)
     x = _norm(norm, "conv1_norm")(x)
     x = layers.Activation("relu", name="conv1_relu")(x)
+    if mixstyle:
+        x = MixStyle(mixstyle, name="conv1_mixstyle")(x)
     for i, mult in enumerate((1, 2, 4, 8), start=2):
         x = _conv_block(x, width * mult, f"conv{i}", norm)
         if i < 5:
             x = layers.MaxPooling2D(name=f"conv{i}_pool")(x)
+        if mixstyle and i < 4:  # the first three stages: style, not yet class
+            x = MixStyle(mixstyle, name=f"conv{i}_mixstyle")(x)
     outputs = classification_head(x, num_classes, dropout)
     return keras.Model(inputs, outputs, name=f"compact_{norm}")
 

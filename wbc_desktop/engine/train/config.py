@@ -30,7 +30,7 @@ class TrainConfig:
     lr: float = _opt(1e-3, "Adam learning rate (peak of the warm-up + cosine schedule)")
     img_size: int = _opt(96, "input size in pixels")
     framing: str = _opt("as_is", "crops as they are, or re-cut around the detected white cell "
-                         "(tight: 1.25x the cell, wide: 2.2x)", tuple(FRAMINGS))
+                         "(tight: 1.25x the cell, wide: 2.2x, ruler: tight but at least 3.5 red cells wide)", tuple(FRAMINGS))
     val_frac: float = _opt(0.15, "share of images for validation (choices)")
     test_frac: float = _opt(0.15, "share of images kept untouched for the final score")
     group_by: str | None = _opt(None, "regex on file names; files with the same match stay on one side")
@@ -42,6 +42,8 @@ class TrainConfig:
     width: int = _opt(32, "compact: filters of the first stage")
     colour_space: str = _opt("rgb", "compact: what the input is standardised in (lab: Reinhard's l-alpha-beta)",
                              COLOUR_SPACES)
+    mixstyle: float = _opt(0.0, "compact: probability of mixing two images' feature statistics in training "
+                           "(MixStyle; 0 = off)")
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -78,6 +80,8 @@ class TrainConfig:
             problems.append(f"normalisation must be one of {', '.join(NORMS)}")
         if self.freeze_until not in FREEZE_CHOICES:
             problems.append(f"frozen stages must be one of {', '.join(FREEZE_CHOICES)}")
+        if not 0.0 <= self.mixstyle <= 1.0:
+            problems.append("mixstyle must lie between 0 and 1")
         if self.colour_space not in COLOUR_SPACES:
             problems.append(f"colour space must be one of {', '.join(COLOUR_SPACES)}")
         if self.group_by:

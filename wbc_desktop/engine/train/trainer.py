@@ -62,7 +62,8 @@ def build_model(config: TrainConfig, classes: list[str]) -> tuple[keras.Model, s
     if config.arch == "efficientnet_lite0":
         model, origin = build_efficientnet_lite0(len(classes), config.img_size, config.weights)
         return model, origin, "EfficientNet-Lite0 (ReLU6, no squeeze-excite) + GAP/dropout/softmax head"
-    model = build_compact(len(classes), config.img_size, norm=config.norm, width=config.width, colour_space=config.colour_space)
+    model = build_compact(len(classes), config.img_size, norm=config.norm, width=config.width,
+                          colour_space=config.colour_space, mixstyle=config.mixstyle)
     return model, "random initialisation (trained from scratch)", (
         f"compact CNN, 5 stages, {config.norm} norm, width {config.width}, {config.colour_space} input")
 
