@@ -1,6 +1,6 @@
-"""Build the shipped model from ../shared/datasets with the project's own engine.
+"""Build a model of the shipped recipe from ../shared/datasets with the project's own engine.
 
-    python training/recipe.py [--config training/shipped_model.json] [--only final|lodo|card]
+    python training/recipe.py --config training/member_tight.json [--only final|lodo|card]
 
 Steps: (1) the final model on all sources, evaluated on its held-out test
 split per source; (2) for each leave-one-out source, a model trained
@@ -8,7 +8,9 @@ without it and tested on all of it (an unseen lab); (3) the card: those
 unseen-lab figures, or, for a config trained on every lab
 (``leave_one_out`` empty), the cross-lab protocol's folds of the same
 settings (``crosslab_variant``), the speed and the markdown card.
-``training/shipped_model.json`` builds the shipped model;
+The shipped model joins two such models (``training/shipped_model.json``
+lists their configs, ``member_tight.json`` and ``member_tight_grey.json``;
+``training/ship_ensemble.py`` joins them);
 ``training/protocol_base.json`` is the settings every ``crosslab.py``
 variant starts from. Split manifests, histories, reports and timings land
 in the config's ``runs`` folder, the figures in ``training/RESULTS.md`` and
@@ -115,13 +117,17 @@ def run(spec: dict, sources: list[str], run_dir: Path, name: str, epochs: int | 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=str(ROOT / "training" / "shipped_model.json"))
+    parser.add_argument("--config", required=True)
     parser.add_argument("--only", choices=("final", "lodo", "card"))
     parser.add_argument("--runs", help="where runs, splits and reports go (default: the config's runs)")
     parser.add_argument("--crosslab-runs", default=str(ROOT / "training" / "runs"),
                         help="where crosslab.py's results are (for a config without leave-one-out runs)")
     args = parser.parse_args()
     spec = json.loads(Path(args.config).read_text())
+    if "members" in spec:
+        print(f"{args.config} joins the models of {', '.join(spec['members'])}: run this recipe with each of those "
+              "configs, then training/ship_ensemble.py", file=sys.stderr)
+        return 2
     runs = Path(args.runs) if args.runs else ROOT / spec["runs"]  # one folder per config: resuming never mixes them
     results_file = runs / "results.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {}

@@ -1,13 +1,18 @@
-"""Ship the protocol's winning lever: the shipped compact model and an
-EfficientNet-Lite0 (ImageNet) model joined as one model file.
+"""Ship the protocol's winner when it joins several recipe models: their
+model files joined as one (``engine.models.ensemble``: features side by
+side, logits averaged), with the shipped card.
 
-    python training/ship_ensemble.py --lite0-run training/runs/crosslab_lite0_128_lisc [--out M.keras]
+    python training/recipe.py --config training/member_tight.json --only final
+    python training/recipe.py --config training/member_tight_grey.json --only final
+    python training/ship_ensemble.py [--config training/shipped_model.json]
 
-Both members were trained without lisc, so lisc stays a lab the shipped
-model never saw. The held-out test figures use only the cells in *both*
-members' test splits (each member split its data at its own input size),
-so no member ever trained on a scored cell. The card gets the folder-
-warning thresholds, the speed, and the members' provenance.
+The config lists its members' recipe configs; each member's ``output`` is
+the model file its recipe wrote. Members must share one split (the same
+sources, seed, size and framing), so the held-out test cells are held out
+from every member. The card gets the test splits with one and four views,
+the protocol folds of ``crosslab_variant`` (the same members' fold models
+joined: ``crosslab.py --ensemble``) as the estimate for a new lab, the
+folder-warning thresholds, the speed and the members' provenance.
 """
 
 from __future__ import annotations
@@ -22,17 +27,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from crosslab import read_rows, variant_config  # noqa: E402
 from recipe import (  # noqa: E402
-    COMMON_FIVE, CREDITS, LIMITATIONS, WITH_A_GPU, brief_metrics, classify_speed, lab_arrays, source_rows,
-    train_config, write_markdown_card,
+    CREDITS, LIMITATIONS, WITH_A_GPU, brief_metrics, classify_speed, protocol_folds, source_rows, train_config,
+    write_markdown_card,
 )
-from run_models import best_epoch_model  # noqa: E402
 
 from wbc_desktop.engine.infer.classify import Classifier  # noqa: E402
 from wbc_desktop.engine.models.builders import count_params  # noqa: E402
 from wbc_desktop.engine.models.ensemble import build_ensemble  # noqa: E402
-from wbc_desktop.engine.models.modelfile import load_model, new_card, read_card, save_model, update_card  # noqa: E402
+from wbc_desktop.engine.models.modelfile import framing_of, load_model, new_card, save_model, update_card  # noqa: E402
 from wbc_desktop.engine.train.evaluation import compute_metrics  # noqa: E402
 from wbc_desktop.engine.train.finetune import prepare_for  # noqa: E402
 from wbc_desktop.engine.train.trainer import reference_for  # noqa: E402
@@ -40,78 +43,57 @@ from wbc_desktop.engine.train.trainer import reference_for  # noqa: E402
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--lite0-run", required=True)
-    parser.add_argument("--compact", default=str(ROOT / "training" / "runs" / "final" / "wbc_compact_as_is.keras"),
-                        help="the compact member: training/recipe.py --config training/protocol_base.json")
-    parser.add_argument("--config", default=str(ROOT / "training" / "protocol_base.json"))
-    parser.add_argument("--unseen", default="lisc")
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--config", default=str(ROOT / "training" / "shipped_model.json"))
+    parser.add_argument("--crosslab-runs", default=str(ROOT / "training" / "runs"))
     args = parser.parse_args()
     spec = json.loads(Path(args.config).read_text())
+    member_specs = [json.loads((ROOT / m).read_text()) for m in spec["members"]]
+    configs = [train_config(m) for m in member_specs]
+    splits = {(c.seed, c.val_frac, c.test_frac, c.img_size, c.framing, tuple(m["sources"]))
+              for c, m in zip(configs, member_specs)}
+    if len(splits) != 1:
+        raise SystemExit("the members were not trained on one split: their test cells would not be held out from all")
+    loaded = [load_model(ROOT / m["output"]) for m in member_specs]
+    cards = [card for _, card in loaded]
+    if len({tuple(c["classes"]) for c in cards}) != 1 or len({framing_of(c) for c in cards}) != 1:
+        raise SystemExit("the members' classes or framing differ")
+    size = max(c["input_size"] for c in cards)
+    model = build_ensemble([m for m, _ in loaded], size, name="ensemble")
+    base_card = {"classes": cards[0]["classes"], "input_size": size, "preprocessing": cards[0]["preprocessing"]}
+    clf = Classifier(model, base_card)
     base = (ROOT / spec["datasets_dir"]).resolve()
-    compact, compact_card = load_model(args.compact)
-    lite0, lite0_card = best_epoch_model(args.lite0_run)
-    if compact_card["classes"] != lite0_card["classes"]:
-        raise SystemExit("the members' classes differ")
-    size = lite0_card["input_size"]
-    model = build_ensemble([compact, lite0], size, name="compact_lite0")
-    clf = Classifier(model, {"classes": compact_card["classes"], "input_size": size})
-
-    # held-out test cells: in both members' test splits
-    sources = spec["sources"]
-    compact_split = prepare_for(train_config(spec), [base / s for s in sources])
-    rows = read_rows(Path(args.lite0_run).parent)
-    lite0_cfg = variant_config(spec, next(r["overrides"] for r in rows if r["variant"] == "lite0_128"))
-    lite0_split = prepare_for(lite0_cfg, [base / s for s in spec["crosslab_labs"] if s != args.unseen])
-    both = {str(p) for p in compact_split.test.paths} & {str(p) for p in lite0_split.test.paths}
-    data = lite0_split  # decoded at the ensemble's input size
-    by_source = {}
-    for src in sources:
-        keep = [i for i in source_rows(data.test.paths, src) if str(data.test.paths[i]) in both]
-        probs = clf.predict_arrays(data.test.x[keep], tta=True)
-        by_source[src] = brief_metrics(compute_metrics(data.test.y[keep], probs, clf.classes))
-        print(src, by_source[src], flush=True)
-    x, y = lab_arrays(base / args.unseen, [c for c in COMMON_FIVE if c in clf.classes], size)
-    common = [c for c in COMMON_FIVE if c in clf.classes]
-    y = [clf.classes.index(common[i]) for i in y]
-    unseen = {views: brief_metrics(compute_metrics(y, clf.predict_arrays(x, tta=views == "four_views"), clf.classes))
-              for views in ("four_views", "one_view")}
-    print(args.unseen, unseen, flush=True)
-    check = reference_for(model, data, size)
+    data = prepare_for(configs[0], [base / s for s in spec["sources"]])
+    by_source, one_view = {}, {}
+    for src in spec["sources"]:
+        rows = source_rows(data.test.paths, src)
+        x, y = data.test.x[rows], data.test.y[rows]
+        by_source[src] = brief_metrics(compute_metrics(y, clf.predict_arrays(x, tta=True), clf.classes))
+        one_view[src] = brief_metrics(compute_metrics(y, clf.predict_arrays(x), clf.classes))
+        print(src, "4 views", by_source[src], "\n", src, "one view", one_view[src], flush=True)
     trainable, total = count_params(model)
     card = new_card(
-        name="WBC-ensemble (compact-96-lab + EfficientNet-Lite0-128 ImageNet)", classes=compact_card["classes"],
-        input_size=size, architecture="ensemble: compact CNN 96 px (l-alpha-beta) and EfficientNet-Lite0 128 px "
-                                      "(ImageNet), features joined, logits averaged",
-        weights_origin=f"{compact_card['name']} and a Lite0 fine-tuned from ImageNet ({lite0_card['weights_origin']})",
+        name=spec["name"], classes=cards[0]["classes"], input_size=size, framing=framing_of(cards[0]),
+        architecture="ensemble of " + " and ".join(f"{c['name']}: {c['architecture']}" for c in cards)
+                     + "; features joined, logits averaged",
+        weights_origin="; ".join(f"{c['name']}: {c['weights_origin']}" for c in cards),
         parameters={"total": total, "trainable": trainable},
-        members=[{"name": compact_card["name"], "trained_on": compact_card.get("training_data", {}).get("counts"),
-                  "hyperparameters": compact_card.get("hyperparameters")},
-                 {"name": "EfficientNet-Lite0 128 px", "run": Path(args.lite0_run).name,
-                  "trained_on": "pbc (2400 train / 600 val images), bccd, tecom (crosslab protocol)",
-                  "hyperparameters": lite0_card.get("hyperparameters")}],
+        members=[{"name": c["name"], "recipe": c.get("recipe"), "trained_on": c.get("training_data", {}).get("counts"),
+                  "hyperparameters": c.get("hyperparameters"), "test_metrics": c.get("test_metrics")} for c in cards],
         test_metrics=by_source.get("pbc"), test_metrics_by_source=by_source,
-        unseen_lab_evaluations={args.unseen: unseen["four_views"]},
-        unseen_lab_one_view={args.unseen: unseen["one_view"]}, domain_check=check, limitations=LIMITATIONS,
-        recipe="training/ship_ensemble.py (members: training/recipe.py, training/crosslab.py)",
+        test_metrics_one_view_by_source=one_view,
+        domain_check=reference_for(model, data, size), limitations=LIMITATIONS, with_a_gpu=WITH_A_GPU,
+        data_credits={s: CREDITS.get(s, "") for s in spec["sources"]},
+        training_data={"members": [c.get("training_data") for c in cards]},
+        hyperparameters={c["name"]: c.get("hyperparameters") for c in cards},
+        recipe=f"training/ship_ensemble.py --config {Path(args.config).resolve().relative_to(ROOT).as_posix()}",
     )
-    out = save_model(model, card, args.out)
-    update_card(out, classify_speed=classify_speed(out, base / "pbc"))
-    finish_card(out, spec, args.unseen)
+    out = save_model(model, card, ROOT / spec["output"])
+    unseen = protocol_folds(spec, Path(args.crosslab_runs))
+    card = update_card(out, classify_speed=classify_speed(out, base / spec["sources"][0]),
+                       unseen_lab_evaluations=unseen)
+    write_markdown_card(card, unseen, out.with_suffix(".md"))
     print(f"saved {out} ({out.stat().st_size / 1e6:.1f} MB)", flush=True)
     return 0
-
-
-def finish_card(path: Path, spec: dict, unseen: str) -> None:
-    """What every shipped card holds (credits, training data, settings), and
-    the markdown card beside the model file."""
-    card = read_card(path)
-    members = card["members"]
-    card = update_card(path, data_credits={s: CREDITS.get(s, "") for s in spec["sources"]},
-                       training_data={"members": [m["trained_on"] for m in members], "unseen_lab": unseen},
-                       hyperparameters={m["name"]: m["hyperparameters"] for m in members},
-                       with_a_gpu=WITH_A_GPU)
-    write_markdown_card(card, {unseen: card["unseen_lab_evaluations"][unseen]}, Path(path).with_suffix(".md"))
 
 
 if __name__ == "__main__":
