@@ -123,7 +123,9 @@ def card_html(card: dict) -> str:
         sizes = " / ".join(str(sum(td["counts"][s].values())) for s in ("train", "val", "test"))
         lines.append(f"<p><b>Training data:</b> {td.get('root', '')}, train / validation / test images {sizes}</p>")
     for member in card.get("members", []):
-        lines.append(f"<p><b>Member:</b> {member['name']}</p>")
+        alone = member.get("test_metrics")
+        score = f" (alone: test split accuracy {alone['accuracy']:.1%}, n={alone['n']})" if alone else ""
+        lines.append(f"<p><b>Member:</b> {member['name']}{score}</p>")
     if card.get("limitations"):
         lines.append(f"<p><b>Limitations:</b> {card['limitations']}</p>")
     if card.get("data_credits"):
