@@ -170,30 +170,6 @@ def test_folder_warning_fires_on_another_stain_or_doubt_and_not_on_the_own_lab()
     assert unlike_training(np.full((60, 3), 1 / 3), None, {}) is None  # an older model without thresholds
 
 
-def test_a_lab_the_model_trained_on_but_is_less_sure_of_does_not_warn():
-    """Each validation folder holds one lab's cells, as a user's folder
-    does: pooled folders set the confidence threshold by the largest lab,
-    and then every folder of a smaller, harder training lab warned."""
-    from wbc_desktop.engine.infer.domain_check import colour_stats, reference_from, unlike_training
-
-    rng = np.random.default_rng(1)
-    stats = colour_stats(np.stack([np.asarray(cell_image(CLASSES[i % 3], rng, 32)) for i in range(100)]))
-
-    def probs(n, top):
-        p = np.full((n, 3), (1 - top) / 2)
-        p[np.arange(n), rng.integers(0, 3, n)] = top
-        return p
-
-    big, small = probs(400, 0.97), probs(100, 0.75)
-    sources = ["big"] * 400 + ["small"] * 100
-    val_stats = np.concatenate([stats] * 5)
-    card = {"domain_check": reference_from(stats, ["big"] * 50 + ["small"] * 50, val_stats, sources,
-                                           np.concatenate([big, small]))}
-    assert card["domain_check"]["confidence"]["threshold"] <= 0.75
-    assert unlike_training(probs(60, 0.75), stats[:60], card) is None
-    assert "unsure" in unlike_training(probs(60, 0.5), stats[:60], card)
-
-
 def test_training_sets_the_threshold_and_classify_warns_once(trained_model_path, tmp_path, capsys):
     import shutil
 

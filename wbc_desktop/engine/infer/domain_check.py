@@ -69,16 +69,13 @@ def reference_from(train_stats: np.ndarray, train_sources: Sequence[str], val_st
     train_sources, val_sources = np.asarray(train_sources), np.asarray(val_sources)
     references = [_reference(train_stats[train_sources == s], str(s)) for s in np.unique(train_sources)]
     labs = [np.flatnonzero(val_sources == s) for s in np.unique(val_sources)]
-    # a lab's folder holds that lab's cells: folders drawn from all labs pooled
-    # would set the confidence by the largest lab, and every folder of a lab
-    # the model is less sure of (yet trained on) would warn
-    folders = [rows[pick] for rows in labs for pick in _folders(len(rows), FOLDER_CELLS, rng, DRAWS // len(labs))]
-    colour = [colour_distance(val_stats[rows], references) for rows in folders]
-    confidence = [folder_confidence(val_probs[rows]) for rows in folders]
+    colour = [colour_distance(val_stats[rows[pick]], references)  # a lab's folder holds that lab's cells
+              for rows in labs for pick in _folders(len(rows), FOLDER_CELLS, rng, DRAWS // len(labs))]
+    confidence = [folder_confidence(val_probs[pick]) for pick in _folders(len(val_probs), FOLDER_CELLS, rng)]
     return {"folder_cells": FOLDER_CELLS, "quantile": QUANTILE,
             "colour": {"references": references, "threshold": round(float(np.quantile(colour, 1 - QUANTILE)), 4)},
             "confidence": {"threshold": round(float(np.quantile(confidence, QUANTILE)), 4)},
-            "set_on": f"random folders of {FOLDER_CELLS} of the model's validation cells, each of one lab"}
+            "set_on": f"random folders of {FOLDER_CELLS} of the model's validation cells"}
 
 
 def _reference(stats: np.ndarray, source: str) -> dict:
