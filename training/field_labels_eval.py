@@ -1,6 +1,7 @@
 """Labels on field photos from a lab the model never saw.
 
     python training/field_labels_eval.py runs/crosslab_compact_bccd [more run folders or .keras files]
+    python training/field_labels_eval.py runs/crosslab_compact_tight_bccd+runs/crosslab_compact_tight_grey50_bccd
 
 ``bccd_smears`` photos whose table names exactly one white cell of the five
 common classes (348 photos). A photo counts as right when the most confident
@@ -42,12 +43,19 @@ def one_cell_photos() -> list[tuple[Path, str]]:
 
 
 def classifier_for(source: str) -> Classifier:
+    """A model file, a crosslab run folder, or run folders joined by "+"
+    into one model, as the shipped ensemble joins its members."""
     if source.endswith(".keras"):
         return Classifier.open(source)
     from run_models import best_epoch_model
 
-    model, card = best_epoch_model(source)
-    return Classifier(model, card)
+    loaded = [best_epoch_model(run) for run in source.split("+")]
+    if len(loaded) == 1:
+        return Classifier(*loaded[0])
+    from wbc_desktop.engine.models.ensemble import build_ensemble
+
+    size = max(card["input_size"] for _, card in loaded)
+    return Classifier(build_ensemble([m for m, _ in loaded], size), dict(loaded[0][1], input_size=size))
 
 
 def score(clf: Classifier, photos: list[tuple[Path, str]], mode: str) -> dict:
@@ -62,7 +70,7 @@ def score(clf: Classifier, photos: list[tuple[Path, str]], mode: str) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("models", nargs="+", help="crosslab run folders or model files")
+    ap.add_argument("models", nargs="+", help="crosslab run folders (A+B: joined) or model files")
     args = ap.parse_args()
     photos = one_cell_photos()
     for source in args.models:
