@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 from recipe import COMMON_FIVE  # noqa: E402
-from run_models import best_epoch_model  # noqa: E402
+from run_models import joined_model  # noqa: E402
 
 from wbc_desktop.engine.data.dataset import decode_images, scan_labeled  # noqa: E402
 from wbc_desktop.engine.data.prepare import duplicate_groups  # noqa: E402
@@ -87,8 +87,8 @@ def draw(y: np.ndarray, groups: np.ndarray, k: int, rng: np.random.Generator):
     return labelled, rest
 
 
-def evaluate_fold(run_dir: Path, lab_dir: Path, draws: int, out) -> None:
-    model, card = best_epoch_model(run_dir)
+def evaluate_fold(name: str, run_dirs: list[Path], lab_dir: Path, draws: int, out) -> None:
+    model, card = joined_model(run_dirs)
     classes = card["classes"]
     pixels, y, groups = new_lab(lab_dir, classes, card["input_size"], framing_of(card))
     t0 = time.monotonic()
@@ -115,7 +115,7 @@ def evaluate_fold(run_dir: Path, lab_dir: Path, draws: int, out) -> None:
                 head = fit_head(method, lab.feats[:, labelled], local, len(present), unlabelled)
                 probs = predict(head, lab.take(rest), present)
                 held_out = float(np.mean(probs.argmax(axis=1) == y[rest]))
-                row = {"run": run_dir.name, "lab": lab_dir.name, "k": k, "draw": d, "method": method,
+                row = {"run": name, "lab": lab_dir.name, "k": k, "draw": d, "method": method,
                        "labelled": int(len(labelled)), "scored": int(len(rest)), "classes_labelled": len(present),
                        "estimate": round(estimate["accuracy"], 4), "ci95": estimate["ci95"],
                        "held_out": round(held_out, 4),
@@ -125,7 +125,7 @@ def evaluate_fold(run_dir: Path, lab_dir: Path, draws: int, out) -> None:
                 print(json.dumps(row), flush=True)
                 out.write(json.dumps(row) + "\n")
                 out.flush()
-    print(f"{run_dir.name}: base accuracy on the whole lab {base_acc:.3f}; features (4 views, plain and AdaBN) "
+    print(f"{name}: base accuracy on the whole lab {base_acc:.3f}; features (4 views, plain and AdaBN) "
           f"{feature_seconds:.0f} s for {len(y)} cells", flush=True)
 
 
@@ -151,7 +151,8 @@ def table(rows: list[dict]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variants", nargs="*", default=["compact"])
+    parser.add_argument("--variants", nargs="*", default=["compact"],
+                        help="crosslab variants; A+B: their fold models joined")
     parser.add_argument("--labs", nargs="*", default=["bccd", "tecom", "lisc", "pbc"])
     parser.add_argument("--draws", type=int, default=5)
     parser.add_argument("--runs", default=str(ROOT / "training" / "runs"))
@@ -164,9 +165,10 @@ def main() -> int:
         with open(results, "a") as out:
             for variant in args.variants:
                 for lab in args.labs:
-                    run_dir = runs / f"crosslab_{variant}_{lab}"
-                    if RunLayout(run_dir).best_weights.exists():
-                        evaluate_fold(run_dir, Path(args.datasets).resolve() / lab, args.draws, out)
+                    run_dirs = [runs / f"crosslab_{member}_{lab}" for member in variant.split("+")]
+                    if all(RunLayout(run).best_weights.exists() for run in run_dirs):
+                        evaluate_fold(f"crosslab_{variant}_{lab}", run_dirs, Path(args.datasets).resolve() / lab,
+                                      args.draws, out)
     rows = [json.loads(line) for line in results.read_text().splitlines()] if results.exists() else []
     print(table(rows))
     return 0

@@ -47,15 +47,9 @@ def classifier_for(source: str) -> Classifier:
     into one model, as the shipped ensemble joins its members."""
     if source.endswith(".keras"):
         return Classifier.open(source)
-    from run_models import best_epoch_model
+    from run_models import joined_model
 
-    loaded = [best_epoch_model(run) for run in source.split("+")]
-    if len(loaded) == 1:
-        return Classifier(*loaded[0])
-    from wbc_desktop.engine.models.ensemble import build_ensemble
-
-    size = max(card["input_size"] for _, card in loaded)
-    return Classifier(build_ensemble([m for m, _ in loaded], size), dict(loaded[0][1], input_size=size))
+    return Classifier(*joined_model(source.split("+")))
 
 
 def score(clf: Classifier, photos: list[tuple[Path, str]], mode: str) -> dict:

@@ -28,6 +28,18 @@ def best_epoch_model(run_dir: str | Path):
     return model, card
 
 
+def joined_model(run_dirs: list[str | Path]):
+    """(model, card) of one run, or of several runs' models joined into one
+    (``engine.models.ensemble``), as the shipped model joins its members."""
+    loaded = [best_epoch_model(run) for run in run_dirs]
+    if len(loaded) == 1:
+        return loaded[0]
+    from wbc_desktop.engine.models.ensemble import build_ensemble
+
+    size = max(card["input_size"] for _, card in loaded)
+    return build_ensemble([m for m, _ in loaded], size), dict(loaded[0][1], input_size=size)
+
+
 def best_model(run_dir: str | Path):
     """(model, card) as training returned it: BatchNorm re-estimated on the run's training split."""
     model, card = best_epoch_model(run_dir)
