@@ -31,10 +31,10 @@ from recipe import (  # noqa: E402
     CREDITS, LIMITATIONS, WITH_A_GPU, brief_metrics, classify_speed, protocol_folds, source_rows, train_config,
     write_markdown_card,
 )
+from run_models import join  # noqa: E402
 
 from wbc_desktop.engine.infer.classify import Classifier  # noqa: E402
 from wbc_desktop.engine.models.builders import count_params  # noqa: E402
-from wbc_desktop.engine.models.ensemble import build_ensemble  # noqa: E402
 from wbc_desktop.engine.models.modelfile import framing_of, load_model, new_card, save_model, update_card  # noqa: E402
 from wbc_desktop.engine.train.evaluation import compute_metrics  # noqa: E402
 from wbc_desktop.engine.train.finetune import prepare_for  # noqa: E402
@@ -57,10 +57,9 @@ def main() -> int:
     cards = [card for _, card in loaded]
     if len({tuple(c["classes"]) for c in cards}) != 1 or len({framing_of(c) for c in cards}) != 1:
         raise SystemExit("the members' classes or framing differ")
-    size = max(c["input_size"] for c in cards)
-    model = build_ensemble([m for m, _ in loaded], size, name="ensemble")
-    base_card = {"classes": cards[0]["classes"], "input_size": size, "preprocessing": cards[0]["preprocessing"]}
-    clf = Classifier(model, base_card)
+    model, joined_card = join(loaded)
+    size = joined_card["input_size"]
+    clf = Classifier(model, joined_card)
     base = (ROOT / spec["datasets_dir"]).resolve()
     data = prepare_for(configs[0], [base / s for s in spec["sources"]])
     by_source, one_view = {}, {}
