@@ -73,7 +73,7 @@ def run(n_photos: int = 60) -> dict:
               "peak_mb_2048": run_child(MEMORY.format(path=str(large[0]), localise=True))["peak_mb"],
               "peak_mb_decoded_only": run_child(MEMORY.format(path=str(large[0]), localise=False))["peak_mb"]}
     clf = Classifier.open(paths.default_model_path())
-    squares = np.stack([s for p in small for _, s in cut_cells(p, clf.size, clf.framing, "fields")])
+    squares = np.stack([s for p in small for _, s, _ in cut_cells(p, clf.size, clf.framing, "fields")])
     clf.predict_arrays(squares[:32], tta=True)  # trace once
     t0 = time.perf_counter()
     clf.predict_arrays(squares, tta=True)

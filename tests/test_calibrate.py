@@ -79,9 +79,11 @@ def test_wbc_calibrate_improves_a_tinted_lab_and_says_how_sure(trained_model_pat
     after = np.mean(calibrated == truth)
     assert after >= max(before, 0.8)
     # the lab model has seen this lab's stain: its folders no longer ask to be calibrated for it
-    from wbc_desktop.engine.infer.domain_check import colour_distance, colour_stats
+    from wbc_desktop.engine.infer.domain_check import SURROUNDINGS, colour_distance
+    from wbc_desktop.engine.train.trainer import surroundings_stats
 
-    stats, base_check = colour_stats(x), read_card(trained_model_path)["domain_check"]["colour"]
+    stats, base_check = surroundings_stats(rest.paths), read_card(trained_model_path)["domain_check"]["colour"]
+    assert base_check["view"] == SURROUNDINGS
     assert colour_distance(stats, base_check["references"]) > base_check["threshold"]
     assert colour_distance(stats, card["domain_check"]["colour"]["references"]) <= base_check["threshold"]
 

@@ -12,6 +12,7 @@ from conftest import shared_dataset
 from synth import cell_image, field_image
 from wbc_desktop.engine.data.preprocess import crop_view, load_square
 from wbc_desktop.engine.infer.cells import NO_WHITE_CELL, cut_cells, views_of
+from wbc_desktop.engine.infer.domain_check import STAIN_SIDE
 from wbc_desktop.engine.locate.annotations import DetectionCount, read_voc, read_yolo
 from wbc_desktop.engine.locate.white_cells import find_white_cells
 
@@ -70,15 +71,19 @@ def test_cut_cells_tells_crops_from_fields(tmp_path):
     (only,) = cut_cells(crop, 40, "as_is")
     assert not only[0].in_field and only[1].shape == (40, 40, 3)
     cells = cut_cells(field, 40, "as_is")
-    assert [c.index for c, _ in cells] == [0, 1, 2] and all(c.in_field for c, _ in cells)
+    assert [c.index for c, _, _ in cells] == [0, 1, 2] and all(c.in_field for c, _, _ in cells)
     # numbered as a person reads the photo: the top row (y 100-120) left to right, then y 300
-    assert [c.box[0] // 100 for c, _ in cells] == [1, 5, 3]
+    assert [c.box[0] // 100 for c, _, _ in cells] == [1, 5, 3]
+    # the folder warning's view of each cell: its surroundings, as a whole crop would show them
+    assert all(around.shape == (STAIN_SIDE, STAIN_SIDE, 3) for _, _, around in cells)
+    assert np.array_equal(only[2], load_square(crop, STAIN_SIDE, framing="as_is"))
+    assert np.array_equal(cells[1][2], views_of(field, STAIN_SIDE, "as_is", [cells[1][0].box])[0])
     assert cut_cells(empty, 40, "as_is") == []
     # the review's thumbnails: every cell of a photo from one decode, each the view it was classified on
     for framing in ("as_is", "cell_ruler"):
         cut = cut_cells(field, 40, framing)
-        views = views_of(field, 40, framing, [c.box for c, _ in cut])
-        assert all(np.abs(v.astype(int) - s.astype(int)).mean() < 3 for v, (_, s) in zip(views, cut)), framing
+        views = views_of(field, 40, framing, [c.box for c, _, _ in cut])
+        assert all(np.abs(v.astype(int) - s.astype(int)).mean() < 3 for v, (_, s, _) in zip(views, cut)), framing
     assert np.array_equal(views_of(crop, 40, "as_is", [None])[0], only[1])
     # a crop is decoded at inference exactly as training decodes it (a JPEG in draft mode, whatever the mode)
     jpeg = tmp_path / "crop.jpg"

@@ -1,7 +1,7 @@
 """How often the folder warning (``engine.infer.domain_check``) fires, on
 the leave-one-lab-out models of ``training/crosslab.py``.
 
-    python training/domain_warning_eval.py [--variant compact]
+    python training/domain_warning_eval.py [--variant compact_tight+compact_tight_grey50]
 
 For each fold, the thresholds are set as training sets them (on the fold's
 own training and validation cells). The warning should then fire on folders
@@ -10,6 +10,8 @@ of each training lab's held-out test split (labs the model knows, cells it
 never saw; a small lab's folder is its whole test split).
 Folders are 50 random cells; 300 of each kind per fold, 4 views as the app.
 Each signal's rate is reported alone and combined (what the app uses).
+A variant A+B joins the folds' models as the shipped model joins its
+members (the stain signal does not depend on the model at all).
 """
 
 from __future__ import annotations
@@ -26,14 +28,13 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 from crosslab import PBC_TRAIN, PBC_VAL, _pbc_subset, read_rows, variant_config  # noqa: E402
-from recipe import lab_arrays, source_rows  # noqa: E402
-from run_models import best_epoch_model  # noqa: E402
+from recipe import COMMON_FIVE, source_rows  # noqa: E402
+from run_models import joined_model  # noqa: E402
 
 from wbc_desktop.engine.infer.classify import Classifier  # noqa: E402
-from wbc_desktop.engine.infer.domain_check import (  # noqa: E402
-    FOLDER_CELLS, colour_distance, colour_stats, folder_confidence,
-)
-from wbc_desktop.engine.train.trainer import reference_for  # noqa: E402
+from wbc_desktop.engine.data.dataset import decode_images, scan_labeled  # noqa: E402
+from wbc_desktop.engine.infer.domain_check import FOLDER_CELLS, colour_distance, folder_confidence  # noqa: E402
+from wbc_desktop.engine.train.trainer import reference_for, surroundings_stats  # noqa: E402
 from wbc_desktop.engine.train.finetune import prepare_for  # noqa: E402
 
 FOLDERS = 300
@@ -58,26 +59,32 @@ def main() -> int:
     args = parser.parse_args()
     spec = json.loads(Path(args.config).read_text())
     runs = Path(args.runs)
-    overrides = next(r["overrides"] for r in read_rows(runs) if r["variant"] == args.variant)
+    members = args.variant.split("+")
+    overrides = next(r["overrides"] for r in read_rows(runs) if r["variant"] == members[0])
     cfg = variant_config(spec, overrides)
     base = (ROOT / spec["datasets_dir"]).resolve()
     rows = []
     for held in args.labs:
-        model, card = best_epoch_model(runs / f"crosslab_{args.variant}_{held}")
+        model, card = joined_model([runs / f"crosslab_{member}_{held}" for member in members])
         clf = Classifier(model, card)
         data = prepare_for(cfg, [base / s for s in spec["crosslab_labs"] if s != held])
         rng = np.random.default_rng(0)  # as crosslab drew the fold's pbc subset
         data.train, data.val = _pbc_subset(data.train, PBC_TRAIN, rng), _pbc_subset(data.val, PBC_VAL, rng)
         check = reference_for(model, data, cfg.img_size)
-        x, _ = lab_arrays(base / held, clf.classes, cfg.img_size, cfg.framing)
+        found = scan_labeled(base / held)
+        paths = [p for p, i in zip(found.paths, found.labels) if found.classes[i] in COMMON_FIVE]
+        decoded = decode_images(paths, cfg.img_size, framing=cfg.framing)
+        x, paths = decoded.pixels[decoded.ok], [p for p, ok in zip(paths, decoded.ok) if ok]
         rng = np.random.default_rng(1)
         row = {"variant": args.variant, "held_out": held, "thresholds": [check["colour"]["threshold"],
                                                                          check["confidence"]["threshold"]],
-               "fires_on_unseen_lab": fire_rates(clf.predict_arrays(x, tta=True), colour_stats(x), check, rng)}
+               "fires_on_unseen_lab": fire_rates(clf.predict_arrays(x, tta=True), surroundings_stats(paths), check, rng)}
         for lab in spec["crosslab_labs"]:
-            own = data.test.x[source_rows(data.test.paths, lab)]
-            if len(own):  # a lab the fold trained on: its held-out test cells
-                row[f"fires_on_{lab}_test"] = fire_rates(clf.predict_arrays(own, tta=True), colour_stats(own), check, rng)
+            rows_ = source_rows(data.test.paths, lab)
+            if len(rows_):  # a lab the fold trained on: its held-out test cells
+                own = data.test.x[rows_]
+                row[f"fires_on_{lab}_test"] = fire_rates(clf.predict_arrays(own, tta=True),
+                                                        surroundings_stats([data.test.paths[i] for i in rows_]), check, rng)
         print(json.dumps(row), flush=True)
         rows.append(row)
     with open(runs / "domain_warning_eval.jsonl", "a") as f:

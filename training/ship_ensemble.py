@@ -45,10 +45,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(ROOT / "training" / "shipped_model.json"))
     parser.add_argument("--crosslab-runs", default=str(ROOT / "training" / "runs"))
+    parser.add_argument("--refresh-domain-check", action="store_true",
+                        help="only set the shipped file's folder-warning references again (after the warning changed)")
     args = parser.parse_args()
     spec = json.loads(Path(args.config).read_text())
     member_specs = [json.loads((ROOT / m).read_text()) for m in spec["members"]]
     configs = [train_config(m) for m in member_specs]
+    base = (ROOT / spec["datasets_dir"]).resolve()
+    if args.refresh_domain_check:
+        clf = Classifier.open(ROOT / spec["output"])
+        data = prepare_for(configs[0], [base / s for s in spec["sources"]])
+        card = update_card(ROOT / spec["output"], domain_check=reference_for(clf.model, data, clf.size))
+        print("folder-warning thresholds", card["domain_check"]["colour"]["threshold"], "(stain),",
+              card["domain_check"]["confidence"]["threshold"], "(confidence)", flush=True)
+        return 0
     splits = {(c.seed, c.val_frac, c.test_frac, c.img_size, c.framing, tuple(m["sources"]))
               for c, m in zip(configs, member_specs)}
     if len(splits) != 1:
@@ -60,7 +70,6 @@ def main() -> int:
     model, joined_card = join(loaded)
     size = joined_card["input_size"]
     clf = Classifier(model, joined_card)
-    base = (ROOT / spec["datasets_dir"]).resolve()
     data = prepare_for(configs[0], [base / s for s in spec["sources"]])
     by_source, one_view = {}, {}
     for src in spec["sources"]:

@@ -19,6 +19,7 @@ from ..data.preprocess import crop_decode_side, crop_view, load_square
 from ..io.imageio import longest_side, read_rgb_scaled
 from ..locate.framing import FRAMINGS, RULER_SIDE, cell_square, red_cell_ruler
 from ..locate.white_cells import Localisation, LocaliserSettings, WhiteCell, find_white_cells
+from .domain_check import STAIN_SIDE
 from .modes import MODES, NO_WHITE_CELL
 
 FIELD_DECODE_SIDE = 1600  # a 2048x1536 photo decodes at half size (JPEG): cells keep >= 60 px
@@ -38,10 +39,12 @@ class CellCut:
     in_field: bool  # the image is a field photo, not a single-cell crop
 
 
-def cut_cells(path: str | os.PathLike, size: int, framing: str, mode: str = "auto") -> list[tuple[CellCut, np.ndarray]]:
-    """Each white cell of the file with its ``size`` x ``size`` view; an
-    empty list where a field photo holds no white cell. Raises
-    ``ImageReadError`` for a file that cannot be read."""
+def cut_cells(path: str | os.PathLike, size: int, framing: str,
+              mode: str = "auto") -> list[tuple[CellCut, np.ndarray, np.ndarray]]:
+    """Each white cell of the file with its ``size`` x ``size`` view and
+    its surroundings (``domain_check.SURROUNDINGS``: what the folder warning
+    reads the stain from); an empty list where a field photo holds no white
+    cell. Raises ``ImageReadError`` for a file that cannot be read."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}")
     side = longest_side(path) if mode == "auto" else None
@@ -52,20 +55,22 @@ def cut_cells(path: str | os.PathLike, size: int, framing: str, mode: str = "aut
     if mode == "auto" and found.is_single_cell_crop():
         return [_crop_cut(path, size, framing)]
     ruler = red_cell_ruler(found)
-    return [(CellCut(i, _box(c, scale), c.at_border, True), cell_square(rgb, c, framing, size, ruler))
-            for i, c in enumerate(_reading_order(found))]
+    return [(CellCut(i, _box(c, scale), c.at_border, True), cell_square(rgb, c, framing, size, ruler),
+             cell_square(rgb, c, "as_is", STAIN_SIDE)) for i, c in enumerate(_reading_order(found))]
 
 
-def _crop_cut(path: str | os.PathLike, size: int, framing: str) -> tuple[CellCut, np.ndarray]:
+def _crop_cut(path: str | os.PathLike, size: int, framing: str) -> tuple[CellCut, np.ndarray, np.ndarray]:
     """A single-cell crop decoded and cut exactly as ``load_square`` does
-    for training: a model loses accuracy when inference decodes otherwise."""
+    for training: a model loses accuracy when inference decodes otherwise.
+    Its surroundings are the whole crop, decoded as training decoded it."""
     rgb, scale = read_rgb_scaled(path, max_side=crop_decode_side(size, framing))
     # a crop an as-is model sees whole needs its cell's box only for the record: a coarser search is enough
     found = find_white_cells(rgb, BOX_ONLY if FRAMINGS[framing] is None else LocaliserSettings())
     cell = found.most_central()
     h, w = rgb.shape[:2]
     box = _box(cell, scale) if cell else (0, 0, round(w * scale), round(h * scale))
-    return CellCut(0, box, False, False), crop_view(rgb, framing, size, found)  # a crop's edge is its maker's
+    return (CellCut(0, box, False, False), crop_view(rgb, framing, size, found),  # a crop's edge is its maker's
+            load_square(path, STAIN_SIDE, framing="as_is"))
 
 
 def _reading_order(found: Localisation) -> list[WhiteCell]:

@@ -22,7 +22,7 @@ from ..io.imageio import ImageReadError
 from ..progress import CancelToken
 from ..models.modelfile import framing_of
 from .cells import NO_WHITE_CELL, Box, CellCut, cut_cells, view_of
-from .domain_check import colour_stats, unlike_training
+from .domain_check import SURROUNDINGS, colour_stats, stain_view, unlike_training
 
 
 @dataclass
@@ -148,7 +148,8 @@ class Classifier:
         # half the cores decode, the rest are TensorFlow's: more decoders only
         # preempt its compute threads, and a stalled thread stalls every kernel
         with ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) // 2)) as pool:
-            submit = lambda batch: [pool.submit(_cells_with_stats, p, self.size, self.framing, mode)  # noqa: E731
+            stain = stain_view(self.card)
+            submit = lambda batch: [pool.submit(_cells_with_stats, p, self.size, self.framing, mode, stain)  # noqa: E731
                                     for p in batch]
             pending = submit(batches[0]) if batches else []
             for index, batch in enumerate(batches):
@@ -184,15 +185,17 @@ class Classifier:
                 yield from results
 
 
-def _cells_with_stats(path: Path, size: int, framing: str, mode: str) -> list[tuple[CellCut, np.ndarray, np.ndarray]]:
-    """A file's cells as the model sees them, with their stain statistics,
-    on a decode thread, so that finding cells and the statistics cost the
-    forward pass nothing."""
+def _cells_with_stats(path: Path, size: int, framing: str, mode: str,
+                      stain: str) -> list[tuple[CellCut, np.ndarray, np.ndarray]]:
+    """A file's cells as the model sees them, with the stain statistics of
+    the view its card's references describe (``stain``), on a decode
+    thread, so that finding cells and the statistics cost the forward pass
+    nothing."""
     cells = cut_cells(path, size, framing, mode)
     if not cells:
         return []
-    stats = colour_stats(np.stack([square for _, square in cells]))
-    return [(cut, square, s) for (cut, square), s in zip(cells, stats)]
+    stats = colour_stats(np.stack([around if stain == SURROUNDINGS else square for _, square, around in cells]))
+    return [(cut, square, s) for (cut, square, _), s in zip(cells, stats)]
 
 
 def folder_notice(predictions: Sequence[Prediction], card: dict) -> str | None:

@@ -4,10 +4,14 @@ per folder and suggest calibration. Two signals, each with a threshold set
 when the model is trained (on folders drawn from its own validation cells)
 and kept in the model card:
 
-- **stain and optics**: each cell's optical-density colour statistics
-  (mean and spread per channel); a folder whose average lies far, in units
-  of the training lab's own spread, from every lab the model was trained on
-  was stained or photographed differently;
+- **stain and optics**: the optical-density colour statistics (mean and
+  spread per channel) of each cell's surroundings as a whole crop shows
+  them (``SURROUNDINGS``); a folder whose average lies far, in units of the
+  training lab's own spread, from every lab the model was trained on was
+  stained or photographed differently. Not the model's own view: cut
+  around the cell, that view is mostly the cell, whose colour says its
+  class more than its lab (the cell-centred folds missed every BCCD
+  folder on it);
 - **confidence**: the folder's mean top-class probability; a model unsure
   of most cells of a folder does not know them.
 
@@ -21,10 +25,14 @@ from typing import Sequence
 
 import numpy as np
 
+from ..locate.stain import PADDING_LEVEL
+
 FOLDER_CELLS = 50  # the folder size the thresholds are set for
 MIN_CELLS = 20  # fewer cells are not judged
 QUANTILE = 0.01  # per signal: 2.5 % let 4-8 % of in-domain test folders warn (protocol), above the 5 % goal
 DRAWS = 1000
+SURROUNDINGS = "surroundings"  # the card's name for the view below
+STAIN_SIDE = 48  # px of the surroundings view: the cell framed as PBC frames its crops (``as_is``)
 
 
 _OD = -np.log(np.clip(np.arange(256) / 255.0, 1 / 255.0, 1.0))  # optical density of each 8-bit value
@@ -33,16 +41,27 @@ _OD = -np.log(np.clip(np.arange(256) / 255.0, 1 / 255.0, 1.0))  # optical densit
 def colour_stats(pixels: np.ndarray) -> np.ndarray:
     """Per cell (N x S x S x 3 uint8): mean and spread of each channel's
     optical density (Beer-Lambert), 6 numbers: a stain's fingerprint.
-    From per-channel histograms, 4x faster than taking logs per pixel: it
-    runs for every classified cell."""
+    Black padding is not slide and is left out (a fifth of LISC's crops,
+    cut at a photo's edge, are up to half black: counted, they made LISC's
+    spread so wide that BCCD's folders passed as LISC's). From per-channel
+    histograms, 4x faster than taking logs per pixel: it runs for every
+    classified cell."""
     n = len(pixels)
+    flat = pixels.reshape(n, -1, 3)
     offsets = (np.arange(n)[:, None, None] * 3 + np.arange(3)[None, None, :]) * 256
-    index = pixels.reshape(n, -1, 3).astype(np.int32) + offsets
-    counts = np.bincount(index.ravel(), minlength=n * 3 * 256).reshape(n, 3, 256)
+    dropped = n * 3 * 256  # one extra bin collects the padding
+    index = np.where((flat.max(axis=2) > PADDING_LEVEL)[..., None], flat.astype(np.int32) + offsets, dropped)
+    counts = np.bincount(index.ravel(), minlength=dropped + 1)[:dropped].reshape(n, 3, 256)
     total = np.maximum(counts.sum(axis=2), 1)
     mean = counts @ _OD / total
     spread = np.sqrt(np.maximum(counts @ (_OD * _OD) / total - mean * mean, 0.0))
     return np.concatenate([mean, spread], axis=1)
+
+
+def stain_view(card: dict) -> str:
+    """Which pixels the card's stain references describe: the cell's
+    surroundings, or (cards written before them) the model's input view."""
+    return (card.get("domain_check") or {}).get("colour", {}).get("view", "model_input")
 
 
 def colour_distance(stats: np.ndarray, references: Sequence[dict]) -> float:
@@ -64,7 +83,8 @@ def _folders(n: int, size: int, rng: np.random.Generator, draws: int = DRAWS):
 def reference_from(train_stats: np.ndarray, train_sources: Sequence[str], val_stats: np.ndarray,
                    val_sources: Sequence[str], val_probs: np.ndarray, seed: int = 0) -> dict:
     """The card entry, from the training cells' colour statistics (per lab)
-    and the validation cells' statistics and probabilities."""
+    and the validation cells' statistics and probabilities; the statistics
+    are of the cells' ``SURROUNDINGS`` views."""
     rng = np.random.default_rng(seed)
     train_sources, val_sources = np.asarray(train_sources), np.asarray(val_sources)
     references = [_reference(train_stats[train_sources == s], str(s)) for s in np.unique(train_sources)]
@@ -73,7 +93,8 @@ def reference_from(train_stats: np.ndarray, train_sources: Sequence[str], val_st
               for rows in labs for pick in _folders(len(rows), FOLDER_CELLS, rng, DRAWS // len(labs))]
     confidence = [folder_confidence(val_probs[pick]) for pick in _folders(len(val_probs), FOLDER_CELLS, rng)]
     return {"folder_cells": FOLDER_CELLS, "quantile": QUANTILE,
-            "colour": {"references": references, "threshold": round(float(np.quantile(colour, 1 - QUANTILE)), 4)},
+            "colour": {"references": references, "threshold": round(float(np.quantile(colour, 1 - QUANTILE)), 4),
+                       "view": SURROUNDINGS, "view_side": STAIN_SIDE},
             "confidence": {"threshold": round(float(np.quantile(confidence, QUANTILE)), 4)},
             "set_on": f"random folders of {FOLDER_CELLS} of the model's validation cells"}
 

@@ -26,7 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..infer.domain_check import colour_stats, with_lab
+from ..infer.domain_check import STAIN_SIDE, SURROUNDINGS, colour_stats, stain_view, with_lab
 from ..progress import CancelToken, Progress, ProgressFn, no_progress
 
 METHODS = ("logistic", "prototype", "adabn_logistic", "spreading")
@@ -213,10 +213,13 @@ def build_model(base_model, head: Head, labelled_idx: Sequence[int]):
 
 def calibrate(classifier, labelled_paths: Sequence[Path], labelled_classes: Sequence[str], pixels: np.ndarray,
               groups: np.ndarray, *, method: str = "logistic", unlabelled_pixels: np.ndarray | None = None,
-              progress: ProgressFn = no_progress, cancel: CancelToken | None = None, seed: int = 0) -> Calibration:
+              lab_stain: np.ndarray | None = None, progress: ProgressFn = no_progress,
+              cancel: CancelToken | None = None, seed: int = 0) -> Calibration:
     """``pixels``: the labelled cells as the model sees them, ``labelled_classes``
     their class names (known to the base model), ``groups`` their source
-    groups. Returns the calibrated model, its card and the estimate."""
+    groups; ``lab_stain``: the lab's cells' stain statistics (``stain_of_lab``),
+    which join the folder warning's references. Returns the calibrated
+    model, its card and the estimate."""
     from ..models.batchnorm import recalibrate_batchnorm
     from ..models.modelfile import inference_copy
 
@@ -269,13 +272,25 @@ def calibrate(classifier, labelled_paths: Sequence[Path], labelled_classes: Sequ
     })
     for stale in ("test_metrics", "test_metrics_by_source", "unseen_lab_evaluations", "test_time_options"):
         card.pop(stale, None)  # the base model's figures are not this model's
-    card["domain_check"] = with_lab(card.get("domain_check"), colour_stats(lab_pixels), "the calibration lab")
+    if lab_stain is not None:
+        card["domain_check"] = with_lab(card.get("domain_check"), lab_stain, "the calibration lab")
     progress(Progress("calibrate", 3, 3, f"estimated accuracy {estimate['accuracy']:.1%} "
                                          f"(95 % interval {estimate['ci95'][0]:.0%}-{estimate['ci95'][1]:.0%})"))
     return Calibration(calibrated, card, estimate, [classes[i] for i in labelled_idx])
 
 
 MAX_UNLABELLED = 2000
+
+
+def stain_of_lab(classifier, cells: Sequence[tuple[Path, tuple | None]], views: np.ndarray) -> np.ndarray:
+    """Stain statistics of a lab's cells (file, box in a field photo or None)
+    in the view the base model's folder-warning references describe; ``views``
+    are the same cells as the model sees them, for cards written before."""
+    from ..infer.cells import views_of
+
+    if stain_view(classifier.card) != SURROUNDINGS:
+        return colour_stats(views)
+    return colour_stats(np.stack([views_of(path, STAIN_SIDE, "as_is", [box])[0] for path, box in cells]))
 
 
 def calibrate_folder(classifier, labelled_dir: str | Path, *, unlabelled: Sequence[str | Path] = (),
@@ -296,8 +311,14 @@ def calibrate_folder(classifier, labelled_dir: str | Path, *, unlabelled: Sequen
         files = sample_in_order(collect_images(unlabelled)[0], MAX_UNLABELLED, seed)
         extra = decode_images(files, classifier.size, progress, cancel, framing=classifier.framing)
         unlabelled_pixels = extra.pixels[extra.ok]
+    lab_cells = [(data.paths[i], None) for i in ok]
+    lab_views = decoded.pixels[ok]
+    if unlabelled:
+        lab_cells += [(files[i], None) for i in np.flatnonzero(extra.ok)]
+        lab_views = np.concatenate([lab_views, unlabelled_pixels])
     result = calibrate(classifier, [data.paths[i] for i in ok], names, decoded.pixels[ok], groups, method=method,
-                       unlabelled_pixels=unlabelled_pixels, progress=progress, cancel=cancel, seed=seed)
+                       unlabelled_pixels=unlabelled_pixels, lab_stain=stain_of_lab(classifier, lab_cells, lab_views),
+                       progress=progress, cancel=cancel, seed=seed)
     result.extra["unreadable"] = decoded.errors
     return result
 
@@ -317,7 +338,7 @@ def calibrate_session(classifier, session, *, method: str = DEFAULT_METHOD, tta:
     labelled = [it for it in session.items if it.error is None and it.reviewed not in (None, UNUSABLE)
                 and it.reviewed in classifier.classes]
     others = [it for it in session.items if it.error is None and it.reviewed is None]
-    pixels, paths, names = [], [], []
+    pixels, paths, names, lab_cells = [], [], [], []
     for i, it in enumerate(labelled):
         if cancel is not None:
             cancel.raise_if_cancelled()
@@ -327,6 +348,7 @@ def calibrate_session(classifier, session, *, method: str = DEFAULT_METHOD, tta:
             continue
         paths.append(it.path)
         names.append(it.reviewed)
+        lab_cells.append((it.path, it.field_box))
         progress(Progress("decode", i + 1, len(labelled), f"reading labelled cells ({i + 1}/{len(labelled)})"))
     if not pixels:
         raise ValueError("no reviewed cells to calibrate on: label a few cells per class first")
@@ -341,9 +363,11 @@ def calibrate_session(classifier, session, *, method: str = DEFAULT_METHOD, tta:
             extra.append(classifier.view(it.path, it.field_box))
         except ImageReadError:
             continue
+        lab_cells.append((it.path, it.field_box))
+    stain = stain_of_lab(classifier, lab_cells, np.concatenate([pixels] + ([np.stack(extra)] if extra else [])))
     result = calibrate(classifier, paths, names, pixels, groups, method=method,
-                       unlabelled_pixels=np.stack(extra) if extra else None, progress=progress, cancel=cancel,
-                       seed=seed)
+                       unlabelled_pixels=np.stack(extra) if extra else None, lab_stain=stain, progress=progress,
+                       cancel=cancel, seed=seed)
     calibrated = Classifier(result.model, result.card)
     files = [Path(p) for p in dict.fromkeys(it.path for it in session.items if it.error is None)]
     predictions, done = [], set()

@@ -15,14 +15,14 @@ import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
 
 from ..data.augment import augment_batch
-from ..data.dataset import require_two_classes
+from ..data.dataset import decode_images, require_two_classes
 from ..data.prepare import PreparedData
 from ..models.batchnorm import recalibrate_batchnorm
 from ..models.builders import apply_freeze, build_compact, build_resnet50, count_params, replace_head
 from ..models.efficientnet_lite import build_efficientnet_lite0
 from ..models.modelfile import framing_of, load_model, new_card
 from ..infer.classify import Classifier
-from ..infer.domain_check import colour_stats, reference_from
+from ..infer.domain_check import STAIN_SIDE, colour_stats, reference_from
 from ..io.atomic import write_text
 from ..progress import CancelToken, ProgressFn, no_progress
 from .callbacks import CancelOnRequest, CleanValidation, ProgressReporter, RunFolder
@@ -76,8 +76,14 @@ def reference_for(model: keras.Model, data: PreparedData, img_size: int, max_tra
     pick = np.sort(rng.permutation(len(data.train.y))[:max_train])
     train_sources = data.sources_of(data.train)
     val_probs = Classifier(model, {"classes": data.classes, "input_size": img_size}).predict_arrays(data.val.x, tta=True)
-    return reference_from(colour_stats(data.train.x[pick]), [train_sources[i] for i in pick],
-                          colour_stats(data.val.x), data.sources_of(data.val), val_probs)
+    return reference_from(surroundings_stats([data.train.paths[i] for i in pick]), [train_sources[i] for i in pick],
+                          surroundings_stats(data.val.paths), data.sources_of(data.val), val_probs)
+
+
+def surroundings_stats(paths) -> np.ndarray:
+    """Stain statistics of crop files' surroundings views
+    (``infer.domain_check``), decoded and cached as training decodes."""
+    return colour_stats(decode_images(paths, STAIN_SIDE, framing="as_is").pixels)
 
 
 def _training_devices() -> list:
