@@ -170,6 +170,11 @@ def test_folder_warning_fires_on_another_stain_or_doubt_and_not_on_the_own_lab()
     assert "unsure of them" in doubt and "stain" not in doubt
     assert unlike_training(np.full((5, 3), 1 / 3), None, card) is None  # too few cells to judge
     assert unlike_training(np.full((60, 3), 1 / 3), None, {}) is None  # an older model without thresholds
+    # a crop cut at a photo's edge is padded black: padding is not slide, and does not move its stain
+    padded = np.zeros((60, 48, 48, 3), np.uint8)
+    padded[:, 8:40, :32] = own[:60]
+    np.testing.assert_allclose(colour_stats(padded), colour_stats(own[:60]), atol=1e-9)
+    assert unlike_training(sure[:60], colour_stats(padded), card) is None
 
 
 def test_training_sets_the_threshold_and_classify_warns_once(trained_model_path, tmp_path, capsys):
