@@ -87,7 +87,7 @@ def draw(y: np.ndarray, groups: np.ndarray, k: int, rng: np.random.Generator):
     return labelled, rest
 
 
-def evaluate_fold(name: str, run_dirs: list[Path], lab_dir: Path, draws: int, out) -> None:
+def evaluate_fold(name: str, run_dirs: list[Path], lab_dir: Path, draws: int, out, methods=METHODS) -> None:
     model, card = joined_model(run_dirs)
     classes = card["classes"]
     pixels, y, groups = new_lab(lab_dir, classes, card["input_size"], framing_of(card))
@@ -106,7 +106,7 @@ def evaluate_fold(name: str, run_dirs: list[Path], lab_dir: Path, draws: int, ou
             if len(present) < 2 or len(rest) == 0:
                 continue
             local = np.asarray([present.index(v) for v in y[labelled]])
-            for method in METHODS:
+            for method in methods:
                 lab = adapted if method == "adabn_logistic" else plain
                 unlabelled = plain.feats[:, rest] if method == "spreading" else None
                 t1 = time.monotonic()
@@ -155,6 +155,7 @@ def main() -> int:
                         help="crosslab variants; A+B: their fold models joined")
     parser.add_argument("--labs", nargs="*", default=["bccd", "tecom", "lisc", "pbc"])
     parser.add_argument("--draws", type=int, default=5)
+    parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS)
     parser.add_argument("--runs", default=str(ROOT / "training" / "runs"))
     parser.add_argument("--datasets", default=str(ROOT / ".." / "shared" / "datasets"))
     parser.add_argument("--table", action="store_true")
@@ -168,7 +169,7 @@ def main() -> int:
                     run_dirs = [runs / f"crosslab_{member}_{lab}" for member in variant.split("+")]
                     if all(RunLayout(run).best_weights.exists() for run in run_dirs):
                         evaluate_fold(f"crosslab_{variant}_{lab}", run_dirs, Path(args.datasets).resolve() / lab,
-                                      args.draws, out)
+                                      args.draws, out, args.methods)
     rows = [json.loads(line) for line in results.read_text().splitlines()] if results.exists() else []
     print(table(rows))
     return 0
