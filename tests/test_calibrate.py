@@ -177,6 +177,26 @@ def test_folder_warning_fires_on_another_stain_or_doubt_and_not_on_the_own_lab()
     assert unlike_training(sure[:60], colour_stats(padded), card) is None
 
 
+def test_classify_reads_the_stain_from_the_view_its_card_names(trained_model_path, lab):
+    from wbc_desktop.engine.data.preprocess import load_square
+    from wbc_desktop.engine.infer.classify import Classifier
+    from wbc_desktop.engine.infer.domain_check import STAIN_SIDE, colour_stats
+    from wbc_desktop.engine.models.modelfile import load_model
+
+    model, card = load_model(trained_model_path)
+    card["preprocessing"] = dict(card.get("preprocessing", {}), framing="cell_tight")  # its view: mostly the cell
+    files = sorted(lab[1].rglob("*.png"))[:6]
+    new = [p.colour for p in Classifier(model, card).classify_files(files)]
+    around = colour_stats(np.stack([load_square(f, STAIN_SIDE, framing="as_is") for f in files]))
+    np.testing.assert_allclose(np.stack(new), around, atol=1e-9)  # the whole crop, as training read it
+    colour = {k: v for k, v in card["domain_check"]["colour"].items() if k != "view"}
+    older = dict(card, domain_check=dict(card["domain_check"], colour=colour))  # written before the view was named
+    predictions = list(Classifier(model, older).classify_files(files, keep_pixels=True))
+    own_view = colour_stats(np.stack([p.pixels for p in predictions]))
+    np.testing.assert_allclose(np.stack([p.colour for p in predictions]), own_view, atol=1e-9)
+    assert np.abs(own_view - around).max() > 0.01  # the two views do differ on these crops
+
+
 def test_training_sets_the_threshold_and_classify_warns_once(trained_model_path, tmp_path, capsys):
     import shutil
 
