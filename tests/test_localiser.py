@@ -14,7 +14,7 @@ from wbc_desktop.engine.data.preprocess import crop_view, load_square
 from wbc_desktop.engine.infer.cells import NO_WHITE_CELL, cut_cells, views_of
 from wbc_desktop.engine.infer.domain_check import STAIN_SIDE
 from wbc_desktop.engine.locate.annotations import DetectionCount, read_voc, read_yolo
-from wbc_desktop.engine.locate.white_cells import find_white_cells
+from wbc_desktop.engine.locate.white_cells import find_white_cells, measure_red_cells
 
 THREE = [("neutrophil", 150, 120), ("lymphocyte", 420, 300), ("eosinophil", 560, 100)]
 
@@ -85,6 +85,9 @@ def test_cut_cells_tells_crops_from_fields(tmp_path):
         views = views_of(field, 40, framing, [c.box for c, _, _ in cut])
         assert all(np.abs(v.astype(int) - s.astype(int)).mean() < 3 for v, (_, s, _) in zip(views, cut)), framing
     assert np.array_equal(views_of(crop, 40, "as_is", [None])[0], only[1])
+    # the ruler a review's thumbnails need is measured without searching for the white cells again
+    rgb = np.asarray(Image.open(field).convert("RGB"))
+    assert measure_red_cells(rgb).red_cell_diameter == find_white_cells(rgb).red_cell_diameter is not None
     # a crop is decoded at inference exactly as training decodes it (a JPEG in draft mode, whatever the mode)
     jpeg = tmp_path / "crop.jpg"
     cell_image("neutrophil", rng, 360).save(jpeg, quality=90)

@@ -18,7 +18,7 @@ import numpy as np
 from ..data.preprocess import crop_decode_side, crop_view, load_square
 from ..io.imageio import longest_side, read_rgb_scaled
 from ..locate.framing import FRAMINGS, RULER_SIDE, cell_square, red_cell_ruler
-from ..locate.white_cells import Localisation, LocaliserSettings, WhiteCell, find_white_cells
+from ..locate.white_cells import Localisation, LocaliserSettings, WhiteCell, find_white_cells, measure_red_cells
 from .domain_check import STAIN_SIDE
 from .modes import MODES, NO_WHITE_CELL
 
@@ -98,7 +98,7 @@ def views_of(path: str | os.PathLike, size: int, framing: str, field_boxes: list
     if None in field_boxes:  # a crop file: its one cell, as the model was given it
         return [load_square(path, size, framing=framing)] * len(field_boxes)
     rgb, scale = read_rgb_scaled(path, max_side=FIELD_DECODE_SIDE)
-    ruler = red_cell_ruler(find_white_cells(rgb)) if framing in RULER_SIDE else None
+    ruler = red_cell_ruler(measure_red_cells(rgb)) if framing in RULER_SIDE else None
     return [cell_square(rgb, _cell_at(box, scale), framing, size, ruler) for box in field_boxes]
 
 

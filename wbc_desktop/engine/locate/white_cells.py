@@ -72,9 +72,23 @@ class Localisation:
         return abs(cx / self.width - 0.5) <= 1 / 6 and abs(cy / self.height - 0.5) <= 1 / 6
 
 
+def measure_red_cells(rgb: np.ndarray, settings: LocaliserSettings = LocaliserSettings()) -> Localisation:
+    """The red-cell ruler alone, without the white-cell search: what a
+    framing that keeps the cell's size needs of a photo whose cells are
+    already found."""
+    height, width = rgb.shape[:2]
+    scale = _work_scale(rgb, settings)
+    diameter = _measure(rgb, scale)[3]
+    return Localisation(width, height, diameter * scale if diameter is not None else None)
+
+
+def _work_scale(rgb: np.ndarray, settings: LocaliserSettings) -> float:
+    return max(1.0, max(rgb.shape[:2]) / settings.work_side)
+
+
 def find_white_cells(rgb: np.ndarray, settings: LocaliserSettings = LocaliserSettings()) -> Localisation:
     height, width = rgb.shape[:2]
-    scale = max(1.0, max(height, width) / settings.work_side)
+    scale = _work_scale(rgb, settings)
     small, balanced, valid, diameter = _measure(rgb, scale)
     if diameter is not None:
         # every camera and magnification searched at one size of red cell: the
