@@ -290,7 +290,13 @@ def stain_of_lab(classifier, cells: Sequence[tuple[Path, tuple | None]], views: 
 
     if stain_view(classifier.card) != SURROUNDINGS:
         return colour_stats(views)
-    return colour_stats(np.stack([views_of(path, STAIN_SIDE, "as_is", [box])[0] for path, box in cells]))
+    rows_of: dict = {}
+    for row, (path, _) in enumerate(cells):
+        rows_of.setdefault(path, []).append(row)
+    around = np.zeros((len(cells), STAIN_SIDE, STAIN_SIDE, 3), np.uint8)
+    for path, rows in rows_of.items():  # a photo with several labelled cells is decoded once
+        around[rows] = views_of(path, STAIN_SIDE, "as_is", [cells[row][1] for row in rows])
+    return colour_stats(around)
 
 
 def calibrate_folder(classifier, labelled_dir: str | Path, *, unlabelled: Sequence[str | Path] = (),
