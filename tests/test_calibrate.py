@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from synth import CLASSES, cell_image
+from synth import CLASSES, cell_image, make_labeled_folder
 from wbc_desktop.cli import main
 
 
@@ -72,7 +72,8 @@ def test_wbc_calibrate_improves_a_tinted_lab_and_says_how_sure(trained_model_pat
     assert 0 <= low <= cal["estimate"]["accuracy"] <= high <= 1 and cal["estimate"]["folds"] >= 2
     rest = scan_labeled(lab[1])
     x = decode_images(rest.paths, card["input_size"]).pixels
-    calibrated = Classifier(model, card).predict_arrays(x, tta=True).argmax(axis=1)
+    probs = Classifier(model, card).predict_arrays(x, tta=True)
+    calibrated = probs.argmax(axis=1)
     base = Classifier.open(trained_model_path)
     truth = np.asarray([base.classes.index(rest.classes[i]) for i in rest.labels])
     before = np.mean(base.predict_arrays(x, tta=True).argmax(axis=1) == truth)
@@ -84,8 +85,8 @@ def test_wbc_calibrate_improves_a_tinted_lab_and_says_how_sure(trained_model_pat
 
     stats, base_check = surroundings_stats(rest.paths), read_card(trained_model_path)["domain_check"]["colour"]
     assert base_check["view"] == SURROUNDINGS
-    assert colour_distance(stats, base_check["references"]) > base_check["threshold"]
-    assert colour_distance(stats, card["domain_check"]["colour"]["references"]) <= base_check["threshold"]
+    assert colour_distance(stats, base_check["references"], probs) > base_check["threshold"]
+    assert colour_distance(stats, card["domain_check"]["colour"]["references"], probs) <= base_check["threshold"]
 
 
 def test_calibrate_refuses_too_few_cells_and_unknown_classes(trained_model_path, tmp_path, capsys):
@@ -146,7 +147,7 @@ def test_app_proposes_cells_calibrates_and_uses_the_lab_model(qtbot, settings, t
     assert window.model_combo.count() >= 3  # ... beside the base model, one click away
 
 
-def test_folder_warning_fires_on_another_stain_or_doubt_and_not_on_the_own_lab():
+def test_folder_warning_fires_on_another_stain_and_not_on_the_own_lab_in_any_class_mix():
     from wbc_desktop.engine.infer.domain_check import colour_stats, reference_from, unlike_training
 
     rng = np.random.default_rng(0)
@@ -156,18 +157,30 @@ def test_folder_warning_fires_on_another_stain_or_doubt_and_not_on_the_own_lab()
                          for i in range(n)]).astype(np.uint8)
 
     own, other = cells(300, (1.0, 1.0, 1.0)), cells(60, (0.7, 0.95, 1.2))
+    truth = np.arange(300) % 3
     sure = np.full((300, 3), 0.02)
-    sure[np.arange(300), rng.integers(0, 3, 300)] = 0.96
-    card = {"domain_check": reference_from(colour_stats(own[:200]), ["lab"] * 200, colour_stats(own[200:]),
-                                           ["lab"] * 100, sure[200:])}
+    sure[np.arange(300), truth] = 0.96
+    card = {"domain_check": reference_from(colour_stats(own[:200]), ["lab"] * 200, truth[:200],
+                                           colour_stats(own[200:]), ["lab"] * 100, truth[200:], sure[200:])}
     assert card["domain_check"]["folder_cells"] == 50
     assert unlike_training(sure[:60], colour_stats(cells(60, (1.0, 1.0, 1.0))), card) is None
     stain = unlike_training(sure[:60], colour_stats(other), card)
     assert "stain and optics differ" in stain and "unsure" not in stain and "calibrate the model" in stain
     lab_model = dict(card, calibration={"base_model": "base"})  # already calibrated: not told to calibrate again
     assert "calibrated on" in unlike_training(sure[:60], colour_stats(other), lab_model)
-    doubt = unlike_training(np.full((60, 3), 1 / 3), colour_stats(own[:60]), card)
+    unsure = np.full((300, 3), 0.3)
+    unsure[np.arange(300), truth] = 0.4
+    assert "confidence" not in card["domain_check"]  # measured: confidence only added false alarms
+    assert unlike_training(unsure[:60], colour_stats(own[:60]), card) is None
+    # a card written before: a lab-wide stain reference and a confidence threshold, both still honoured
+    stats = colour_stats(own[:200])
+    older = {"domain_check": {"colour": {"references": [{"mean": stats.mean(0).tolist(),
+                                                         "std": (stats.std(0) + 1e-3).tolist()}], "threshold": 3.0},
+                              "confidence": {"threshold": 0.9}}}
+    assert unlike_training(sure[:60], colour_stats(own[:60]), older) is None
+    doubt = unlike_training(unsure[:60], colour_stats(own[:60]), older)
     assert "unsure of them" in doubt and "stain" not in doubt
+    assert "stain and optics differ" in unlike_training(sure[:60], colour_stats(other), older)
     assert unlike_training(np.full((5, 3), 1 / 3), None, card) is None  # too few cells to judge
     assert unlike_training(np.full((60, 3), 1 / 3), None, {}) is None  # an older model without thresholds
     # a crop cut at a photo's edge is padded black: padding is not slide, and does not move its stain
@@ -175,6 +188,13 @@ def test_folder_warning_fires_on_another_stain_or_doubt_and_not_on_the_own_lab()
     padded[:, 8:40, :32] = own[:60]
     np.testing.assert_allclose(colour_stats(padded), colour_stats(own[:60]), atol=1e-9)
     assert unlike_training(sure[:60], colour_stats(padded), card) is None
+    # a folder of one class (sorted cells, a patient with mostly lymphocytes) has that class's colour, which
+    # is the lab's colour for that class: silent; the same class in another stain still warns
+    one_class = np.flatnonzero(truth == 2)[:60]
+    assert np.linalg.norm(colour_stats(own[one_class]).mean(0) - colour_stats(own[:200]).mean(0)) > 0.01
+    assert unlike_training(sure[one_class], colour_stats(own[one_class]), card) is None
+    other_lymph = cells(180, (0.7, 0.95, 1.2))[2::3]
+    assert "stain and optics differ" in unlike_training(sure[one_class], colour_stats(other_lymph), card)
 
 
 def test_classify_reads_the_stain_from_the_view_its_card_names(trained_model_path, lab):
@@ -202,9 +222,18 @@ def test_training_sets_the_threshold_and_classify_warns_once(trained_model_path,
 
     from wbc_desktop.engine.models.modelfile import read_card, update_card
 
-    check = read_card(trained_model_path)["domain_check"]
-    assert 0 < check["confidence"]["threshold"] <= 1 and check["colour"]["threshold"] > 0
+    card = read_card(trained_model_path)
+    check = card["domain_check"]
+    assert check["colour"]["threshold"] > 0 and "confidence" not in check
     assert [r["source"] for r in check["colour"]["references"]] == ["."]  # one training folder, one lab
+    assert len(check["colour"]["references"][0]["class_means"]) == len(card["classes"])
+    code = main(["classify", str(_tinted_lab(tmp_path / "tinted", 10, 3)), "--model", str(trained_model_path)])
+    err = capsys.readouterr().err
+    assert code == 0 and err.count("unlike the model's training data") == 1 and "stain and optics differ" in err
+    main(["classify", str(make_labeled_folder(tmp_path / "own", per_class=10, seed=3)), "--model",
+          str(trained_model_path)])
+    assert "unlike" not in capsys.readouterr().err
+    # a card written before the stain references: its confidence threshold still decides
     strict = tmp_path / "strict.keras"
     shutil.copy(trained_model_path, strict)
     update_card(strict, domain_check={"confidence": {"threshold": 0.999}, "folder_cells": 50})

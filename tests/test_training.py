@@ -11,7 +11,7 @@ from wbc_desktop.engine.train.evaluation import compute_metrics
 from wbc_desktop.engine.data.prepare import prepare_data
 from wbc_desktop.engine.progress import CancelToken
 from wbc_desktop.engine.train.config import TrainConfig
-from wbc_desktop.engine.train.trainer import train
+from wbc_desktop.engine.train.trainer import MAX_CLASS_WEIGHT, sample_weights, train
 
 
 def test_augmentation_keeps_shape_range_and_varies():
@@ -61,11 +61,39 @@ def test_stain_matrix_mixes_the_dyes_and_tints_the_lamp():
     assert np.ptp(ratio) > 0.3 and abs(np.median(ratio) - np.log(120 / 160)) < 0.15  # varied around the true dye
 
 
+def test_class_weights_give_every_class_the_same_total_and_are_capped():
+    y = np.array([0] * 90 + [1] * 10 + [2])
+    w = sample_weights(y, None, by_class=True)
+    assert w[:90].sum() == pytest.approx(w[90:100].sum())
+    assert w[100] == MAX_CLASS_WEIGHT  # balanced would give it 33.7
+    assert np.all(sample_weights(y, None, by_class=False) == 1.0)
+
+
+def test_lab_balance_shares_each_class_between_labs_or_weighs_labs_alike():
+    # class 0: 80 cells from the big lab, 10 from the small one; class 1: 5 and 5
+    y = np.array([0] * 90 + [1] * 10)
+    labs = ["big"] * 80 + ["small"] * 10 + ["big"] * 5 + ["small"] * 5
+    w = sample_weights(y, labs, by_class=True, lab_balance="per_class")
+    assert w[:80].sum() == pytest.approx(w[80:90].sum())  # the small lab's look weighs as much
+    assert w[90:95].sum() == pytest.approx(w[95:].sum())
+    assert w[:90].sum() == pytest.approx(w[90:].sum())  # and the classes are still balanced
+    # per lab: each lab the same total, and within a lab each class
+    y = np.array([0] * 70 + [1] * 30)
+    labs = ["big"] * 60 + ["small"] * 10 + ["big"] * 20 + ["small"] * 10
+    w = sample_weights(y, labs, by_class=True, lab_balance="per_lab")
+    big = np.array(labs) == "big"
+    for part in (big & (y == 0), big & (y == 1), ~big & (y == 0), ~big & (y == 1)):
+        assert w[part].sum() == pytest.approx(25.0)
+    assert sample_weights(y, labs, by_class=True) == pytest.approx(sample_weights(y, None, by_class=True))
+
+
 def test_config_validation_lists_every_problem():
     problems = TrainConfig(arch="vgg", epochs=0, lr=5, img_size=8, val_frac=0.7, group_by="(").validate()
     assert len(problems) == 6
     assert any("regular expression" in p for p in problems)
     assert TrainConfig().validate() == []
+    assert "lab balance must be one of" in TrainConfig(lab_balance="lab").validate()[0]
+    assert "needs class weighting" in TrainConfig(lab_balance="per_lab", class_weighting=False).validate()[0]
     assert TrainConfig.from_dict(TrainConfig(lr=0.01).to_dict()) == TrainConfig(lr=0.01)
 
 

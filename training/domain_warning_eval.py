@@ -9,7 +9,9 @@ of the left-out lab (a lab the model never saw) and stay silent on folders
 of each training lab's held-out test split (labs the model knows, cells it
 never saw; a small lab's folder is its whole test split).
 Folders are 50 random cells; 300 of each kind per fold, 4 views as the app.
-Each signal's rate is reported alone and combined (what the app uses).
+The rate is the share of folders the warning fires on, as the app decides
+it, also on folders of one class only (each class with enough cells), which
+must stay as silent on the training labs.
 A variant A+B joins the folds' models as the shipped model joins its
 members (the stain signal does not depend on the model at all).
 """
@@ -33,27 +35,36 @@ from run_models import joined_model  # noqa: E402
 
 from wbc_desktop.engine.infer.classify import Classifier  # noqa: E402
 from wbc_desktop.engine.data.dataset import decode_images, scan_labeled  # noqa: E402
-from wbc_desktop.engine.infer.domain_check import FOLDER_CELLS, colour_distance, folder_confidence  # noqa: E402
+from wbc_desktop.engine.infer.domain_check import FOLDER_CELLS, MIN_CELLS, unlike_training  # noqa: E402
 from wbc_desktop.engine.train.trainer import reference_for, surroundings_stats  # noqa: E402
 from wbc_desktop.engine.train.finetune import prepare_for  # noqa: E402
 
 FOLDERS = 300
 
 
-def fire_rates(probs: np.ndarray, stats: np.ndarray, check: dict, rng: np.random.Generator) -> dict:
-    colour = confidence = both = 0
+def fire_rates(probs: np.ndarray, stats: np.ndarray, check: dict, rng: np.random.Generator,
+               rows: np.ndarray | None = None) -> dict:
+    """Share of random folders (of ``rows``, default all cells) each signal fires on."""
+    rows = np.arange(len(probs)) if rows is None else rows
+    fired = 0
     for _ in range(FOLDERS):
-        pick = rng.choice(len(probs), min(FOLDER_CELLS, len(probs)), replace=False)
-        c = colour_distance(stats[pick], check["colour"]["references"]) > check["colour"]["threshold"]
-        p = folder_confidence(probs[pick]) < check["confidence"]["threshold"]
-        colour, confidence, both = colour + c, confidence + p, both + (c or p)
-    return {"stain": colour / FOLDERS, "confidence": confidence / FOLDERS, "either": both / FOLDERS}
+        pick = rng.choice(rows, min(FOLDER_CELLS, len(rows)), replace=False)
+        fired += unlike_training(probs[pick], stats[pick], {"domain_check": check}) is not None
+    return fired / FOLDERS
+
+
+def one_class_rates(probs: np.ndarray, stats: np.ndarray, labels: np.ndarray, check: dict,
+                    rng: np.random.Generator) -> dict:
+    """Folders that hold one class only (a sorted folder, a patient with
+    mostly lymphocytes), for every class with enough cells to judge."""
+    return {str(c): fire_rates(probs, stats, check, rng, np.flatnonzero(labels == c))
+            for c in np.unique(labels) if np.sum(labels == c) >= MIN_CELLS}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variant", default="compact")
-    parser.add_argument("--labs", nargs="*", default=["bccd", "tecom", "lisc"])
+    parser.add_argument("--labs", nargs="*", help="left-out labs (default: every lab of the protocol)")
     parser.add_argument("--config", default=str(ROOT / "training" / "protocol_base.json"))
     parser.add_argument("--runs", default=str(ROOT / "training" / "runs"))
     args = parser.parse_args()
@@ -64,7 +75,7 @@ def main() -> int:
     cfg = variant_config(spec, overrides)
     base = (ROOT / spec["datasets_dir"]).resolve()
     rows = []
-    for held in args.labs:
+    for held in args.labs or spec["crosslab_labs"]:
         model, card = joined_model([runs / f"crosslab_{member}_{held}" for member in members])
         clf = Classifier(model, card)
         data = prepare_for(cfg, [base / s for s in spec["crosslab_labs"] if s != held])
@@ -72,19 +83,24 @@ def main() -> int:
         data.train, data.val = _pbc_subset(data.train, PBC_TRAIN, rng), _pbc_subset(data.val, PBC_VAL, rng)
         check = reference_for(model, data, cfg.img_size)
         found = scan_labeled(base / held)
-        paths = [p for p, i in zip(found.paths, found.labels) if found.classes[i] in COMMON_FIVE]
-        decoded = decode_images(paths, cfg.img_size, framing=cfg.framing)
-        x, paths = decoded.pixels[decoded.ok], [p for p, ok in zip(paths, decoded.ok) if ok]
+        keep = [i for i, c in enumerate(found.labels) if found.classes[c] in COMMON_FIVE]
+        decoded = decode_images([found.paths[i] for i in keep], cfg.img_size, framing=cfg.framing)
+        x = decoded.pixels[decoded.ok]
+        paths = [found.paths[i] for i, ok in zip(keep, decoded.ok) if ok]
+        labels = np.asarray([found.labels[i] for i, ok in zip(keep, decoded.ok) if ok])
+        probs, stats = clf.predict_arrays(x, tta=True), surroundings_stats(paths)
         rng = np.random.default_rng(1)
-        row = {"variant": args.variant, "held_out": held, "thresholds": [check["colour"]["threshold"],
-                                                                         check["confidence"]["threshold"]],
-               "fires_on_unseen_lab": fire_rates(clf.predict_arrays(x, tta=True), surroundings_stats(paths), check, rng)}
+        row = {"variant": args.variant, "held_out": held, "threshold": check["colour"]["threshold"],
+               "fires_on_unseen_lab": fire_rates(probs, stats, check, rng),
+               "fires_on_unseen_lab_one_class": one_class_rates(probs, stats, labels, check, rng)}
         for lab in spec["crosslab_labs"]:
             rows_ = source_rows(data.test.paths, lab)
             if len(rows_):  # a lab the fold trained on: its held-out test cells
-                own = data.test.x[rows_]
-                row[f"fires_on_{lab}_test"] = fire_rates(clf.predict_arrays(own, tta=True),
-                                                        surroundings_stats([data.test.paths[i] for i in rows_]), check, rng)
+                own_probs = clf.predict_arrays(data.test.x[rows_], tta=True)
+                own_stats = surroundings_stats([data.test.paths[i] for i in rows_])
+                row[f"fires_on_{lab}_test"] = fire_rates(own_probs, own_stats, check, rng)
+                row[f"fires_on_{lab}_test_one_class"] = one_class_rates(own_probs, own_stats, data.test.y[rows_],
+                                                                        check, rng)
         print(json.dumps(row), flush=True)
         rows.append(row)
     with open(runs / "domain_warning_eval.jsonl", "a") as f:

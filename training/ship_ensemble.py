@@ -56,8 +56,7 @@ def main() -> int:
         clf = Classifier.open(ROOT / spec["output"])
         data = prepare_for(configs[0], [base / s for s in spec["sources"]])
         card = update_card(ROOT / spec["output"], domain_check=reference_for(clf.model, data, clf.size))
-        print("folder-warning thresholds", card["domain_check"]["colour"]["threshold"], "(stain),",
-              card["domain_check"]["confidence"]["threshold"], "(confidence)", flush=True)
+        print("folder-warning threshold", card["domain_check"]["colour"]["threshold"], flush=True)
         return 0
     splits = {(c.seed, c.val_frac, c.test_frac, c.img_size, c.framing, tuple(m["sources"]))
               for c, m in zip(configs, member_specs)}

@@ -217,8 +217,9 @@ def calibrate(classifier, labelled_paths: Sequence[Path], labelled_classes: Sequ
               cancel: CancelToken | None = None, seed: int = 0) -> Calibration:
     """``pixels``: the labelled cells as the model sees them, ``labelled_classes``
     their class names (known to the base model), ``groups`` their source
-    groups; ``lab_stain``: the lab's cells' stain statistics (``stain_of_lab``),
-    which join the folder warning's references. Returns the calibrated
+    groups; ``lab_stain``: the lab's cells' stain statistics (``stain_of_lab``;
+    the labelled cells first, in order, then any unlabelled ones), which join
+    the folder warning's references. Returns the calibrated
     model, its card and the estimate."""
     from ..models.batchnorm import recalibrate_batchnorm
     from ..models.modelfile import inference_copy
@@ -273,7 +274,9 @@ def calibrate(classifier, labelled_paths: Sequence[Path], labelled_classes: Sequ
     for stale in ("test_metrics", "test_metrics_by_source", "unseen_lab_evaluations", "test_time_options"):
         card.pop(stale, None)  # the base model's figures are not this model's
     if lab_stain is not None:
-        card["domain_check"] = with_lab(card.get("domain_check"), lab_stain, "the calibration lab")
+        labels = np.concatenate([y, np.full(len(lab_stain) - len(y), -1)])
+        card["domain_check"] = with_lab(card.get("domain_check"), lab_stain, labels, len(classes),
+                                        "the calibration lab")
     progress(Progress("calibrate", 3, 3, f"estimated accuracy {estimate['accuracy']:.1%} "
                                          f"(95 % interval {estimate['ci95'][0]:.0%}-{estimate['ci95'][1]:.0%})"))
     return Calibration(calibrated, card, estimate, [classes[i] for i in labelled_idx])

@@ -14,6 +14,9 @@ from ..locate.framing import FRAMINGS
 from ..models.choices import ARCHITECTURES, COLOUR_SPACES, FREEZE_CHOICES, NORMS
 
 
+LAB_BALANCE = ("none", "per_class", "per_lab")
+
+
 def _opt(default, help: str, choices: tuple | None = None):
     return field(default=default, metadata={"help": help, "choices": choices})
 
@@ -37,6 +40,9 @@ class TrainConfig:
     seed: int = _opt(42, "same seed, same split and same run")
     label_smoothing: float = _opt(0.05, "label smoothing of the cross-entropy")
     class_weighting: bool = _opt(True, "weigh rare classes up in the loss")
+    lab_balance: str = _opt("none", "weigh the source folders (labs) alike: per_class, within each class, so "
+                            "that a class is not learnt as the look of the lab that holds most of it; per_lab, "
+                            "every lab the same total, every class within it", LAB_BALANCE)
     patience: int = _opt(6, "early stopping: epochs without validation improvement")
     norm: str = _opt("batch", "normalisation layers of the compact model", NORMS)
     width: int = _opt(32, "compact: filters of the first stage")
@@ -82,6 +88,10 @@ class TrainConfig:
             problems.append(f"frozen stages must be one of {', '.join(FREEZE_CHOICES)}")
         if not 0.0 <= self.mixstyle <= 1.0:
             problems.append("mixstyle must lie between 0 and 1")
+        if self.lab_balance not in LAB_BALANCE:
+            problems.append(f"lab balance must be one of {', '.join(LAB_BALANCE)}")
+        elif self.lab_balance != "none" and not self.class_weighting:
+            problems.append("balancing labs needs class weighting: it shares each class's weight between labs")
         if self.colour_space not in COLOUR_SPACES:
             problems.append(f"colour space must be one of {', '.join(COLOUR_SPACES)}")
         if self.group_by:

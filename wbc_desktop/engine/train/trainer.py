@@ -12,7 +12,6 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
-from sklearn.utils.class_weight import compute_class_weight
 
 from ..data.augment import augment_batch
 from ..data.dataset import decode_images, require_two_classes
@@ -77,7 +76,8 @@ def reference_for(model: keras.Model, data: PreparedData, img_size: int, max_tra
     train_sources = data.sources_of(data.train)
     val_probs = Classifier(model, {"classes": data.classes, "input_size": img_size}).predict_arrays(data.val.x, tta=True)
     return reference_from(surroundings_stats([data.train.paths[i] for i in pick]), [train_sources[i] for i in pick],
-                          surroundings_stats(data.val.paths), data.sources_of(data.val), val_probs)
+                          data.train.y[pick], surroundings_stats(data.val.paths), data.sources_of(data.val),
+                          data.val.y, val_probs)
 
 
 def surroundings_stats(paths) -> np.ndarray:
@@ -103,9 +103,36 @@ def training_strategy() -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
-def _train_dataset(x: np.ndarray, y: np.ndarray, n_classes: int, config: TrainConfig, weights: np.ndarray | None) -> tf.data.Dataset:
+def _equal_shares(keys: np.ndarray) -> np.ndarray:
+    """Per row, so that every distinct key's rows sum to the same share of 1."""
+    names, index, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    return 1.0 / (len(names) * counts[index])
+
+
+def sample_weights(y: np.ndarray, labs: list[str] | None, *, by_class: bool, lab_balance: str = "none") -> np.ndarray:
+    """Loss weight per training image, 1 on average before the cap.
+
+    ``by_class``: every class the same total weight. ``lab_balance``
+    (``labs``: the lab of each image) "per_class": within a class, every
+    lab that holds it the same share; "per_lab": every lab the same total
+    weight, and within a lab every class. Capped, because 'balanced' gives a
+    class (or a lab's class) of one image a weight of hundreds, and a few
+    such gradients knock the whole model about."""
+    y = np.asarray(y)
+    none = np.zeros(len(y))
+    labs_ = np.asarray(labs) if labs is not None else none
+    outer, inner = {"none": (y if by_class else none, none), "per_class": (y, labs_),
+                    "per_lab": (labs_, y)}[lab_balance]
+    w = np.empty(len(y))
+    groups = np.unique(outer)
+    for g in groups:
+        rows = np.flatnonzero(outer == g)
+        w[rows] = _equal_shares(inner[rows]) * len(y) / len(groups)
+    return np.minimum(w, MAX_CLASS_WEIGHT).astype(np.float32)
+
+
+def _train_dataset(x: np.ndarray, y: np.ndarray, n_classes: int, config: TrainConfig, sample_w: np.ndarray) -> tf.data.Dataset:
     onehot = np.eye(n_classes, dtype=np.float32)[y]
-    sample_w = (weights[y] if weights is not None else np.ones(len(y))).astype(np.float32)
     ds = tf.data.Dataset.from_tensor_slices((x, onehot, sample_w))
     ds = ds.shuffle(min(len(y), 20000), seed=config.seed, reshuffle_each_iteration=True).batch(config.batch_size)
     aug = config.augment
@@ -170,13 +197,8 @@ def train(
             initial_epoch = 0
             write_text(files.config, json.dumps({"config": config.to_dict(), "classes": data.classes,
                                                  "weights_origin": origin, "architecture": architecture}, indent=1))
-    present = np.unique(data.train.y)
-    weights = None
-    if config.class_weighting:
-        weights = np.ones(n_classes)
-        # capped: 'balanced' gives a class of one image a weight of hundreds,
-        # and a few such gradients knock the whole model about
-        weights[present] = np.minimum(compute_class_weight("balanced", classes=present, y=data.train.y), MAX_CLASS_WEIGHT)
+    weights = sample_weights(data.train.y, data.sources_of(data.train), by_class=config.class_weighting,
+                             lab_balance=config.lab_balance)
     folder = RunFolder(run_dir, cancel, patience=config.patience, state=state)
     folder.set_model(model)  # a finished run resumed trains no epoch, but its best weights are still restored
     t0 = time.monotonic()
