@@ -2,6 +2,7 @@
 README and for a person to look at after any change to a screen.
 
     python scripts/screenshots.py --folder DIR [--model M] [--out docs/screenshots]
+        [--train-folder DIR] [--unseen-folder DIR] [--calibrate-folder DIR] [--fields-folder DIR]
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ def main() -> int:
                                                    "folder, the proposed ones labelled from their sub-folder, and the "
                                                    "model calibrated (Lab menu)")
     parser.add_argument("--fields-folder", help="a folder of field photos: one is shown with its white cells boxed")
+    parser.add_argument("--unseen-folder", help="cells or photos of a lab the model never saw: shown with the "
+                                                "folder warning above them")
     args = parser.parse_args()
     os.environ.setdefault("WBC_DATA_DIR", tempfile.mkdtemp(prefix="wbc-shots-"))
 
@@ -104,6 +107,9 @@ def main() -> int:
         shot("9_finetune_evaluation")
         page.tabs.setCurrentIndex(3)
         shot("10_models")
+    if args.unseen_folder:
+        open_in_grid(window, Path(args.unseen_folder), wait_for)
+        shot("11_folder_warning")
     if args.calibrate_folder:
         calibration_shots(window, app, Path(args.calibrate_folder), shot, wait_for, out)
     if args.fields_folder:
@@ -136,7 +142,6 @@ def calibration_shots(window, app, labelled: Path, shot, wait_for, out: Path) ->
             shutil.copy(f, flat / name)
             truth[name] = cls.name
     open_in_grid(window, flat, wait_for)
-    shot("11_folder_warning")
     window.calibration.propose()
     shot("12_cells_to_label")
     session = window.cells.session

@@ -84,7 +84,12 @@ def test_lab_balance_shares_each_class_between_labs_or_weighs_labs_alike():
     big = np.array(labs) == "big"
     for part in (big & (y == 0), big & (y == 1), ~big & (y == 0), ~big & (y == 1)):
         assert w[part].sum() == pytest.approx(25.0)
-    assert sample_weights(y, labs, by_class=True) == pytest.approx(sample_weights(y, None, by_class=True))
+    # lab total: each lab the same total, and within a lab the classes as the class weights weigh them
+    w = sample_weights(y, labs, by_class=True, lab_balance="lab_total")
+    plain = sample_weights(y, None, by_class=True)
+    assert w[big].sum() == pytest.approx(w[~big].sum()) == pytest.approx(50.0)
+    assert w[big & (y == 1)][0] / w[big & (y == 0)][0] == pytest.approx(plain[y == 1][0] / plain[y == 0][0])
+    assert sample_weights(y, labs, by_class=True) == pytest.approx(plain)
 
 
 def test_config_validation_lists_every_problem():

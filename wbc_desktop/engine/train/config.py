@@ -14,7 +14,7 @@ from ..locate.framing import FRAMINGS
 from ..models.choices import ARCHITECTURES, COLOUR_SPACES, FREEZE_CHOICES, NORMS
 
 
-LAB_BALANCE = ("none", "per_class", "per_lab")
+LAB_BALANCE = ("none", "per_class", "per_lab", "lab_total")
 
 
 def _opt(default, help: str, choices: tuple | None = None):
@@ -42,7 +42,8 @@ class TrainConfig:
     class_weighting: bool = _opt(True, "weigh rare classes up in the loss")
     lab_balance: str = _opt("none", "weigh the source folders (labs) alike: per_class, within each class, so "
                             "that a class is not learnt as the look of the lab that holds most of it; per_lab, "
-                            "every lab the same total, every class within it", LAB_BALANCE)
+                            "every lab the same total, every class within it; lab_total, every lab the same "
+                            "total, its classes weighed as the class weights weigh them", LAB_BALANCE)
     patience: int = _opt(6, "early stopping: epochs without validation improvement")
     norm: str = _opt("batch", "normalisation layers of the compact model", NORMS)
     width: int = _opt(32, "compact: filters of the first stage")

@@ -115,19 +115,24 @@ def sample_weights(y: np.ndarray, labs: list[str] | None, *, by_class: bool, lab
     ``by_class``: every class the same total weight. ``lab_balance``
     (``labs``: the lab of each image) "per_class": within a class, every
     lab that holds it the same share; "per_lab": every lab the same total
-    weight, and within a lab every class. Capped, because 'balanced' gives a
-    class (or a lab's class) of one image a weight of hundreds, and a few
-    such gradients knock the whole model about."""
+    weight, and within a lab every class; "lab_total": every lab the same
+    total weight, its classes weighed against each other as the class
+    weights weigh them (a lab's own class priors stay). Capped, because
+    'balanced' gives a class (or a lab's class) of one image a weight of
+    hundreds, and a few such gradients knock the whole model about."""
     y = np.asarray(y)
     none = np.zeros(len(y))
     labs_ = np.asarray(labs) if labs is not None else none
     outer, inner = {"none": (y if by_class else none, none), "per_class": (y, labs_),
-                    "per_lab": (labs_, y)}[lab_balance]
+                    "per_lab": (labs_, y), "lab_total": (y, none)}[lab_balance]
     w = np.empty(len(y))
     groups = np.unique(outer)
     for g in groups:
         rows = np.flatnonzero(outer == g)
         w[rows] = _equal_shares(inner[rows]) * len(y) / len(groups)
+    if lab_balance == "lab_total":
+        names, index = np.unique(labs_, return_inverse=True)
+        w *= len(y) / (len(names) * np.bincount(index, weights=w)[index])
     return np.minimum(w, MAX_CLASS_WEIGHT).astype(np.float32)
 
 
