@@ -148,7 +148,7 @@ def test_app_proposes_cells_calibrates_and_uses_the_lab_model(qtbot, settings, t
 
 
 def test_folder_warning_fires_on_another_stain_and_not_on_the_own_lab_in_any_class_mix():
-    from wbc_desktop.engine.infer.domain_check import colour_stats, reference_from, unlike_training
+    from wbc_desktop.engine.infer.domain_check import colour_distance, colour_stats, reference_from, unlike_training
 
     rng = np.random.default_rng(0)
 
@@ -195,6 +195,10 @@ def test_folder_warning_fires_on_another_stain_and_not_on_the_own_lab_in_any_cla
     assert unlike_training(sure[one_class], colour_stats(own[one_class]), card) is None
     other_lymph = cells(180, (0.7, 0.95, 1.2))[2::3]
     assert "stain and optics differ" in unlike_training(sure[one_class], colour_stats(other_lymph), card)
+    # probabilities over other classes than the references' (a model whose card was copied): the lab's mean
+    refs = card["domain_check"]["colour"]["references"]
+    assert colour_distance(colour_stats(own[:60]), refs, np.full((60, 4), 0.25)) == colour_distance(
+        colour_stats(own[:60]), refs)
 
 
 def test_classify_reads_the_stain_from_the_view_its_card_names(trained_model_path, lab):

@@ -76,9 +76,10 @@ def colour_distance(stats: np.ndarray, references: Sequence[dict], probs: np.nda
     lab's own standard deviations: the mean of each cell's offset from the
     stain that lab gives its predicted class (``probs``' top class; a soft
     mix would leave a one-class folder offset by its runner-up classes), or,
-    for references written before class means, from the lab's mean."""
+    for references written before class means or for other classes than
+    ``probs``' columns, from the lab's mean."""
     def offset(r: dict) -> np.ndarray:
-        if probs is not None and "class_means" in r:
+        if probs is not None and len(r.get("class_means", ())) == probs.shape[1]:
             return stats - np.asarray(r["class_means"])[np.argmax(probs, axis=1)]
         return stats - np.asarray(r["mean"])
 
