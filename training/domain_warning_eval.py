@@ -30,11 +30,10 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 from crosslab import PBC_TRAIN, PBC_VAL, _pbc_subset, read_rows, variant_config  # noqa: E402
-from recipe import COMMON_FIVE, source_rows  # noqa: E402
+from recipe import COMMON_FIVE, lab_cells, source_rows  # noqa: E402
 from run_models import joined_model  # noqa: E402
 
 from wbc_desktop.engine.infer.classify import Classifier  # noqa: E402
-from wbc_desktop.engine.data.dataset import decode_images, scan_labeled  # noqa: E402
 from wbc_desktop.engine.infer.domain_check import FOLDER_CELLS, MIN_CELLS, unlike_training  # noqa: E402
 from wbc_desktop.engine.train.trainer import reference_for, surroundings_stats  # noqa: E402
 from wbc_desktop.engine.train.finetune import prepare_for  # noqa: E402
@@ -44,7 +43,7 @@ FOLDERS = 300
 
 def fire_rates(probs: np.ndarray, stats: np.ndarray, check: dict, rng: np.random.Generator,
                rows: np.ndarray | None = None) -> dict:
-    """Share of random folders (of ``rows``, default all cells) each signal fires on."""
+    """Share of random folders (of ``rows``, default all cells) the warning fires on."""
     rows = np.arange(len(probs)) if rows is None else rows
     fired = 0
     for _ in range(FOLDERS):
@@ -82,12 +81,7 @@ def main() -> int:
         rng = np.random.default_rng(0)  # as crosslab drew the fold's pbc subset
         data.train, data.val = _pbc_subset(data.train, PBC_TRAIN, rng), _pbc_subset(data.val, PBC_VAL, rng)
         check = reference_for(model, data, cfg.img_size)
-        found = scan_labeled(base / held)
-        keep = [i for i, c in enumerate(found.labels) if found.classes[c] in COMMON_FIVE]
-        decoded = decode_images([found.paths[i] for i in keep], cfg.img_size, framing=cfg.framing)
-        x = decoded.pixels[decoded.ok]
-        paths = [found.paths[i] for i, ok in zip(keep, decoded.ok) if ok]
-        labels = np.asarray([found.labels[i] for i, ok in zip(keep, decoded.ok) if ok])
+        x, labels, paths = lab_cells(base / held, COMMON_FIVE, cfg.img_size, cfg.framing)
         probs, stats = clf.predict_arrays(x, tta=True), surroundings_stats(paths)
         rng = np.random.default_rng(1)
         row = {"variant": args.variant, "held_out": held, "threshold": check["colour"]["threshold"],

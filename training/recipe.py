@@ -72,14 +72,20 @@ def source_rows(paths: list, source: str) -> list[int]:
     return [i for i, p in enumerate(paths) if f"/{source}/" in Path(p).as_posix()]
 
 
-def lab_arrays(folder: Path, classes: list[str], size: int, framing: str = "as_is") -> tuple[np.ndarray, np.ndarray]:
+def lab_cells(folder: Path, classes: list[str], size: int, framing: str = "as_is") -> tuple[np.ndarray, np.ndarray, list]:
     """Every readable image of a labelled folder whose class the model knows,
-    decoded as the model sees it, with its label as an index into ``classes``."""
+    decoded as the model sees it, with its label as an index into ``classes``
+    and its path."""
     found = scan_labeled(folder)
     decoded = decode_images(found.paths, size, framing=framing)
     names = [found.classes[i] for i in found.labels]
     keep = [i for i, ok in enumerate(decoded.ok) if ok and names[i] in classes]
-    return decoded.pixels[keep], np.asarray([classes.index(names[i]) for i in keep])
+    return decoded.pixels[keep], np.asarray([classes.index(names[i]) for i in keep]), [found.paths[i] for i in keep]
+
+
+def lab_arrays(folder: Path, classes: list[str], size: int, framing: str = "as_is") -> tuple[np.ndarray, np.ndarray]:
+    """:func:`lab_cells` without the paths."""
+    return lab_cells(folder, classes, size, framing)[:2]
 
 
 def _per_source_test(clf: Classifier, data, sources: list[str], run_dir: Path) -> dict:

@@ -117,7 +117,7 @@ def reference_from(train_stats: np.ndarray, train_sources: Sequence[str], train_
               for rows in labs for pick in _skewed_folders(val_labels[rows], FOLDER_CELLS, rng, DRAWS // len(labs))]
     return {"folder_cells": FOLDER_CELLS, "quantile": QUANTILE,
             "colour": {"references": references, "threshold": round(float(np.quantile(colour, 1 - QUANTILE)), 4),
-                       "view": SURROUNDINGS, "view_side": STAIN_SIDE, "per_class": True},
+                       "view": SURROUNDINGS, "view_side": STAIN_SIDE},
             "set_on": f"folders of {FOLDER_CELLS} of one lab's validation cells, in random class mixes"}
 
 

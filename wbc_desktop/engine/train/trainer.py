@@ -202,8 +202,8 @@ def train(
             initial_epoch = 0
             write_text(files.config, json.dumps({"config": config.to_dict(), "classes": data.classes,
                                                  "weights_origin": origin, "architecture": architecture}, indent=1))
-    weights = sample_weights(data.train.y, data.sources_of(data.train), by_class=config.class_weighting,
-                             lab_balance=config.lab_balance)
+    labs = data.sources_of(data.train) if config.lab_balance != "none" else None
+    weights = sample_weights(data.train.y, labs, by_class=config.class_weighting, lab_balance=config.lab_balance)
     folder = RunFolder(run_dir, cancel, patience=config.patience, state=state)
     folder.set_model(model)  # a finished run resumed trains no epoch, but its best weights are still restored
     t0 = time.monotonic()
