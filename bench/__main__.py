@@ -18,13 +18,14 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--json", help="also write the raw figures here")
     args = parser.parse_args()
-    from . import classify_speed, field_speed, memory_finetune, startup
+    from . import calibrate_speed, classify_speed, field_speed, memory_finetune, startup
 
     t0 = time.time()
     speed = classify_speed.run(args.images)
     mem = memory_finetune.run()
     start = startup.run()
     fields = field_speed.run()
+    cal = calibrate_speed.run()
     peak = speed["matmul_peak_gflops"]
     lines = ["| measure | value | ratio / goal |", "|---|---|---|"]
     for m in speed["models"]:
@@ -57,12 +58,21 @@ def main() -> None:
         f"| field photos end to end, 4 views ({fields['cells_per_photo']:.1f} cells a photo) | "
         f"{fields['e2e_tta_cps']:.1f} cells/s | {fields['e2e_tta_cps'] / fields['bare_tta_cps']:.2f}x the bare 4-view "
         "forward pass on the same cells |",
+        f"| calibrate to a lab, 5 cells per class, own features only | {cal['own_calibrate_s']:.0f} s | goal <= 120 s |",
+        f"| calibrate to a lab, 5 cells per class, own and generic features (the default) | "
+        f"{cal['generic_calibrate_s']:.0f} s | goal <= 120 s |",
+        f"| lab model classifying, 4 views: own features only | {cal['own_tta_ips']:.1f} img/s | "
+        f"{cal['own_tta_ips'] / cal['base_tta_ips']:.2f}x its base model |",
+        f"| lab model classifying, 4 views: own and generic features | {cal['generic_tta_ips']:.1f} img/s | "
+        f"{cal['generic_tta_ips'] / cal['base_tta_ips']:.2f}x its base model |",
+        f"| peak memory, calibrating twice and classifying {cal['n_images']} images with each lab model | "
+        f"{cal['peak_mb']:.0f} MB | goal < 1536 MB |",
     ]
     print("\n".join(lines))
     print(f"\n(bench took {time.time() - t0:.0f} s)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"speed": speed, "memory": mem, "startup": start, "fields": fields}, f, indent=1)
+            json.dump({"speed": speed, "memory": mem, "startup": start, "fields": fields, "calibrate": cal}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -27,9 +27,11 @@ def lab(tmp_path_factory):
     return _tinted_lab(root / "labelled", 6, 21), _tinted_lab(root / "rest", 20, 22)
 
 
-def test_calibrated_model_matches_its_numpy_twin_and_keeps_unlabelled_classes(trained_model_path, lab):
+@pytest.mark.parametrize("generic", [False, True], ids=["own features", "own and generic features"])
+def test_calibrated_model_matches_its_numpy_twin_and_keeps_unlabelled_classes(trained_model_path, lab, generic):
     from wbc_desktop.engine.data.dataset import decode_images, scan_labeled
     from wbc_desktop.engine.infer.classify import Classifier
+    from wbc_desktop.engine.models.generic_features import load_generic_extractor
     from wbc_desktop.engine.train.calibrate import calibrate, fit_head, lab_features, predict
 
     base = Classifier.open(trained_model_path)
@@ -38,8 +40,9 @@ def test_calibrated_model_matches_its_numpy_twin_and_keeps_unlabelled_classes(tr
     paths = [data.paths[i] for i in keep]
     names = [data.classes[data.labels[i]] for i in keep]
     pixels = decode_images(paths, base.size).pixels
-    result = calibrate(base, paths, names, pixels, np.arange(len(paths)), method="logistic")
+    result = calibrate(base, paths, names, pixels, np.arange(len(paths)), method="logistic", generic=generic)
     assert result.labelled_classes == ["neutrophil", "eosinophil"]
+    assert ("ImageNet" in result.card["calibration"]["features"]) == generic
     assert result.card["calibration"]["classes_kept_from_base"] == ["lymphocyte"]
     test = decode_images(scan_labeled(lab[1]).paths, base.size).pixels[:24]
     ours = Classifier(result.model, result.card).predict_arrays(test, tta=True)
@@ -47,11 +50,22 @@ def test_calibrated_model_matches_its_numpy_twin_and_keeps_unlabelled_classes(tr
     before = base.predict_arrays(test, tta=True)
     lymph = base.classes.index("lymphocyte")
     np.testing.assert_allclose(ours[:, lymph], before[:, lymph], atol=1e-5)  # the base model's answer, untouched
-    feats = lab_features(base.model, pixels)
+    extractor = load_generic_extractor() if generic else None
+    feats = lab_features(base.model, pixels, extractor=extractor)
+    assert feats.feats.shape[-1] == base.model.get_layer("features").output.shape[-1] + (1280 if generic else 0)
     local = np.asarray([["neutrophil", "eosinophil"].index(n) for n in names])
     head = fit_head("logistic", feats.feats, local, 2)
     idx = [base.classes.index("neutrophil"), base.classes.index("eosinophil")]
-    np.testing.assert_allclose(ours, predict(head, lab_features(base.model, test), idx), atol=1e-4)
+    np.testing.assert_allclose(ours, predict(head, lab_features(base.model, test, extractor=extractor), idx),
+                               atol=1e-4)
+    # calibrating the lab model again starts over from its base: the same cells give the same model,
+    # with one head and one generic extractor, and the card names the first base
+    lab_clf = Classifier(result.model, result.card)
+    again = calibrate(lab_clf, paths, names, pixels, np.arange(len(paths)), method="logistic", generic=generic)
+    assert again.card["calibration"]["base_model"] == base.name and again.card["name"] == result.card["name"]
+    assert sum(layer.name == "lab_head" for layer in again.model.layers) == 1
+    assert sum(layer.name == "imagenet_lite0_features" for layer in again.model.layers) == int(generic)
+    np.testing.assert_allclose(Classifier(again.model, again.card).predict_arrays(test, tta=True), ours, atol=1e-5)
 
 
 def test_wbc_calibrate_improves_a_tinted_lab_and_says_how_sure(trained_model_path, lab, tmp_path, capsys):
@@ -67,6 +81,7 @@ def test_wbc_calibrate_improves_a_tinted_lab_and_says_how_sure(trained_model_pat
     model, card = load_model(out)  # safe mode: standard layers only
     cal = card["calibration"]
     assert cal["method"] == "adabn_logistic" and cal["labelled_cells"] == {c: 6 for c in CLASSES}
+    assert "ImageNet" in cal["features"]  # the shipped generic features join by default
     assert len(cal["labelled_files"]) == 18 and cal["unlabelled_cells"] == 60
     low, high = cal["estimate"]["ci95"]
     assert 0 <= low <= cal["estimate"]["accuracy"] <= high <= 1 and cal["estimate"]["folds"] >= 2

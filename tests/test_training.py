@@ -90,6 +90,9 @@ def test_lab_balance_shares_each_class_between_labs_or_weighs_labs_alike():
     assert w[big].sum() == pytest.approx(w[~big].sum()) == pytest.approx(50.0)
     assert w[big & (y == 1)][0] / w[big & (y == 0)][0] == pytest.approx(plain[y == 1][0] / plain[y == 0][0])
     assert sample_weights(y, labs, by_class=True) == pytest.approx(plain)
+    # half the lab balance: halfway between it and the class weights alone
+    half = sample_weights(y, labs, by_class=True, lab_balance="per_lab", share=0.5)
+    assert half == pytest.approx(0.5 * sample_weights(y, labs, by_class=True, lab_balance="per_lab") + 0.5 * plain)
 
 
 def test_config_validation_lists_every_problem():
@@ -99,6 +102,7 @@ def test_config_validation_lists_every_problem():
     assert TrainConfig().validate() == []
     assert "lab balance must be one of" in TrainConfig(lab_balance="lab").validate()[0]
     assert "needs class weighting" in TrainConfig(lab_balance="per_lab", class_weighting=False).validate()[0]
+    assert "share must lie between 0 and 1" in TrainConfig(lab_balance_share=1.5).validate()[0]
     assert TrainConfig.from_dict(TrainConfig(lr=0.01).to_dict()) == TrainConfig(lr=0.01)
 
 

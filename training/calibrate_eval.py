@@ -87,15 +87,18 @@ def draw(y: np.ndarray, groups: np.ndarray, k: int, rng: np.random.Generator):
     return labelled, rest
 
 
-def evaluate_fold(name: str, run_dirs: list[Path], lab_dir: Path, draws: int, out, methods=METHODS) -> None:
+def evaluate_fold(name: str, run_dirs: list[Path], lab_dir: Path, draws: int, out, methods=METHODS,
+                  extractor=None) -> None:
     model, card = joined_model(run_dirs)
     classes = card["classes"]
     pixels, y, groups = new_lab(lab_dir, classes, card["input_size"], framing_of(card))
     t0 = time.monotonic()
-    plain = lab_features(model, pixels)
-    adapted_model = inference_copy(model, always=True)
-    recalibrate_batchnorm(adapted_model, pixels)  # the lab's own cells, unlabelled: what --unlabelled gives
-    adapted = lab_features(adapted_model, pixels)
+    plain = lab_features(model, pixels, extractor=extractor)
+    adapted = plain
+    if "adabn_logistic" in methods:
+        adapted_model = inference_copy(model, always=True)
+        recalibrate_batchnorm(adapted_model, pixels)  # the lab's own cells, unlabelled: what --unlabelled gives
+        adapted = lab_features(adapted_model, pixels, extractor=extractor)
     feature_seconds = time.monotonic() - t0
     base_acc = float(np.mean(plain.base_probs.mean(axis=0).argmax(axis=1) == y))
     for k in KS:
@@ -125,7 +128,7 @@ def evaluate_fold(name: str, run_dirs: list[Path], lab_dir: Path, draws: int, ou
                 print(json.dumps(row), flush=True)
                 out.write(json.dumps(row) + "\n")
                 out.flush()
-    print(f"{name}: base accuracy on the whole lab {base_acc:.3f}; features (4 views, plain and AdaBN) "
+    print(f"{name}: base accuracy on the whole lab {base_acc:.3f}; features (4 views) "
           f"{feature_seconds:.0f} s for {len(y)} cells", flush=True)
 
 
@@ -156,6 +159,9 @@ def main() -> int:
     parser.add_argument("--labs", nargs="*", default=["bccd", "tecom", "lisc", "pbc"])
     parser.add_argument("--draws", type=int, default=5)
     parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--generic", action="store_true",
+                        help="the shipped generic ImageNet features beside the model's own (what wbc calibrate "
+                             "does by default); runs are named <variant>+imagenet")
     parser.add_argument("--runs", default=str(ROOT / "training" / "runs"))
     parser.add_argument("--datasets", default=str(ROOT / ".." / "shared" / "datasets"))
     parser.add_argument("--table", action="store_true")
@@ -163,13 +169,20 @@ def main() -> int:
     runs = Path(args.runs)
     results = runs / RESULTS
     if not args.table:
+        extractor = None
+        if args.generic:
+            from wbc_desktop.engine.models.generic_features import load_generic_extractor
+            extractor = load_generic_extractor()
+            if extractor is None:
+                parser.error("no generic feature extractor: build it with training/generic_features.py")
         with open(results, "a") as out:
             for variant in args.variants:
                 for lab in args.labs:
                     run_dirs = [runs / f"crosslab_{member}_{lab}" for member in variant.split("+")]
                     if all(RunLayout(run).best_weights.exists() for run in run_dirs):
-                        evaluate_fold(f"crosslab_{variant}_{lab}", run_dirs, Path(args.datasets).resolve() / lab,
-                                      args.draws, out, args.methods)
+                        suffix = "+imagenet" if extractor is not None else ""
+                        evaluate_fold(f"crosslab_{variant}{suffix}_{lab}", run_dirs,
+                                      Path(args.datasets).resolve() / lab, args.draws, out, args.methods, extractor)
     rows = [json.loads(line) for line in results.read_text().splitlines()] if results.exists() else []
     print(table(rows))
     return 0

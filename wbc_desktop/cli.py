@@ -205,7 +205,7 @@ def cmd_calibrate(args) -> int:
     clf = Classifier.open(_default_model(args.model))
     t0 = time.monotonic()
     result = calibrate_folder(clf, args.labelled, unlabelled=args.unlabelled or (), method=args.method,
-                              group_by=args.group_by, progress=ProgressPrinter())
+                              group_by=args.group_by, generic=not args.own_features_only, progress=ProgressPrinter())
     for e in result.extra["unreadable"]:
         print(f"warning: skipped {e.path}: {e.reason}", file=sys.stderr)
     est = result.estimate
@@ -351,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
                    help=f"how to adapt (default {DEFAULT_METHOD}: the best on the k-shot protocol, training/RESULTS.md)")
     p.add_argument("--group-by", help="regex on file names: cells of one source image (one smear photo)")
+    p.add_argument("--own-features-only", action="store_true",
+                   help="fit on the base model's features alone, not also on the shipped generic ImageNet features "
+                        "(a smaller, faster lab model; less accurate on the k-shot protocol)")
     p.add_argument("--name", help="model name shown in the app")
     p.add_argument("--out", required=True, help="the calibrated model file to write (.keras)")
     p.set_defaults(func=cmd_calibrate)

@@ -109,7 +109,8 @@ class CalibrationFlow(QObject):
                 f"{est['ci95'][0]:.0%}-{est['ci95'][1]:.0%}, cross-validated on your {est['n']} labelled cells "
                 f"in {est['folds']} folds).</p><p>Labelled: "
                 + ", ".join(f"{html.escape(c)} {n}" for c, n in cal["labelled_cells"].items())
-                + f". Classes left as the base model sees them: {html.escape(kept)}.</p>"
+                + f". Classes left as the base model sees them: {html.escape(kept)}. "
+                f"Fitted on {html.escape(cal['features'])}.</p>"
                 "<p>How the count of this folder changes (reviewed cells keep your labels):</p>"
                 "<table border='1' cellspacing='0' cellpadding='3'><tr><th>class</th><th>base model</th>"
                 f"<th>lab model</th></tr>{rows}<tr><td><b>Total WBC</b></td><td align='right'>{before['total']}</td>"

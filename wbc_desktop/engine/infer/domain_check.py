@@ -141,11 +141,13 @@ def with_lab(check: dict | None, stats: np.ndarray, labels: np.ndarray, n_classe
     """A model calibrated to a lab has seen that lab's stain: its cells
     (``labels``: class index, -1 for the unlabelled ones) join the colour
     references, so the lab's own folders stop raising the warning that told
-    the user to calibrate."""
+    the user to calibrate. Calibrating a lab model again replaces its lab's
+    reference (same ``source``) instead of adding a second one."""
     if not check or "colour" not in check or len(stats) == 0:
         return check
     reference = _reference(stats, np.asarray(labels), n_classes, source)
-    colour = dict(check["colour"], references=check["colour"]["references"] + [reference])
+    others = [r for r in check["colour"]["references"] if r.get("source") != source]
+    colour = dict(check["colour"], references=others + [reference])
     return dict(check, colour=colour)
 
 

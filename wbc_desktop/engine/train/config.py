@@ -44,6 +44,8 @@ class TrainConfig:
                             "that a class is not learnt as the look of the lab that holds most of it; per_lab, "
                             "every lab the same total, every class within it; lab_total, every lab the same "
                             "total, its classes weighed as the class weights weigh them", LAB_BALANCE)
+    lab_balance_share: float = _opt(1.0, "how much of each image's loss weight follows the lab balance; the "
+                                         "rest follows the class weights alone")
     patience: int = _opt(6, "early stopping: epochs without validation improvement")
     norm: str = _opt("batch", "normalisation layers of the compact model", NORMS)
     width: int = _opt(32, "compact: filters of the first stage")
@@ -93,6 +95,8 @@ class TrainConfig:
             problems.append(f"lab balance must be one of {', '.join(LAB_BALANCE)}")
         elif self.lab_balance != "none" and not self.class_weighting:
             problems.append("balancing labs needs class weighting: it shares each class's weight between labs")
+        if not 0.0 <= self.lab_balance_share <= 1.0:
+            problems.append("the lab balance's share must lie between 0 and 1")
         if self.colour_space not in COLOUR_SPACES:
             problems.append(f"colour space must be one of {', '.join(COLOUR_SPACES)}")
         if self.group_by:

@@ -109,7 +109,8 @@ def _equal_shares(keys: np.ndarray) -> np.ndarray:
     return 1.0 / (len(names) * counts[index])
 
 
-def sample_weights(y: np.ndarray, labs: list[str] | None, *, by_class: bool, lab_balance: str = "none") -> np.ndarray:
+def sample_weights(y: np.ndarray, labs: list[str] | None, *, by_class: bool, lab_balance: str = "none",
+                   share: float = 1.0) -> np.ndarray:
     """Loss weight per training image, 1 on average before the cap.
 
     ``by_class``: every class the same total weight. ``lab_balance``
@@ -117,7 +118,10 @@ def sample_weights(y: np.ndarray, labs: list[str] | None, *, by_class: bool, lab
     lab that holds it the same share; "per_lab": every lab the same total
     weight, and within a lab every class; "lab_total": every lab the same
     total weight, its classes weighed against each other as the class
-    weights weigh them (a lab's own class priors stay). Capped, because
+    weights weigh them (a lab's own class priors stay). ``share``: the
+    part of each weight that follows the lab balance, the rest following
+    the class weights alone (a lab holding a class alone then keeps some of
+    its weight on the classes it shares). Capped, because
     'balanced' gives a class (or a lab's class) of one image a weight of
     hundreds, and a few such gradients knock the whole model about."""
     y = np.asarray(y)
@@ -133,6 +137,8 @@ def sample_weights(y: np.ndarray, labs: list[str] | None, *, by_class: bool, lab
     if lab_balance == "lab_total":
         names, index = np.unique(labs_, return_inverse=True)
         w *= len(y) / (len(names) * np.bincount(index, weights=w)[index])
+    if lab_balance != "none" and share < 1.0:
+        w = share * w + (1.0 - share) * sample_weights(y, None, by_class=by_class)
     return np.minimum(w, MAX_CLASS_WEIGHT).astype(np.float32)
 
 
@@ -203,7 +209,8 @@ def train(
             write_text(files.config, json.dumps({"config": config.to_dict(), "classes": data.classes,
                                                  "weights_origin": origin, "architecture": architecture}, indent=1))
     labs = data.sources_of(data.train) if config.lab_balance != "none" else None
-    weights = sample_weights(data.train.y, labs, by_class=config.class_weighting, lab_balance=config.lab_balance)
+    weights = sample_weights(data.train.y, labs, by_class=config.class_weighting, lab_balance=config.lab_balance,
+                             share=config.lab_balance_share)
     folder = RunFolder(run_dir, cancel, patience=config.patience, state=state)
     folder.set_model(model)  # a finished run resumed trains no epoch, but its best weights are still restored
     t0 = time.monotonic()

@@ -1,0 +1,38 @@
+"""Calibrating to a lab: how long ``wbc calibrate`` takes on 5 labelled
+cells per class (goal: 2 minutes), and how fast the lab model it writes
+classifies compared with its base model, with and without the generic
+ImageNet features beside the model's own."""
+
+from __future__ import annotations
+
+from .common import run_child
+
+CODE = """
+import tempfile, time
+from pathlib import Path
+from bench.common import make_jpegs
+from wbc_desktop import paths
+from wbc_desktop.engine.infer.classify import Classifier
+from wbc_desktop.engine.train.calibrate import calibrate_folder
+work = Path(tempfile.mkdtemp(prefix='wbc-bench-calibrate-'))
+base = Classifier.open(paths.default_model_path())
+for i, c in enumerate(base.classes):
+    make_jpegs(work / 'labelled' / c, PER_CLASS, seed=10 + i, nucleus=0.3 + 0.05 * i)
+files = make_jpegs(work / 'folder', N_IMAGES, seed=99)
+RESULT['n_images'] = N_IMAGES
+def classify_ips(clf):
+    list(clf.classify(files[:32], tta=True))  # trace once
+    t0 = time.perf_counter()
+    list(clf.classify(files, tta=True))
+    return len(files) / (time.perf_counter() - t0)
+RESULT['base_tta_ips'] = classify_ips(base)
+for name, generic in (('own', False), ('generic', True)):
+    t0 = time.perf_counter()
+    cal = calibrate_folder(base, work / 'labelled', generic=generic)
+    RESULT[name + '_calibrate_s'] = time.perf_counter() - t0
+    RESULT[name + '_tta_ips'] = classify_ips(Classifier(cal.model, cal.card))
+"""
+
+
+def run(n_images: int = 300, per_class: int = 5) -> dict:
+    return run_child(f"PER_CLASS, N_IMAGES = {per_class}, {n_images}\n" + CODE)
