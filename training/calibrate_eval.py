@@ -1,7 +1,8 @@
 """The k-shot calibration protocol: how well does ``wbc calibrate`` adapt a
 model to a lab it never saw, and is its own estimate honest?
 
-    python training/calibrate_eval.py [--variants compact lite0_128] [--draws 5]
+    python training/calibrate_eval.py [--variants compact lite0_128] [--draws 5] [--methods logistic]
+    python training/calibrate_eval.py --variants A+B+C --generic   # with the generic ImageNet features, as wbc calibrate
     python training/calibrate_eval.py --table
 
 For each leave-one-lab-out model of ``training/crosslab.py`` (variant x

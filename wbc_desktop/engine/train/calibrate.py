@@ -85,8 +85,7 @@ def lab_features(model, pixels: np.ndarray, batch_size: int = 32, cancel: Cancel
 
     from ..infer.classify import tta_views
 
-    outputs = [model.get_layer("features").output, model.output]
-    both = keras.Model(model.input, outputs)
+    both = keras.Model(model.input, [model.get_layer("features").output, model.output])
     feats, probs = [], []
     for start in range(0, len(pixels), batch_size):
         if cancel is not None:
