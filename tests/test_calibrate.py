@@ -156,6 +156,11 @@ def test_app_proposes_cells_calibrates_and_uses_the_lab_model(qtbot, settings, t
     assert "Estimated accuracy on this lab's other cells" in text and "base model" in text and "lab model" in text
     qtbot.waitUntil(lambda: window.classifier is not None and "calibrated" in window.classifier.name, timeout=60000)
     assert "calibration" in window.classifier.card
+    from wbc_desktop.gui.dialogs import card_html
+
+    card_text = card_html(window.classifier.card)  # the models page and About show where a lab model comes from
+    assert "Calibrated to a lab" in card_text and "Estimated accuracy on the lab's other cells" in card_text
+    assert "ImageNet" in card_text
     assert session.model_name == window.classifier.name
     assert correct() >= before and correct() >= 0.8 * len(session.items)
     assert window.model_combo.findText(window.classifier.name) >= 0  # the lab model is in the list ...

