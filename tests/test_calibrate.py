@@ -78,6 +78,7 @@ def test_wbc_calibrate_improves_a_tinted_lab_and_says_how_sure(trained_model_pat
                  "--unlabelled", str(lab[1]), "--method", "adabn_logistic"])
     printed = capsys.readouterr()
     assert code == 0 and "estimated accuracy on this lab's other cells" in printed.out
+    assert "generic image features" in printed.err  # the user is told what the head was fitted on
     model, card = load_model(out)  # safe mode: standard layers only
     cal = card["calibration"]
     assert cal["method"] == "adabn_logistic" and cal["labelled_cells"] == {c: 6 for c in CLASSES}

@@ -214,7 +214,8 @@ def cmd_calibrate(args) -> int:
     save_model(result.model, result.card, out)
     kept = ", ".join(cal["classes_kept_from_base"]) or "none"
     print(f"calibrated {clf.name} on {est['n']} labelled cells ({', '.join(f'{c} {n}' for c, n in cal['labelled_cells'].items())}) "
-          f"by {args.method} in {time.monotonic() - t0:.0f} s; classes kept from the base model: {kept}", file=sys.stderr)
+          f"by {args.method} on {cal['features']} in {time.monotonic() - t0:.0f} s; classes kept from the base model: "
+          f"{kept}", file=sys.stderr)
     print(f"estimated accuracy on this lab's other cells: {est['accuracy']:.1%} "
           f"(95 % interval {est['ci95'][0]:.1%}-{est['ci95'][1]:.1%}, {est['folds']}-fold cross-validation)")
     print(f"saved {out}", file=sys.stderr)
