@@ -176,12 +176,12 @@ def main() -> int:
             extractor = load_generic_extractor()
             if extractor is None:
                 parser.error("no generic feature extractor: build it with training/generic_features.py")
+        suffix = "+imagenet" if extractor is not None else ""
         with open(results, "a") as out:
             for variant in args.variants:
                 for lab in args.labs:
                     run_dirs = [runs / f"crosslab_{member}_{lab}" for member in variant.split("+")]
                     if all(RunLayout(run).best_weights.exists() for run in run_dirs):
-                        suffix = "+imagenet" if extractor is not None else ""
                         evaluate_fold(f"crosslab_{variant}{suffix}_{lab}", run_dirs,
                                       Path(args.datasets).resolve() / lab, args.draws, out, args.methods, extractor)
     rows = [json.loads(line) for line in results.read_text().splitlines()] if results.exists() else []

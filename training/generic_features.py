@@ -36,7 +36,7 @@ def main() -> int:
     with atomic_path(out) as tmp:
         model.save(tmp)
         probe = np.random.default_rng(0).integers(0, 256, (2, 96, 96, 3)).astype(np.float32)
-        np.testing.assert_allclose(np.asarray(load_generic_extractor.__wrapped__(tmp)(probe)),
+        np.testing.assert_allclose(np.asarray(load_generic_extractor(tmp)(probe)),
                                    np.asarray(model(probe)), rtol=1e-4, atol=1e-4)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
     return 0
