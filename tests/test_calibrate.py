@@ -168,6 +168,19 @@ def test_app_proposes_cells_calibrates_and_uses_the_lab_model(qtbot, settings, t
     assert window.model_combo.count() >= 3  # ... beside the base model, one click away
 
 
+def test_calibration_result_warns_of_kept_classes_the_lab_model_still_calls():
+    """A lab that labelled no erythroblast still gets the base model's
+    erythroblast calls (on unseen labs often lymphocytes): the result says
+    which kept classes this folder's cells were called, and how many."""
+    from wbc_desktop.gui.calibration_flow import kept_class_caution
+
+    text = kept_class_caution(["ig", "erythroblast", "platelet"], {"lymphocyte": 40, "erythroblast": 12, "ig": 0})
+    assert "erythroblast (12)" in text and "ig (" not in text and "platelet" not in text
+    assert "label a few and calibrate again" in text
+    assert kept_class_caution(["ig", "erythroblast"], {"lymphocyte": 40, "neutrophil": 9}) == ""
+    assert kept_class_caution([], {"lymphocyte": 40}) == ""
+
+
 def test_folder_warning_fires_on_another_stain_and_not_on_the_own_lab_in_any_class_mix():
     from wbc_desktop.engine.infer.domain_check import colour_distance, colour_stats, reference_from, unlike_training
 

@@ -61,9 +61,11 @@ def test_port_reproduces_the_imagenet_prediction(weights_file):
     assert probs[MILITARY_UNIFORM] > 0.3
 
 
-def test_wbc_model_from_imagenet_saves_loads_and_freezes(weights_file, tmp_path):
-    model, origin = build_efficientnet_lite0(5, 96, weights="imagenet")
+@pytest.mark.parametrize("colour_space", ["rgb", "reinhard"])
+def test_wbc_model_from_imagenet_saves_loads_and_freezes(weights_file, tmp_path, colour_space):
+    model, origin = build_efficientnet_lite0(5, 96, weights="imagenet", colour_space=colour_space)
     assert "ImageNet" in origin and model.output_shape == (None, 5)
+    assert ("reinhard_transfer" in [la.name for la in model.layers]) == (colour_space == "reinhard")
     stem = model.get_layer("conv1_stem_conv").get_weights()[0]
     np.testing.assert_array_equal(stem, read_state_dict(weights_file)["_conv_stem.weight"].transpose(2, 3, 1, 0))
     apply_freeze(model, "conv3")

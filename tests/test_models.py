@@ -142,3 +142,32 @@ def test_mixstyle_mixes_feature_statistics_in_training_only(tmp_path):
     loaded = keras.saving.load_model(tmp_path / "mix.keras", compile=False, safe_mode=True)
     batch = rng.integers(0, 256, (2, 32, 32, 3)).astype(np.float32)
     np.testing.assert_allclose(loaded.predict(batch, verbose=0), model.predict(batch, verbose=0), atol=1e-6)
+
+
+def test_reinhard_transfer_puts_any_stain_onto_the_reference(tmp_path):
+    """Two stains of one cell (a tint, a weaker contrast) come out alike and
+    with the reference's l-alpha-beta statistics; a grey image stays without
+    colour; and a model that uses the layer loads in the app's safe mode."""
+    from wbc_desktop.engine.models.builders import LabColourSpace, ReinhardTransfer
+
+    rng = np.random.default_rng(1)
+    cell = rng.uniform(60, 220, (1, 24, 24, 3)).astype(np.float32)
+    m = LabColourSpace._RGB_TO_LMS
+    other_lab = (cell @ m.T * np.array([0.9, 1.0, 1.3], np.float32)) @ np.linalg.inv(m).T
+    other_lab = 0.5 * other_lab + 0.5 * other_lab.mean(axis=(1, 2), keepdims=True)  # washed out
+    out, out_other = (np.asarray(ReinhardTransfer()(v)) for v in (cell, other_lab))
+    before, after = np.abs(cell - other_lab).mean(), np.abs(out - out_other).mean()
+    assert before > 10 and after < before / 5
+    lab = np.asarray(LabColourSpace()(out))[0]
+    np.testing.assert_allclose(lab.mean(axis=(0, 1)), ReinhardTransfer.REFERENCE_MEAN, atol=0.05)  # up to clipping at 255
+    np.testing.assert_allclose(lab[..., 0].std(), ReinhardTransfer.REFERENCE_STD[0], rtol=0.15)
+
+    grey = np.repeat(cell[..., :1], 3, axis=-1)
+    grey_out = np.asarray(ReinhardTransfer()(grey))
+    assert np.asarray(LabColourSpace()(grey_out))[0, ..., 1:].std(axis=(0, 1)).max() < 0.01
+
+    model = build_compact(8, 32, colour_space="reinhard")
+    model.save(tmp_path / "reinhard.keras")
+    loaded = keras.saving.load_model(tmp_path / "reinhard.keras", compile=False, safe_mode=True)
+    batch = rng.integers(0, 256, (2, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(loaded.predict(batch, verbose=0), model.predict(batch, verbose=0), atol=1e-6)

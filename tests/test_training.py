@@ -90,6 +90,20 @@ def test_lab_balance_shares_each_class_between_labs_or_weighs_labs_alike():
     assert w[big].sum() == pytest.approx(w[~big].sum()) == pytest.approx(50.0)
     assert w[big & (y == 1)][0] / w[big & (y == 0)][0] == pytest.approx(plain[y == 1][0] / plain[y == 0][0])
     assert sample_weights(y, labs, by_class=True) == pytest.approx(plain)
+    # shared classes: class 2 only the big lab holds; it is scaled as the big lab's shared classes are
+    y = np.array([0] * 80 + [1] * 20 + [2] * 10)
+    labs = ["big"] * 70 + ["small"] * 10 + ["big"] * 10 + ["small"] * 10 + ["big"] * 10
+    w = sample_weights(y, labs, by_class=True, lab_balance="shared_classes")
+    plain = sample_weights(y, None, by_class=True)
+    big = np.array(labs) == "big"
+    for c in (0, 1):
+        assert w[big & (y == c)].sum() == pytest.approx(w[~big & (y == c)].sum())
+    big_shared = big & (y < 2)
+    assert w[y == 2][0] / plain[y == 2][0] == pytest.approx(w[big_shared].sum() / plain[big_shared].sum())
+    assert w.mean() == pytest.approx(1.0)
+    per_class = sample_weights(y, labs, by_class=True, lab_balance="per_class")
+    own_to_shared = lambda v: v[y == 2].sum() / v[big_shared].sum()  # noqa: E731
+    assert own_to_shared(w) == pytest.approx(own_to_shared(plain)) and own_to_shared(per_class) > own_to_shared(w)
     # half the lab balance: halfway between it and the class weights alone
     half = sample_weights(y, labs, by_class=True, lab_balance="per_lab", share=0.5)
     assert half == pytest.approx(0.5 * sample_weights(y, labs, by_class=True, lab_balance="per_lab") + 0.5 * plain)

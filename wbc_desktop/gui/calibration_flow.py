@@ -25,6 +25,20 @@ from .review_page import ReviewPage
 from .workers import Worker
 
 
+def kept_class_caution(kept: list[str], called: dict[str, int]) -> str:
+    """Why the lab model may still be wrong where no label reached: on labs
+    the model never saw, up to a fifth of the cells were called a class only
+    the training lab holds (training/RESULTS.md), and calibration leaves the
+    classes without labels as the base model answers them."""
+    listed = ", ".join(f"{html.escape(c)} ({called[c]})" for c in kept if called.get(c))
+    if not listed:
+        return ""
+    return ("<p><b>Check the classes you labelled no cells of.</b> The lab model still calls some of this folder's "
+            f"cells {listed}: for these classes it keeps the base model's answers. On labs the model never saw, up "
+            "to a fifth of the cells were wrongly called a class like these. Review them; if your lab has such "
+            "cells, label a few and calibrate again.</p>")
+
+
 class CalibrationResultDialog(QDialog):
     def __init__(self, html_text: str, parent=None):
         super().__init__(parent)
@@ -100,7 +114,9 @@ class CalibrationFlow(QObject):
     def _show(self, result, before: dict) -> None:
         calibration, predictions = result
         self.last = (calibration, predictions, before)
-        after = self._with_predictions(copy.deepcopy(self.state.session), predictions, calibration).differential()
+        after_session = self._with_predictions(copy.deepcopy(self.state.session), predictions, calibration)
+        after = after_session.differential()
+        called = Counter(it.final_label for it in after_session.items if it.error is None)
         est, cal = calibration.estimate, calibration.card["calibration"]
         rows = "".join(f"<tr><td>{html.escape(c)}</td><td align='right'>{before['counts'][c]}</td>"
                        f"<td align='right'>{after['counts'][c]}</td></tr>" for c in before["counts"])
@@ -115,7 +131,8 @@ class CalibrationFlow(QObject):
                 "<table border='1' cellspacing='0' cellpadding='3'><tr><th>class</th><th>base model</th>"
                 f"<th>lab model</th></tr>{rows}<tr><td><b>Total WBC</b></td><td align='right'>{before['total']}</td>"
                 f"<td align='right'>{after['total']}</td></tr></table>"
-                "<p>The base model stays in the model list, one click away.</p>")
+                + kept_class_caution(cal["classes_kept_from_base"], called)
+                + "<p>The base model stays in the model list, one click away.</p>")
         if CalibrationResultDialog(text, self.parent_widget).exec():
             self.use(calibration, predictions)
         else:

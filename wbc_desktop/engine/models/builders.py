@@ -57,6 +57,31 @@ class LabColourSpace(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="wbc_desktop")
+class ReinhardTransfer(layers.Layer):
+    """RGB (0-255) to RGB whose l-alpha-beta mean and spread, per image, are
+    a reference stain's (Reinhard et al. 2001). An ImageNet backbone needs
+    RGB, so it cannot take :class:`LabColourSpace` standardised as the
+    compact model does; this gives it the same removal of a lab's tint,
+    strength and contrast, then shows it cells in one reference look. The
+    reference is PBC's (the mean of 400 cells' per-image statistics, cut
+    cell-tight). A channel with almost no spread (a grey image's colour)
+    is not blown up: it becomes the reference's mean."""
+
+    REFERENCE_MEAN = (-0.707, -0.038, 0.028)
+    REFERENCE_STD = (0.625, 0.232, 0.0153)
+    FLOOR = 0.01
+
+    def call(self, x):
+        lab = LabColourSpace()(x)
+        mean = ops.mean(lab, axis=(1, 2), keepdims=True)
+        std = ops.std(lab, axis=(1, 2), keepdims=True)
+        lab = (lab - mean) / (std + self.FLOOR) * np.float32(self.REFERENCE_STD) + np.float32(self.REFERENCE_MEAN)
+        log_lms = ops.matmul(lab, np.linalg.inv(LabColourSpace._LOG_LMS_TO_LAB).T.astype(np.float32))
+        rgb = ops.matmul(ops.exp(log_lms), np.linalg.inv(LabColourSpace._RGB_TO_LMS).T.astype(np.float32))
+        return ops.clip(rgb * 255.0, 0.0, 255.0)
+
+
+@keras.saving.register_keras_serializable(package="wbc_desktop")
 class MixStyle(layers.Layer):
     """In training, with probability ``p`` an image's feature statistics
     (per-channel mean and spread) are mixed with another image's of the
@@ -99,6 +124,8 @@ def build_compact(num_classes: int, img_size: int, norm: str = "batch", width: i
     inputs = keras.Input((img_size, img_size, 3), name="image")
     if colour_space == "lab":
         x = LabColourSpace(name="lab_colour_space")(inputs)
+    elif colour_space == "reinhard":
+        x = layers.Rescaling(1 / 255.0, name="rescale")(ReinhardTransfer(name="reinhard_transfer")(inputs))
     else:
         x = layers.Rescaling(1 / 255.0, name="rescale")(inputs)
     x = layers.LayerNormalization(axis=(1, 2), center=False, scale=False, epsilon=1e-3, name="per_image_standardise")(x)

@@ -19,7 +19,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from .builders import classification_head
+from .builders import ReinhardTransfer, classification_head
 from .weights import find_lite0_weights
 from .torch_weights import read_state_dict
 
@@ -39,11 +39,14 @@ def _conv_bn(x, filters: int, kernel: int, stride: int, name: str, act: bool = T
     return layers.ReLU(6.0, name=f"{name}_relu6")(x) if act else x
 
 
-def lite0_backbone(img_size: int) -> tuple[keras.KerasTensor, keras.KerasTensor, list[str]]:
+def lite0_backbone(img_size: int, colour_space: str = "rgb") -> tuple[keras.KerasTensor, keras.KerasTensor, list[str]]:
     """Input, last feature map, and the layer-name prefixes in PyTorch's
-    block order (how :func:`load_imagenet_weights` pairs the weights)."""
+    block order (how :func:`load_imagenet_weights` pairs the weights).
+    ``colour_space`` "reinhard" puts each cell onto a reference stain first
+    (:class:`~.builders.ReinhardTransfer`); any other value: RGB as is."""
     inputs = keras.Input((img_size, img_size, 3), name="image")
-    x = layers.Rescaling(1 / 128.0, offset=-127 / 128.0, name="imagenet_scale")(inputs)
+    x = ReinhardTransfer(name="reinhard_transfer")(inputs) if colour_space == "reinhard" else inputs
+    x = layers.Rescaling(1 / 128.0, offset=-127 / 128.0, name="imagenet_scale")(x)
     x = _conv_bn(x, 32, 3, 2, "conv1_stem")
     blocks, channels = [], 32
     for group, (expand, kernel, stride, out, repeats) in enumerate(_BLOCKS):
@@ -63,11 +66,11 @@ def lite0_backbone(img_size: int) -> tuple[keras.KerasTensor, keras.KerasTensor,
 
 
 def build_efficientnet_lite0(num_classes: int, img_size: int, weights: str | os.PathLike | None = "imagenet",
-                             dropout: float = 0.3) -> tuple[keras.Model, str]:
+                             dropout: float = 0.3, colour_space: str = "rgb") -> tuple[keras.Model, str]:
     """Lite0 with a new WBC head (``features`` / ``predictions``, as every
     model here). ``weights``: 'imagenet' (a local file, see
     :func:`~.weights.find_lite0_weights`), 'none', or the weights file's path."""
-    inputs, features, blocks = lite0_backbone(img_size)
+    inputs, features, blocks = lite0_backbone(img_size, colour_space)
     model = keras.Model(inputs, classification_head(features, num_classes, dropout), name="efficientnet_lite0_wbc")
     if weights in (None, "none"):
         return model, "random initialisation (trained from scratch)"

@@ -14,7 +14,7 @@ from ..locate.framing import FRAMINGS
 from ..models.choices import ARCHITECTURES, COLOUR_SPACES, FREEZE_CHOICES, NORMS
 
 
-LAB_BALANCE = ("none", "per_class", "per_lab", "lab_total")
+LAB_BALANCE = ("none", "per_class", "shared_classes", "per_lab", "lab_total")
 
 
 def _opt(default, help: str, choices: tuple | None = None):
@@ -41,7 +41,9 @@ class TrainConfig:
     label_smoothing: float = _opt(0.05, "label smoothing of the cross-entropy")
     class_weighting: bool = _opt(True, "weigh rare classes up in the loss")
     lab_balance: str = _opt("none", "weigh the source folders (labs) alike: per_class, within each class, so "
-                            "that a class is not learnt as the look of the lab that holds most of it; per_lab, "
+                            "that a class is not learnt as the look of the lab that holds most of it; "
+                            "shared_classes, the same within the classes several labs hold, a class one lab holds "
+                            "alone scaled as that lab's shared ones; per_lab, "
                             "every lab the same total, every class within it; lab_total, every lab the same "
                             "total, its classes weighed as the class weights weigh them", LAB_BALANCE)
     lab_balance_share: float = _opt(1.0, "how much of each image's loss weight follows the lab balance; the "
@@ -49,7 +51,9 @@ class TrainConfig:
     patience: int = _opt(6, "early stopping: epochs without validation improvement")
     norm: str = _opt("batch", "normalisation layers of the compact model", NORMS)
     width: int = _opt(32, "compact: filters of the first stage")
-    colour_space: str = _opt("rgb", "compact: what the input is standardised in (lab: Reinhard's l-alpha-beta)",
+    colour_space: str = _opt("rgb", "compact: what the input is standardised in (lab: Reinhard's l-alpha-beta); "
+                             "any architecture: reinhard, each cell's colours moved onto a reference stain first "
+                             "(efficientnet_lite0 ignores the others)",
                              COLOUR_SPACES)
     mixstyle: float = _opt(0.0, "compact: probability of mixing two images' feature statistics in training "
                            "(MixStyle; 0 = off)")

@@ -59,8 +59,10 @@ def build_model(config: TrainConfig, classes: list[str]) -> tuple[keras.Model, s
         model, origin = build_resnet50(len(classes), config.img_size, config.weights)
         return model, origin, "ResNet50 (keras.applications) + GAP/dropout/softmax head"
     if config.arch == "efficientnet_lite0":
-        model, origin = build_efficientnet_lite0(len(classes), config.img_size, config.weights)
-        return model, origin, "EfficientNet-Lite0 (ReLU6, no squeeze-excite) + GAP/dropout/softmax head"
+        model, origin = build_efficientnet_lite0(len(classes), config.img_size, config.weights,
+                                                 colour_space=config.colour_space)
+        colour = ", cells moved onto a reference stain (Reinhard)" if config.colour_space == "reinhard" else ""
+        return model, origin, f"EfficientNet-Lite0 (ReLU6, no squeeze-excite) + GAP/dropout/softmax head{colour}"
     model = build_compact(len(classes), config.img_size, norm=config.norm, width=config.width,
                           colour_space=config.colour_space, mixstyle=config.mixstyle)
     return model, "random initialisation (trained from scratch)", (
@@ -115,19 +117,29 @@ def sample_weights(y: np.ndarray, labs: list[str] | None, *, by_class: bool, lab
 
     ``by_class``: every class the same total weight. ``lab_balance``
     (``labs``: the lab of each image) "per_class": within a class, every
-    lab that holds it the same share; "per_lab": every lab the same total
-    weight, and within a lab every class; "lab_total": every lab the same
-    total weight, its classes weighed against each other as the class
-    weights weigh them (a lab's own class priors stay). ``share``: the
-    part of each weight that follows the lab balance, the rest following
-    the class weights alone (a lab holding a class alone then keeps some of
-    its weight on the classes it shares). Capped, because
-    'balanced' gives a class (or a lab's class) of one image a weight of
-    hundreds, and a few such gradients knock the whole model about."""
-    y = np.asarray(y)
+    lab that holds it the same share; "shared_classes": the same within the
+    classes several labs hold, while a class one lab holds alone is scaled
+    as that lab's shared classes were, so the lab's own classes keep their
+    weight against its shared ones (balancing per class alone left PBC's
+    ig, erythroblasts and platelets at full weight against its diluted
+    lymphocytes); "per_lab": every lab the same total weight, and within a
+    lab every class; "lab_total": every lab the same total weight, its
+    classes weighed against each other as the class weights weigh them (a
+    lab's own class priors stay). ``share``: the part of each weight that
+    follows the lab balance, the rest following the class weights alone.
+    Capped, because 'balanced' gives a class (or a lab's class) of one
+    image a weight of hundreds, and a few such gradients knock the whole
+    model about."""
+    w = _uncapped_weights(np.asarray(y), np.asarray(labs) if labs is not None else None, by_class, lab_balance)
+    if lab_balance != "none" and share < 1.0:
+        w = share * w + (1.0 - share) * _uncapped_weights(np.asarray(y), None, by_class, "none")
+    return np.minimum(w, MAX_CLASS_WEIGHT).astype(np.float32)
+
+
+def _uncapped_weights(y: np.ndarray, labs: np.ndarray | None, by_class: bool, lab_balance: str) -> np.ndarray:
     none = np.zeros(len(y))
-    labs_ = np.asarray(labs) if labs is not None else none
-    outer, inner = {"none": (y if by_class else none, none), "per_class": (y, labs_),
+    labs_ = labs if labs is not None else none
+    outer, inner = {"none": (y if by_class else none, none), "per_class": (y, labs_), "shared_classes": (y, labs_),
                     "per_lab": (labs_, y), "lab_total": (y, none)}[lab_balance]
     w = np.empty(len(y))
     groups = np.unique(outer)
@@ -137,9 +149,17 @@ def sample_weights(y: np.ndarray, labs: list[str] | None, *, by_class: bool, lab
     if lab_balance == "lab_total":
         names, index = np.unique(labs_, return_inverse=True)
         w *= len(y) / (len(names) * np.bincount(index, weights=w)[index])
-    if lab_balance != "none" and share < 1.0:
-        w = share * w + (1.0 - share) * sample_weights(y, None, by_class=by_class)
-    return np.minimum(w, MAX_CLASS_WEIGHT).astype(np.float32)
+    if lab_balance == "shared_classes":
+        plain = _uncapped_weights(y, None, by_class, "none")
+        shared = {c for c in np.unique(y) if len(np.unique(labs_[y == c])) > 1}
+        is_shared = np.isin(y, list(shared))
+        for lab in np.unique(labs_):
+            mine = labs_ == lab
+            if (mine & is_shared).any() and (mine & ~is_shared).any():
+                scale = w[mine & is_shared].sum() / plain[mine & is_shared].sum()
+                w[mine & ~is_shared] = plain[mine & ~is_shared] * scale
+        w *= len(y) / w.sum()
+    return w
 
 
 def _train_dataset(x: np.ndarray, y: np.ndarray, n_classes: int, config: TrainConfig, sample_w: np.ndarray) -> tf.data.Dataset:
