@@ -17,8 +17,9 @@ held-out score, and so is the score among the labelled classes alone (in
 brackets in the table): the lab holds only the five common classes, and a
 class without labelled cells keeps the base model's answer, so the first
 score also counts the base model's ig, erythroblast and platelet calls;
-the second is what a lab that labels every class it holds would see. A class with too few groups to leave one for scoring keeps
-the base model's answer. pbc as the new lab is a fixed random 1500 of its
+the second is what a lab that labels every class it holds would see. A
+class with too few groups to leave one for scoring keeps the base model's
+answer. pbc as the new lab is a fixed random 1500 of its
 cells of the five common classes. One JSON line per (fold, k, draw,
 method) goes to ``calibrate_eval.jsonl`` in the runs folder.
 """

@@ -52,8 +52,12 @@ class LabColourSpace(layers.Layer):
     _LOG_LMS_TO_LAB = (np.diag([3 ** -0.5, 6 ** -0.5, 2 ** -0.5]) @ np.array([[1, 1, 1], [1, 1, -2], [1, -1, 0]])).astype(np.float32)
 
     def call(self, x):
-        lms = ops.matmul(ops.cast(x, "float32") / 255.0, self._RGB_TO_LMS.T)
-        return ops.matmul(ops.log(ops.maximum(lms, 1e-3)), self._LOG_LMS_TO_LAB.T)
+        return self.to_lab(x)
+
+    @classmethod
+    def to_lab(cls, x):
+        lms = ops.matmul(ops.cast(x, "float32") / 255.0, cls._RGB_TO_LMS.T)
+        return ops.matmul(ops.log(ops.maximum(lms, 1e-3)), cls._LOG_LMS_TO_LAB.T)
 
 
 @keras.saving.register_keras_serializable(package="wbc_desktop")
@@ -70,14 +74,15 @@ class ReinhardTransfer(layers.Layer):
     REFERENCE_MEAN = (-0.707, -0.038, 0.028)
     REFERENCE_STD = (0.625, 0.232, 0.0153)
     FLOOR = 0.01
+    _LAB_TO_LOG_LMS = np.linalg.inv(LabColourSpace._LOG_LMS_TO_LAB).astype(np.float32)
+    _LMS_TO_RGB = np.linalg.inv(LabColourSpace._RGB_TO_LMS).astype(np.float32)
 
     def call(self, x):
-        lab = LabColourSpace()(x)
+        lab = LabColourSpace.to_lab(x)
         mean = ops.mean(lab, axis=(1, 2), keepdims=True)
         std = ops.std(lab, axis=(1, 2), keepdims=True)
         lab = (lab - mean) / (std + self.FLOOR) * np.float32(self.REFERENCE_STD) + np.float32(self.REFERENCE_MEAN)
-        log_lms = ops.matmul(lab, np.linalg.inv(LabColourSpace._LOG_LMS_TO_LAB).T.astype(np.float32))
-        rgb = ops.matmul(ops.exp(log_lms), np.linalg.inv(LabColourSpace._RGB_TO_LMS).T.astype(np.float32))
+        rgb = ops.matmul(ops.exp(ops.matmul(lab, self._LAB_TO_LOG_LMS.T)), self._LMS_TO_RGB.T)
         return ops.clip(rgb * 255.0, 0.0, 255.0)
 
 

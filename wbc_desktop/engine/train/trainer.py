@@ -130,9 +130,10 @@ def sample_weights(y: np.ndarray, labs: list[str] | None, *, by_class: bool, lab
     Capped, because 'balanced' gives a class (or a lab's class) of one
     image a weight of hundreds, and a few such gradients knock the whole
     model about."""
-    w = _uncapped_weights(np.asarray(y), np.asarray(labs) if labs is not None else None, by_class, lab_balance)
+    y = np.asarray(y)
+    w = _uncapped_weights(y, np.asarray(labs) if labs is not None else None, by_class, lab_balance)
     if lab_balance != "none" and share < 1.0:
-        w = share * w + (1.0 - share) * _uncapped_weights(np.asarray(y), None, by_class, "none")
+        w = share * w + (1.0 - share) * _uncapped_weights(y, None, by_class, "none")
     return np.minimum(w, MAX_CLASS_WEIGHT).astype(np.float32)
 
 
