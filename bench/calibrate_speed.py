@@ -20,17 +20,19 @@ for i, c in enumerate(base.classes):
     make_jpegs(work / 'labelled' / c, PER_CLASS, seed=10 + i, nucleus=0.3 + 0.05 * i)
 files = make_jpegs(work / 'folder', N_IMAGES, seed=99)
 RESULT['n_images'] = N_IMAGES
-def classify_ips(clf):
-    list(clf.classify(files[:32], tta=True))  # trace once
+def classify_ips(clf, tta):
+    list(clf.classify(files[:32], tta=tta))  # trace once
     t0 = time.perf_counter()
-    list(clf.classify(files, tta=True))
+    list(clf.classify(files, tta=tta))
     return len(files) / (time.perf_counter() - t0)
-RESULT['base_tta_ips'] = classify_ips(base)
 for name, generic in (('own', False), ('generic', True)):
     t0 = time.perf_counter()
     cal = calibrate_folder(base, work / 'labelled', generic=generic)
     RESULT[name + '_calibrate_s'] = time.perf_counter() - t0
-    RESULT[name + '_tta_ips'] = classify_ips(Classifier(cal.model, cal.card))
+    lab_model = Classifier(cal.model, cal.card)
+    RESULT['views'] = lab_model.default_views
+    RESULT[name + '_ips'] = classify_ips(lab_model, lab_model.default_tta)
+RESULT['base_ips'] = classify_ips(base, RESULT['views'] == 4)  # with the lab models' views, for the ratio
 """
 
 

@@ -74,12 +74,13 @@ def run(n_photos: int = 60) -> dict:
               "peak_mb_decoded_only": run_child(MEMORY.format(path=str(large[0]), localise=False))["peak_mb"]}
     clf = Classifier.open(paths.default_model_path())
     squares = np.stack([s for p in small for _, s, _ in cut_cells(p, clf.size, clf.framing, "fields")])
-    clf.predict_arrays(squares[:32], tta=True)  # trace once
+    result["views"] = clf.default_views  # the model's default, as the app runs it
+    clf.predict_arrays(squares[:32], tta=clf.default_tta)  # trace once
     t0 = time.perf_counter()
-    clf.predict_arrays(squares, tta=True)
-    result["bare_tta_cps"] = len(squares) / (time.perf_counter() - t0)
+    clf.predict_arrays(squares, tta=clf.default_tta)
+    result["bare_cps"] = len(squares) / (time.perf_counter() - t0)
     t0 = time.perf_counter()
-    cells = sum(p.ok for p in clf.classify(small, tta=True, mode="fields"))
-    result["e2e_tta_cps"] = cells / (time.perf_counter() - t0)
+    cells = sum(p.ok for p in clf.classify(small, tta=clf.default_tta, mode="fields"))
+    result["e2e_cps"] = cells / (time.perf_counter() - t0)
     result["cells_per_photo"] = cells / len(small)
     return result

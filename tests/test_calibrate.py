@@ -34,7 +34,8 @@ def test_calibrated_model_matches_its_numpy_twin_and_keeps_unlabelled_classes(tr
     from wbc_desktop.engine.models.generic_features import load_generic_extractor
     from wbc_desktop.engine.train.calibrate import calibrate, fit_head, lab_features, predict
 
-    base = Classifier.open(trained_model_path)
+    opened = Classifier.open(trained_model_path)
+    base = Classifier(opened.model, dict(opened.card, test_views=1), trained_model_path)  # a one-view base model
     data = scan_labeled(lab[0])
     keep = [i for i, lbl in enumerate(data.labels) if data.classes[lbl] != "lymphocyte"]  # one class unlabelled
     paths = [data.paths[i] for i in keep]
@@ -44,6 +45,7 @@ def test_calibrated_model_matches_its_numpy_twin_and_keeps_unlabelled_classes(tr
     assert result.labelled_classes == ["neutrophil", "eosinophil"]
     assert ("ImageNet" in result.card["calibration"]["features"]) == generic
     assert result.card["calibration"]["classes_kept_from_base"] == ["lymphocyte"]
+    assert Classifier(result.model, result.card).default_views == 4  # its head was fitted on four views
     test = decode_images(scan_labeled(lab[1]).paths, base.size).pixels[:24]
     ours = Classifier(result.model, result.card).predict_arrays(test, tta=True)
     np.testing.assert_allclose(ours.sum(axis=1), 1.0, atol=1e-5)
@@ -154,7 +156,7 @@ def test_app_proposes_cells_calibrates_and_uses_the_lab_model(qtbot, settings, t
         assert window.calibration.calibrate()
     assert time.monotonic() - t0 < 120
     text = shown[0].findChild(calibration_flow.QLabel).text()
-    assert "Estimated accuracy on this lab's other cells" in text and "base model" in text and "lab model" in text
+    assert "Estimated accuracy on the lab's other cells" in text and "base model" in text and "lab model" in text
     qtbot.waitUntil(lambda: window.classifier is not None and "calibrated" in window.classifier.name, timeout=60000)
     assert "calibration" in window.classifier.card
     from wbc_desktop.gui.dialogs import card_html

@@ -115,3 +115,34 @@ def test_adapting_to_a_folder_changes_statistics_not_weights(tmp_path, tiny_mode
         clf.adapted_to(files[:10])
     with pytest.raises(ValueError, match="no BatchNorm"):  # a GroupNorm model has nothing to adapt
         Classifier.open(trained_model_path).adapted_to(files)
+
+
+def test_the_model_card_sets_the_default_views_and_the_flags_override_it(tmp_path, trained_model_path, capsys):
+    import shutil
+
+    import pytest
+
+    from wbc_desktop.cli import main
+    from wbc_desktop.engine.models.modelfile import update_card
+
+    folder = tmp_path / "cells"
+    folder.mkdir()
+    for i in range(4):  # noise: no symmetry, so its four views differ
+        Image.fromarray(rgb_noise(60, 60, seed=i)).save(folder / f"c{i}.png")
+    one = shutil.copy(trained_model_path, tmp_path / "one_view.keras")
+    update_card(one, test_views=1)
+
+    def probs(model, *flags):
+        out = tmp_path / f"run{len(list(tmp_path.glob('*.csv')))}.csv"
+        assert main(["classify", str(folder), "--model", str(model), "--out", str(out), *flags]) == 0
+        return np.array([[float(v) for k, v in row.items() if k.startswith("prob_")]
+                         for row in csv.DictReader(out.open())])
+
+    four_views, one_view = probs(trained_model_path), probs(one)
+    assert np.abs(four_views - one_view).max() > 0.01
+    np.testing.assert_allclose(probs(trained_model_path, "--no-tta"), one_view, atol=2e-4)
+    np.testing.assert_allclose(probs(one, "--tta"), four_views, atol=2e-4)
+    assert "test-time views by default: 1" in (main(["info", "--model", str(one)]) == 0 and capsys.readouterr().out)
+    update_card(one, test_views=3)
+    with pytest.raises(ValueError, match="3 test-time views"):
+        Classifier.open(one)

@@ -222,24 +222,32 @@ def test_adapt_to_stain_classifies_with_an_adapted_copy(qtbot, settings, tmp_pat
     assert QSettings(settings.fileName(), QSettings.IniFormat).value("classify/adapt") in (True, "true")
 
 
-def test_four_view_averaging_is_the_default_and_can_be_turned_off(qtbot, settings, slide, trained_model_path):
+def test_view_averaging_follows_the_model_card_and_can_be_switched(qtbot, settings, slide, tmp_path,
+                                                                    trained_model_path):
+    import shutil
+
     from wbc_desktop.engine.infer.classify import Classifier
     from wbc_desktop.engine.data.preprocess import load_square
+    from wbc_desktop.engine.models.modelfile import update_card
 
+    one_view = shutil.copy(trained_model_path, tmp_path / "one_view.keras")
+    update_card(one_view, test_views=1)
     window = _window(qtbot, settings, trained_model_path)
-    assert window.tta_box.isChecked()
-    clf = Classifier.open(trained_model_path)
+    assert window.tta_box.isChecked()  # a card that does not say: four views, as models were chosen before
+    with qtbot.waitSignal(window.model_ready, timeout=60000):
+        window.load_model(one_view)
+    assert not window.tta_box.isChecked()
+    clf = Classifier.open(one_view)
     cell = next(p for p in sorted(slide.iterdir()) if p.name != "broken.jpg")
     pixels = load_square(cell, clf.size)[None]
     _classify(qtbot, window, [str(slide)])
-    for tta in (True, False):
+    for tta in (False, True):
         window.tta_box.setChecked(tta)
         with qtbot.waitSignal(window.job_finished, timeout=60000):
             window.start_classification()
         shown = np.asarray(window.cells.session.get(str(cell)).probs)
         np.testing.assert_allclose(shown, clf.predict_arrays(pixels, tta=tta)[0], atol=1e-4)
     window.close()
-    assert QSettings(settings.fileName(), QSettings.IniFormat).value("classify/tta") in (False, "false")
 
 
 def test_closing_mid_job_stops_workers_and_saves(qtbot, settings, tmp_path, trained_model_path):

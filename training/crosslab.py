@@ -15,7 +15,8 @@ hour. It is then scored on *all* of the left-out lab's cells of the five
 common classes (an 8-class model's ig/erythroblast/platelet answers count as
 errors), and on pbc's grouped test split when pbc was trained on. The
 figures to choose by are the mean and the worst left-out lab; one view at
-test time, so that only training choices differ. One JSON line per fold is
+test time, so that only training choices differ (``--views 4`` scores
+ensembles with the app's four test-time views, to choose a model's default). One JSON line per fold is
 appended to ``crosslab.jsonl`` in the runs folder; a fold already there is
 not trained again, so an interrupted screen resumes where it stopped.
 """
@@ -96,7 +97,7 @@ def fold(spec: dict, name: str, overrides: dict, held: str, runs: Path) -> dict:
     return row
 
 
-def ensemble_fold(spec: dict, members: list[str], held: str, runs: Path) -> dict:
+def ensemble_fold(spec: dict, members: list[str], held: str, runs: Path, views: int = 1) -> dict:
     """Members' fold models, each given the cells in its own framing and
     input size, their probabilities joined by a normalised geometric mean:
     what averaging the logits of one joined model (``engine.models.ensemble``)
@@ -108,18 +109,19 @@ def ensemble_fold(spec: dict, members: list[str], held: str, runs: Path) -> dict
 
     t0 = time.monotonic()
     rows = read_rows(runs)
+    tta = views == 4
     models = [Classifier(*best_epoch_model(runs / f"crosslab_{m}_{held}")) for m in members]
     base = (ROOT / spec["datasets_dir"]).resolve()
     common = [c for c in COMMON_FIVE if c in models[0].classes]
     probs, labels = [], set()
     for clf in models:
         x, y = lab_arrays(base / held, common, clf.size, clf.framing)
-        probs.append(clf.predict_arrays(x))
+        probs.append(clf.predict_arrays(x, tta=tta))
         labels.add(tuple(y))
     if len(labels) != 1:
         raise RuntimeError(f"members read different cells of {held}")
     y = np.asarray([models[0].classes.index(common[i]) for i in labels.pop()])
-    row = {"variant": "+".join(members), "overrides": {"ensemble": members}, "held_out": held,
+    row = {"variant": ensemble_name(members, views), "overrides": {"ensemble": members, "views": views}, "held_out": held,
            "unseen": brief_metrics(compute_metrics(y, _geometric_mean(probs), models[0].classes)),
            "train_seconds": sum(r["train_seconds"] for r in rows if r["variant"] in members and r["held_out"] == held),
            "epochs": None}
@@ -132,10 +134,14 @@ def ensemble_fold(spec: dict, members: list[str], held: str, runs: Path) -> dict
                           for i in source_rows(data.test.paths, "pbc")})
         keep = sorted(set.intersection(*(set(t) for t in tests)))
         y = np.asarray([tests[0][p][1] for p in keep])
-        probs = [clf.predict_arrays(np.stack([t[p][0] for p in keep])) for clf, t in zip(models, tests)]
+        probs = [clf.predict_arrays(np.stack([t[p][0] for p in keep]), tta=tta) for clf, t in zip(models, tests)]
         row["pbc_test"] = brief_metrics(compute_metrics(y, _geometric_mean(probs), models[0].classes))
     row["wall_seconds"] = round(time.monotonic() - t0)
     return row
+
+
+def ensemble_name(members: list[str], views: int) -> str:
+    return "+".join(members) + ("" if views == 1 else f" ({views} views)")
 
 
 def _geometric_mean(probs: list[np.ndarray]) -> np.ndarray:
@@ -173,6 +179,8 @@ def main() -> int:
     parser.add_argument("--runs", default=str(ROOT / "training" / "runs"))
     parser.add_argument("--labs", nargs="*", help="left-out labs to run (default: every lab of the protocol)")
     parser.add_argument("--ensemble", action="append", default=[], help="variantA+variantB: their fold models joined (each in its own framing)")
+    parser.add_argument("--views", type=int, choices=(1, 4), default=1,
+                        help="test-time views the --ensemble rows are scored with (a single variant is an ensemble of one)")
     parser.add_argument("--table", action="store_true", help="print the table of every row so far")
     args = parser.parse_args()
     spec = json.loads(Path(args.config).read_text())
@@ -193,9 +201,9 @@ def main() -> int:
     for item in args.ensemble:
         members = item.split("+")
         for held in args.labs or spec["crosslab_labs"]:
-            if any(r["variant"] == item and r["held_out"] == held for r in rows):
+            if any(r["variant"] == ensemble_name(members, args.views) and r["held_out"] == held for r in rows):
                 continue
-            row = ensemble_fold(spec, members, held, runs)
+            row = ensemble_fold(spec, members, held, runs, args.views)
             print(json.dumps(row), flush=True)
             rows.append(row)
             with open(results, "a") as f:

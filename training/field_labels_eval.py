@@ -52,9 +52,9 @@ def classifier_for(source: str) -> Classifier:
     return Classifier(*joined_model(source.split("+")))
 
 
-def score(clf: Classifier, photos: list[tuple[Path, str]], mode: str) -> dict:
+def score(clf: Classifier, photos: list[tuple[Path, str]], mode: str, tta: bool) -> dict:
     best: dict[str, tuple[float, str]] = {}
-    for pred in clf.classify_files([p for p, _ in photos], tta=True, mode=mode):
+    for pred in clf.classify_files([p for p, _ in photos], tta=tta, mode=mode):
         if pred.ok and pred.confidence > best.get(pred.path, (-1.0, ""))[0]:
             best[pred.path] = (pred.confidence, pred.label)
     right = sum(best.get(str(p), (0, None))[1] == label for p, label in photos)
@@ -65,12 +65,15 @@ def score(clf: Classifier, photos: list[tuple[Path, str]], mode: str) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("models", nargs="+", help="crosslab run folders (A+B: joined) or model files")
+    ap.add_argument("--views", type=int, choices=(1, 4), help="test-time views (default: the model card's; 4 for "
+                                                              "run folders)")
     args = ap.parse_args()
     photos = one_cell_photos()
     for source in args.models:
         clf = classifier_for(source)
-        row = {"model": source, "framing": clf.framing, "one input per photo": score(clf, photos, "cells"),
-               "field mode": score(clf, photos, "fields")}
+        tta = clf.default_tta if args.views is None else args.views == 4
+        row = {"model": source, "framing": clf.framing, "views": 4 if tta else 1,
+               "one input per photo": score(clf, photos, "cells", tta), "field mode": score(clf, photos, "fields", tta)}
         print(json.dumps(row))
 
 

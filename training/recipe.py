@@ -38,7 +38,7 @@ import numpy as np  # noqa: E402
 
 from wbc_desktop.engine.data.dataset import decode_images, scan_labeled  # noqa: E402
 from wbc_desktop.engine.train.evaluation import evaluate_files, format_metrics, write_report  # noqa: E402
-from wbc_desktop.engine.models.modelfile import read_card, save_model, update_card  # noqa: E402
+from wbc_desktop.engine.models.modelfile import default_views, read_card, save_model, update_card  # noqa: E402
 from wbc_desktop.engine.train.finetune import prepare_for  # noqa: E402
 from wbc_desktop.engine.train.config import TrainConfig
 from wbc_desktop.engine.train.trainer import reference_for, train  # noqa: E402
@@ -257,6 +257,7 @@ def write_markdown_card(card: dict, unseen: dict, path: Path) -> None:
         rec = ", ".join(f"{c} {v:.2f}" for c, v in m["recall"].items())
         return f"| {name} | {m['n']} | {m['accuracy']:.4f} | {m['balanced_accuracy']:.4f} | {m['macro_f1']:.4f} | {rec} |"
 
+    views = "4 views" if default_views(card) == 4 else "one view"
     lines = [
         f"# Model card: {card['name']}", "",
         f"- File: `{path.with_suffix('.keras').name}` ({path.with_suffix('.keras').stat().st_size / 1e6:.1f} MB); "
@@ -265,8 +266,8 @@ def write_markdown_card(card: dict, unseen: dict, path: Path) -> None:
         f"{card['parameters']['total']:,} parameters; weights: {card['weights_origin']}",
         f"- Recipe: `{card.get('recipe', '')}`; created {card['created']} with engine {card['engine_version']}",
         "- Speed, end to end (decode, resize, predict) on {cpu_cores} CPU cores, {images} {files_from} files: "
-        "{images_per_second_4_views:.0f} images/s with 4 views (default), {images_per_second:.0f} with one"
-        .format(**card["classify_speed"]),
+        "{images_per_second_4_views:.0f} images/s with 4 views, {images_per_second:.0f} with one"
+        .format(**card["classify_speed"]) + f"; the app and `wbc classify` use {views} by default",
         "", "## Held-out test splits (grouped, de-duplicated, never used for choices)", "",
         "| data | n | accuracy | balanced acc. | macro-F1 | recall per class |", "|---|---|---|---|---|---|",
     ]
@@ -281,9 +282,9 @@ def write_markdown_card(card: dict, unseen: dict, path: Path) -> None:
     lines += [row(lab, m) for lab, m in unseen.items()]
     if card.get("test_time_options"):
         lines += ["", "## Test-time options (`training/test_time_eval.py`)", "",
-                  "The app and `wbc classify` average 4 views of each cell by default (`--no-tta`: one view); "
+                  f"The app and `wbc classify` use {views} by default (`--tta`: 4 views, `--no-tta`: one); "
                   "*Adapt to stain* (AdaBN) is off by default. Accuracy / macro-F1:", "",
-                  "| data | one view | 4 views (default) | AdaBN, one view | AdaBN, 4 views |", "|---|---|---|---|---|"]
+                  "| data | one view | 4 views | AdaBN, one view | AdaBN, 4 views |", "|---|---|---|---|---|"]
         for key, m in card["test_time_options"].items():
             cells = [m.get("as_shipped", m), m.get("adabn_on_unseen_lab", {})]
             values = [f"{c[v]['accuracy']:.4f} / {c[v]['macro_f1']:.4f}" if v in c else "-"

@@ -9,8 +9,9 @@ side, logits averaged), with the shipped card.
 The config lists its members' recipe configs; each member's ``output`` is
 the model file its recipe wrote. Members must share one split (the same
 sources, seed, size and framing), so the held-out test cells are held out
-from every member. The card gets the test splits with one and four views,
-the protocol folds of ``crosslab_variant`` (the same members' fold models
+from every member. The card gets the default view count (``test_views``,
+chosen on the protocol: ``crosslab.py --views``), the test splits with it
+and with the other count, the protocol folds of ``crosslab_variant`` (the same members' fold models
 joined: ``crosslab.py --ensemble``) as the estimate for a new lab, the
 folder-warning thresholds, the speed and the members' provenance.
 """
@@ -55,7 +56,8 @@ def main() -> int:
     if args.refresh_domain_check:
         clf = Classifier.open(ROOT / spec["output"])
         data = prepare_for(configs[0], [base / s for s in spec["sources"]])
-        card = update_card(ROOT / spec["output"], domain_check=reference_for(clf.model, data, clf.size))
+        card = update_card(ROOT / spec["output"], domain_check=reference_for(clf.model, data, clf.size,
+                                                                             tta=clf.default_tta))
         print("folder-warning threshold", card["domain_check"]["colour"]["threshold"], flush=True)
         return 0
     splits = {(c.seed, c.val_frac, c.test_frac, c.img_size, c.framing, tuple(m["sources"]))
@@ -70,13 +72,16 @@ def main() -> int:
     size = joined_card["input_size"]
     clf = Classifier(model, joined_card)
     data = prepare_for(configs[0], [base / s for s in spec["sources"]])
-    by_source, one_view = {}, {}
+    views = spec.get("test_views", 4)
+    tta = views == 4
+    other = "one_view" if tta else "four_views"
+    by_source, by_source_other = {}, {}
     for src in spec["sources"]:
         rows = source_rows(data.test.paths, src)
         x, y = data.test.x[rows], data.test.y[rows]
-        by_source[src] = brief_metrics(compute_metrics(y, clf.predict_arrays(x, tta=True), clf.classes))
-        one_view[src] = brief_metrics(compute_metrics(y, clf.predict_arrays(x), clf.classes))
-        print(src, "4 views", by_source[src], "\n", src, "one view", one_view[src], flush=True)
+        by_source[src] = brief_metrics(compute_metrics(y, clf.predict_arrays(x, tta=tta), clf.classes))
+        by_source_other[src] = brief_metrics(compute_metrics(y, clf.predict_arrays(x, tta=not tta), clf.classes))
+        print(src, f"{views} view(s)", by_source[src], "\n", src, other, by_source_other[src], flush=True)
     trainable, total = count_params(model)
     card = new_card(
         name=spec["name"], classes=cards[0]["classes"], input_size=size, framing=framing_of(cards[0]),
@@ -87,11 +92,12 @@ def main() -> int:
         members=[{"name": c["name"], "recipe": c.get("recipe"), "trained_on": c.get("training_data", {}).get("counts"),
                   "hyperparameters": c.get("hyperparameters"), "test_metrics": c.get("test_metrics")} for c in cards],
         test_metrics=by_source.get("pbc"), test_metrics_by_source=by_source,
-        test_metrics_one_view_by_source=one_view,
-        domain_check=reference_for(model, data, size), limitations=LIMITATIONS, with_a_gpu=WITH_A_GPU,
+        **{f"test_metrics_{other}_by_source": by_source_other},
+        domain_check=reference_for(model, data, size, tta=tta), limitations=LIMITATIONS, with_a_gpu=WITH_A_GPU,
         data_credits={s: CREDITS.get(s, "") for s in spec["sources"]},
         training_data={"members": [c.get("training_data") for c in cards]},
         hyperparameters={c["name"]: c.get("hyperparameters") for c in cards},
+        test_views=views,
         recipe=f"training/ship_ensemble.py --config {Path(args.config).resolve().relative_to(ROOT).as_posix()}",
     )
     out = save_model(model, card, ROOT / spec["output"])

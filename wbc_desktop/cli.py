@@ -27,6 +27,11 @@ def _default_model(arg: str | None) -> Path:
     return model
 
 
+def _tta(args, clf) -> bool:
+    """``--tta``/``--no-tta`` as given, else the model's own default."""
+    return clf.default_tta if args.tta is None else args.tta
+
+
 def cmd_classify(args) -> int:
     from .engine.data.dataset import collect_images
     from .engine.infer.cells import NO_WHITE_CELL
@@ -50,7 +55,8 @@ def cmd_classify(args) -> int:
     t0 = time.monotonic()
     interrupted = False
     try:
-        for pred in clf.classify_collected(files, skipped, batch_size=args.batch_size, tta=args.tta, mode=args.mode):
+        for pred in clf.classify_collected(files, skipped, batch_size=args.batch_size, tta=_tta(args, clf),
+                                           mode=args.mode):
             results.append(pred)
             if pred.error == NO_WHITE_CELL:
                 empty += 1
@@ -237,7 +243,7 @@ def cmd_evaluate(args) -> int:
     else:
         data = scan_labeled(source)
         files, labels, subset = data.paths, [data.classes[i] for i in data.labels], "all"
-    metrics, errors = evaluate_files(clf, files, labels, args.report, tta=args.tta, progress=ProgressPrinter(),
+    metrics, errors = evaluate_files(clf, files, labels, args.report, tta=_tta(args, clf), progress=ProgressPrinter(),
                                      extra={"data": str(source), "subset": subset})
     for e in errors:
         print(f"warning: skipped {e.path}: {e.reason}", file=sys.stderr)
@@ -258,7 +264,7 @@ def cmd_check(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from .engine.models.modelfile import read_card
+    from .engine.models.modelfile import default_views, read_card
 
     card = read_card(_default_model(args.model))
     if args.json:
@@ -266,7 +272,8 @@ def cmd_info(args) -> int:
         return 0
     print(f"{card.get('name')}  ({card.get('architecture')})")
     print(f"classes ({len(card['classes'])}): {', '.join(card['classes'])}")
-    print(f"input: {card['input_size']} px, {card.get('preprocessing', {}).get('resize', '')}")
+    print(f"input: {card['input_size']} px, {card.get('preprocessing', {}).get('resize', '')}; "
+          f"test-time views by default: {default_views(card)}")
     print(f"weights: {card.get('weights_origin')}; created {card.get('created')} by engine {card.get('engine_version')}")
     td = card.get("training_data")
     if td:
@@ -322,8 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=MODES, default="auto",
                    help="cells: each image is one cell; fields: find every white cell in each photo; "
                         "auto: per image, one white cell in the middle is a crop, anything else a field")
-    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
-                   help="average 4 views of each cell (default; more accurate, 4x the compute)")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="average 4 views of each cell, at 4x the compute (default: as the model card says, "
+                        "test_views in wbc info)")
     p.add_argument("--adapt", action="store_true",
                    help="re-estimate the model's normalisation statistics on these images first (another lab's "
                         "stain); they also follow the folder's mix of cell types, so on one patient's folder it can "
@@ -364,8 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="labelled folder (all images) or split manifest .json")
     p.add_argument("--subset", choices=("train", "val", "test"), default="test", help="with a manifest")
     p.add_argument("--report", required=True, help="report folder")
-    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
-                   help="average 4 views of each cell, as classify does by default")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="average 4 views of each cell (default: as the model card says, like classify)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("check", help="dataset summary: counts, sizes, duplicates, unreadable files")

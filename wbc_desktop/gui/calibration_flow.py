@@ -21,6 +21,7 @@ from ..engine.review.differential import UNUSABLE
 from ..engine.review.session import ReviewItem
 from .app_state import AppState
 from .cell_model import FILTER_CALIBRATION
+from .dialogs import calibration_facts_html
 from .review_page import ReviewPage
 from .workers import Worker
 
@@ -117,17 +118,11 @@ class CalibrationFlow(QObject):
         after_session = self._with_predictions(copy.deepcopy(self.state.session), predictions, calibration)
         after = after_session.differential()
         called = Counter(it.final_label for it in after_session.items if it.error is None)
-        est, cal = calibration.estimate, calibration.card["calibration"]
+        cal = calibration.card["calibration"]
         rows = "".join(f"<tr><td>{html.escape(c)}</td><td align='right'>{before['counts'][c]}</td>"
                        f"<td align='right'>{after['counts'][c]}</td></tr>" for c in before["counts"])
-        kept = ", ".join(cal["classes_kept_from_base"]) or "none"
-        text = (f"<p><b>Estimated accuracy on this lab's other cells: {est['accuracy']:.0%}</b> (95 % interval "
-                f"{est['ci95'][0]:.0%}-{est['ci95'][1]:.0%}, cross-validated on your {est['n']} labelled cells "
-                f"in {est['folds']} folds).</p><p>Labelled: "
-                + ", ".join(f"{html.escape(c)} {n}" for c, n in cal["labelled_cells"].items())
-                + f". Classes left as the base model sees them: {html.escape(kept)}. "
-                f"Fitted on {html.escape(cal['features'])}.</p>"
-                "<p>How the count of this folder changes (reviewed cells keep your labels):</p>"
+        text = (calibration_facts_html(cal)
+                + "<p>How the count of this folder changes (reviewed cells keep your labels):</p>"
                 "<table border='1' cellspacing='0' cellpadding='3'><tr><th>class</th><th>base model</th>"
                 f"<th>lab model</th></tr>{rows}<tr><td><b>Total WBC</b></td><td align='right'>{before['total']}</td>"
                 f"<td align='right'>{after['total']}</td></tr></table>"

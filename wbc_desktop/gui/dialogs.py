@@ -10,6 +10,7 @@ from PySide6.QtWidgets import (
 )
 
 from .. import __version__
+from ..engine.models.modelfile import default_views
 from ..paths import APP_NAME
 from .report_pdf import REPORT_FIELDS
 
@@ -103,19 +104,23 @@ def _metrics_table(title: str, rows: dict) -> str:
             f"<tr><th>data</th><th>n</th><th>accuracy</th><th>macro-F1</th></tr>{body}</table>")
 
 
-def _calibration_html(cal: dict) -> str:
-    """Where a lab model comes from and how sure its estimate is: what a
-    technologist needs before trusting it."""
+def calibration_facts_html(cal: dict) -> str:
+    """A lab model's estimate and what it rests on, worded once for the
+    calibration result and the model card: what a technologist needs before
+    trusting it."""
     est = cal["estimate"]
     labelled = ", ".join(f"{html.escape(c)} {n}" for c, n in cal["labelled_cells"].items())
     kept = ", ".join(cal.get("classes_kept_from_base", [])) or "none"
     features = cal.get("features", "the base model's features")  # lab models made before generic features
-    return (f"<p><b>Calibrated to a lab</b> from {html.escape(cal['base_model'])}, on {est['n']} labelled cells "
-            f"({labelled}); method {html.escape(cal['method'])}, fitted on "
-            f"{html.escape(features)}.<br>"
-            f"<b>Estimated accuracy on the lab's other cells:</b> {est['accuracy']:.1%} (95 % interval "
-            f"{est['ci95'][0]:.0%}-{est['ci95'][1]:.0%}, cross-validated in {est['folds']} folds). "
-            f"Classes left as the base model sees them: {html.escape(kept)}.</p>")
+    return (f"<p><b>Estimated accuracy on the lab's other cells: {est['accuracy']:.0%}</b> (95 % interval "
+            f"{est['ci95'][0]:.0%}-{est['ci95'][1]:.0%}, cross-validated on {est['n']} labelled cells in "
+            f"{est['folds']} folds).</p><p>Labelled: {labelled}. Classes left as the base model sees them: "
+            f"{html.escape(kept)}. Fitted on {html.escape(features)}.</p>")
+
+
+def _calibration_html(cal: dict) -> str:
+    return (f"<p><b>Calibrated to a lab</b> from {html.escape(cal['base_model'])}, method "
+            f"{html.escape(cal['method'])}.</p>" + calibration_facts_html(cal))
 
 
 def card_html(card: dict) -> str:
@@ -124,7 +129,8 @@ def card_html(card: dict) -> str:
         f"<h3>{card.get('name', 'model')}</h3>",
         f"<p><b>Classes ({len(card['classes'])}):</b> {', '.join(card['classes'])}<br>",
         f"<b>Architecture:</b> {card.get('architecture', '—')}<br>",
-        f"<b>Input:</b> {card['input_size']} px ({card.get('preprocessing', {}).get('resize', '')})<br>",
+        f"<b>Input:</b> {card['input_size']} px ({card.get('preprocessing', {}).get('resize', '')}); "
+        f"{default_views(card)} test-time view(s) by default<br>",
         f"<b>Weights:</b> {card.get('weights_origin', '—')}<br>",
         f"<b>Created:</b> {card.get('created', '—')}, engine {card.get('engine_version', '—')}</p>",
     ]

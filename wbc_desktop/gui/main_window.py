@@ -178,8 +178,9 @@ class MainWindow(ModelActions, ExportActions, QMainWindow):
                                   "patients' folders it lowered accuracy on most labs measured. Check reviewed cells.")
         bar.addWidget(self.adapt_box)
         self.tta_box = QCheckBox("Average 4 views")
-        self.tta_box.setToolTip("Classify each cell as is, mirrored two ways and turned, and average the four: more "
-                                "accurate on every lab measured (training/RESULTS.md), at 4x the computing time.")
+        self.tta_box.setToolTip("Classify each cell as is, mirrored two ways and turned, and average the four, at 4x "
+                                "the computing time. Each model sets it to what scored best on labs it never saw "
+                                "(its card, training/RESULTS.md).")
         bar.addWidget(self.tta_box)
         bar.addSeparator()
         bar.addWidget(QLabel(" Flag below "))
@@ -224,7 +225,6 @@ class MainWindow(ModelActions, ExportActions, QMainWindow):
         self.review.threshold.setValue(int(self.settings.value("review/threshold", 70)))
         self.review.view_combo.setCurrentIndex(int(self.settings.value("view/mode", 0)))
         self.adapt_box.setChecked(self.settings.value("classify/adapt", "false") in (True, "true"))
-        self.tta_box.setChecked(self.settings.value("classify/tta", "true") in (True, "true"))
         self._rebuild_recent_menu()
 
     def _save_settings(self) -> None:
@@ -233,7 +233,6 @@ class MainWindow(ModelActions, ExportActions, QMainWindow):
         self.settings.setValue("review/threshold", self.review.threshold.value())
         self.settings.setValue("view/mode", self.review.view_combo.currentIndex())
         self.settings.setValue("classify/adapt", self.adapt_box.isChecked())
-        self.settings.setValue("classify/tta", self.tta_box.isChecked())
         if self.state.model_path:
             self.settings.setValue("model/path", str(self.state.model_path))
         self.settings.sync()

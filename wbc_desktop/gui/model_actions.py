@@ -55,6 +55,7 @@ class ModelActions:
     def _model_changed(self, classifier) -> None:
         self._show_active_in_combo()
         self.model_status.setText(f"Model: {classifier.name} ({len(classifier.classes)} classes, {classifier.size} px)")
+        self.tta_box.setChecked(classifier.default_tta)
         self.settings.setValue("model/path", str(self.state.model_path))
         self.model_ready.emit()
         if self._pending_classify:

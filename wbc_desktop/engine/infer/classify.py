@@ -20,7 +20,7 @@ from ..io.csvio import CELL_COLUMNS, cell_columns, write_csv
 from ..data.dataset import Skipped, collect_images, sample_in_order
 from ..io.imageio import ImageReadError
 from ..progress import CancelToken
-from ..models.modelfile import framing_of
+from ..models.modelfile import framing_of, default_views
 from .cells import NO_WHITE_CELL, Box, CellCut, cut_cells, view_of
 from .domain_check import SURROUNDINGS, colour_stats, stain_view, unlike_training
 
@@ -61,12 +61,18 @@ class Classifier:
         self.classes: list[str] = list(card["classes"])
         self.size: int = int(card["input_size"])
         self.framing: str = framing_of(card)
+        self.default_views: int = default_views(card)
         self.name: str = card.get("name", self.model_path.stem if self.model_path else "model")
         self._forward = tf.function(
             lambda x: model(x, training=False),
             input_signature=[tf.TensorSpec([None, self.size, self.size, 3], tf.float32)],
             reduce_retracing=True,
         )
+
+    @property
+    def default_tta(self) -> bool:
+        """Whether to average the four views when the user does not say."""
+        return self.default_views == 4
 
     @classmethod
     def open(cls, model_path: str | os.PathLike) -> "Classifier":

@@ -67,6 +67,19 @@ def framing_of(card: dict) -> str:
     return card.get("preprocessing", {}).get("framing", "as_is")
 
 
+VIEW_COUNTS = (1, 4)
+
+
+def default_views(card: dict) -> int:
+    """How many test-time views (``infer.classify.tta_views``) the model is
+    run with by default: the count its protocol scored best per unit of
+    compute. Models made before the card said so were chosen with four."""
+    views = int(card.get("test_views", 4))
+    if views not in VIEW_COUNTS:
+        raise ValueError(f"the model card asks for {views} test-time views; this version knows {VIEW_COUNTS}")
+    return views
+
+
 def _jsonable(value):
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}

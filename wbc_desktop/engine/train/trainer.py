@@ -69,14 +69,16 @@ def build_model(config: TrainConfig, classes: list[str]) -> tuple[keras.Model, s
         f"compact CNN, 5 stages, {config.norm} norm, width {config.width}, {config.colour_space} input")
 
 
-def reference_for(model: keras.Model, data: PreparedData, img_size: int, max_train: int = 4000) -> dict:
+def reference_for(model: keras.Model, data: PreparedData, img_size: int, max_train: int = 4000,
+                  tta: bool = True) -> dict:
     """What the folder warning compares a lab's folder with (see
     ``infer.domain_check``): the training cells' stain per lab, the
-    validation cells' stain and confidence (4 views, as the app classifies)."""
+    validation cells' stain and predicted classes (``tta``: with the views
+    the app will classify with, the model's default)."""
     rng = np.random.default_rng(0)
     pick = np.sort(rng.permutation(len(data.train.y))[:max_train])
     train_sources = data.sources_of(data.train)
-    val_probs = Classifier(model, {"classes": data.classes, "input_size": img_size}).predict_arrays(data.val.x, tta=True)
+    val_probs = Classifier(model, {"classes": data.classes, "input_size": img_size}).predict_arrays(data.val.x, tta=tta)
     return reference_from(surroundings_stats([data.train.paths[i] for i in pick]), [train_sources[i] for i in pick],
                           data.train.y[pick], surroundings_stats(data.val.paths), data.sources_of(data.val),
                           data.val.y, val_probs)
