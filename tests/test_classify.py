@@ -132,16 +132,21 @@ def test_the_model_card_sets_the_default_views_and_the_flags_override_it(tmp_pat
     one = shutil.copy(trained_model_path, tmp_path / "one_view.keras")
     update_card(one, test_views=1)
 
+    recorded = []
+
     def probs(model, *flags):
         out = tmp_path / f"run{len(list(tmp_path.glob('*.csv')))}.csv"
         assert main(["classify", str(folder), "--model", str(model), "--out", str(out), *flags]) == 0
-        return np.array([[float(v) for k, v in row.items() if k.startswith("prob_")]
-                         for row in csv.DictReader(out.open())])
+        rows = list(csv.DictReader(out.open()))
+        recorded.append(rows[0]["model"])
+        return np.array([[float(v) for k, v in row.items() if k.startswith("prob_")] for row in rows])
 
     four_views, one_view = probs(trained_model_path), probs(one)
     assert np.abs(four_views - one_view).max() > 0.01
     np.testing.assert_allclose(probs(trained_model_path, "--no-tta"), one_view, atol=2e-4)
     np.testing.assert_allclose(probs(one, "--tta"), four_views, atol=2e-4)
+    name = Classifier.open(one).name
+    assert recorded == [name, name, f"{name} (one view, not its default)", f"{name} (4 views, not its default)"]
     assert "test-time views by default: 1" in (main(["info", "--model", str(one)]) == 0 and capsys.readouterr().out)
     update_card(one, test_views=3)
     with pytest.raises(ValueError, match="3 test-time views"):

@@ -247,6 +247,9 @@ def test_view_averaging_follows_the_model_card_and_can_be_switched(qtbot, settin
             window.start_classification()
         shown = np.asarray(window.cells.session.get(str(cell)).probs)
         np.testing.assert_allclose(shown, clf.predict_arrays(pixels, tta=tta)[0], atol=1e-4)
+        # the session, its exports and the report name the views when they are not the model's default
+        assert window.cells.session.model_name == clf.described(tta)
+    assert window.cells.session.model_name.endswith("(4 views, not its default)")
     window.close()
 
 

@@ -50,13 +50,13 @@ def cmd_classify(args) -> int:
     if args.adapt:
         clf = clf.adapted_to(files)
         print(f"adapted normalisation statistics: {clf.name}", file=sys.stderr)
+    tta = _tta(args, clf)
     results = []
     failed = empty = 0
     t0 = time.monotonic()
     interrupted = False
     try:
-        for pred in clf.classify_collected(files, skipped, batch_size=args.batch_size, tta=_tta(args, clf),
-                                           mode=args.mode):
+        for pred in clf.classify_collected(files, skipped, batch_size=args.batch_size, tta=tta, mode=args.mode):
             results.append(pred)
             if pred.error == NO_WHITE_CELL:
                 empty += 1
@@ -71,7 +71,7 @@ def cmd_classify(args) -> int:
         interrupted = True
     seconds = time.monotonic() - t0
     if args.out:
-        write_predictions_csv(args.out, results, clf.classes, clf.name)
+        write_predictions_csv(args.out, results, clf.classes, clf.described(tta))
     ok = len(results) - failed - empty
     images = len({p.path for p in results})
     done = (f"interrupted after {images} of {len(files) + len(skipped)} files: " if interrupted else "")

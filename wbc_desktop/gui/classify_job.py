@@ -24,7 +24,7 @@ def classification(classifier, sources: list[str], adapt: bool, tta: bool,
 
         files, skipped = collect_images(sources)
         model = classifier.adapted_to(files) if adapt else classifier
-        yield {"total": len(files) + len(skipped), "model_name": model.name,
+        yield {"total": len(files) + len(skipped), "model_name": model.described(tta),
                "model_version": str(model.card.get("engine_version", ""))}
         chunk, done, last = [], [], time.monotonic()
         for pred in model.classify_collected(files, skipped, batch_size=32, tta=tta, cancel=cancel, keep_pixels=True,

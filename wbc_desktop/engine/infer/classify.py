@@ -74,6 +74,13 @@ class Classifier:
         """Whether to average the four views when the user does not say."""
         return self.default_views == 4
 
+    def described(self, tta: bool) -> str:
+        """The name a result records: the model's, and the views when they
+        are not its default, so a count can be traced to how it was made."""
+        if tta == self.default_tta:
+            return self.name
+        return f"{self.name} ({'4 views' if tta else 'one view'}, not its default)"
+
     @classmethod
     def open(cls, model_path: str | os.PathLike) -> "Classifier":
         from ..models.modelfile import load_model
