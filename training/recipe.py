@@ -38,7 +38,7 @@ import numpy as np  # noqa: E402
 
 from wbc_desktop.engine.data.dataset import decode_images, scan_labeled  # noqa: E402
 from wbc_desktop.engine.train.evaluation import evaluate_files, format_metrics, write_report  # noqa: E402
-from wbc_desktop.engine.models.modelfile import default_views, read_card, save_model, update_card  # noqa: E402
+from wbc_desktop.engine.models.modelfile import default_views, read_card, save_model, update_card, views_phrase  # noqa: E402
 from wbc_desktop.engine.train.finetune import prepare_for  # noqa: E402
 from wbc_desktop.engine.train.config import TrainConfig
 from wbc_desktop.engine.train.trainer import reference_for, train  # noqa: E402
@@ -257,7 +257,7 @@ def write_markdown_card(card: dict, unseen: dict, path: Path) -> None:
         rec = ", ".join(f"{c} {v:.2f}" for c, v in m["recall"].items())
         return f"| {name} | {m['n']} | {m['accuracy']:.4f} | {m['balanced_accuracy']:.4f} | {m['macro_f1']:.4f} | {rec} |"
 
-    views = "4 views" if default_views(card) == 4 else "one view"
+    views = views_phrase(default_views(card))
     lines = [
         f"# Model card: {card['name']}", "",
         f"- File: `{path.with_suffix('.keras').name}` ({path.with_suffix('.keras').stat().st_size / 1e6:.1f} MB); "

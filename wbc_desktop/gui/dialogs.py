@@ -10,7 +10,7 @@ from PySide6.QtWidgets import (
 )
 
 from .. import __version__
-from ..engine.models.modelfile import default_views
+from ..engine.models.modelfile import default_views, views_phrase
 from ..paths import APP_NAME
 from .report_pdf import REPORT_FIELDS
 
@@ -130,7 +130,7 @@ def card_html(card: dict) -> str:
         f"<p><b>Classes ({len(card['classes'])}):</b> {', '.join(card['classes'])}<br>",
         f"<b>Architecture:</b> {card.get('architecture', '—')}<br>",
         f"<b>Input:</b> {card['input_size']} px ({card.get('preprocessing', {}).get('resize', '')}); "
-        f"{default_views(card)} test-time view(s) by default<br>",
+        f"classifies with {views_phrase(default_views(card))} of each cell by default<br>",
         f"<b>Weights:</b> {card.get('weights_origin', '—')}<br>",
         f"<b>Created:</b> {card.get('created', '—')}, engine {card.get('engine_version', '—')}</p>",
     ]

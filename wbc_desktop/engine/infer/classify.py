@@ -20,7 +20,7 @@ from ..io.csvio import CELL_COLUMNS, cell_columns, write_csv
 from ..data.dataset import Skipped, collect_images, sample_in_order
 from ..io.imageio import ImageReadError
 from ..progress import CancelToken
-from ..models.modelfile import framing_of, default_views
+from ..models.modelfile import default_views, framing_of, views_phrase
 from .cells import NO_WHITE_CELL, Box, CellCut, cut_cells, view_of
 from .domain_check import SURROUNDINGS, colour_stats, stain_view, unlike_training
 
@@ -79,7 +79,7 @@ class Classifier:
         are not its default, so a count can be traced to how it was made."""
         if tta == self.default_tta:
             return self.name
-        return f"{self.name} ({'4 views' if tta else 'one view'}, not its default)"
+        return f"{self.name} ({views_phrase(4 if tta else 1)}, not its default)"
 
     @classmethod
     def open(cls, model_path: str | os.PathLike) -> "Classifier":

@@ -80,6 +80,10 @@ def default_views(card: dict) -> int:
     return views
 
 
+def views_phrase(views: int) -> str:
+    return "one view" if views == 1 else f"{views} views"
+
+
 def _jsonable(value):
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
