@@ -236,7 +236,7 @@ def test_view_averaging_follows_the_model_card_and_can_be_switched(qtbot, settin
     assert window.tta_box.isChecked()  # a card that does not say: four views, as models were chosen before
     with qtbot.waitSignal(window.model_ready, timeout=60000):
         window.load_model(one_view)
-    assert not window.tta_box.isChecked()
+    assert not window.tta_box.isChecked() and "one view by default" in window.tta_box.toolTip()
     clf = Classifier.open(one_view)
     cell = next(p for p in sorted(slide.iterdir()) if p.name != "broken.jpg")
     pixels = load_square(cell, clf.size)[None]

@@ -178,9 +178,7 @@ class MainWindow(ModelActions, ExportActions, QMainWindow):
                                   "patients' folders it lowered accuracy on most labs measured. Check reviewed cells.")
         bar.addWidget(self.adapt_box)
         self.tta_box = QCheckBox("Average 4 views")
-        self.tta_box.setToolTip("Classify each cell as is, mirrored two ways and turned, and average the four, at 4x "
-                                "the computing time. Each model sets it to what scored best on labs it never saw "
-                                "(its card, training/RESULTS.md).")
+        self.tta_box.setToolTip("Set to the model's own default when a model has loaded")
         bar.addWidget(self.tta_box)
         bar.addSeparator()
         bar.addWidget(QLabel(" Flag below "))

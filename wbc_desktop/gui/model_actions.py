@@ -9,6 +9,7 @@ from pathlib import Path
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from .. import paths
+from ..engine.models.modelfile import views_phrase
 from ..engine.models.registry import list_models
 from .dialogs import TextDialog, about_html, card_html
 from .workers import describe_error
@@ -56,6 +57,10 @@ class ModelActions:
         self._show_active_in_combo()
         self.model_status.setText(f"Model: {classifier.name} ({len(classifier.classes)} classes, {classifier.size} px)")
         self.tta_box.setChecked(classifier.default_tta)
+        self.tta_box.setToolTip(
+            "Classify each cell as is, mirrored two ways and turned, and average the four, at 4x the computing time. "
+            f"{classifier.name} classifies with {views_phrase(classifier.default_views)} by default: what scored best "
+            "for it on labs it never saw (its card; a lab model: on its lab's cells).")
         self.settings.setValue("model/path", str(self.state.model_path))
         self.model_ready.emit()
         if self._pending_classify:
