@@ -19,9 +19,9 @@ class without labelled cells keeps the base model's answer, so the first
 score also counts the base model's ig, erythroblast and platelet calls;
 the second is what a lab that labels every class it holds would see. Each
 is scored with the four test-time views; with the cells as they are (one
-view, in braces) too, to choose a lab model's default. A class with too few groups to leave one for scoring keeps the base model's
-answer. pbc as the new lab is a fixed random 1500 of its
-cells of the five common classes. One JSON line per (fold, k, draw,
+view, in braces) too, to choose a lab model's default. A class with too
+few groups to leave one for scoring keeps the base model's answer. pbc as
+the new lab is a fixed random 1500 of its cells of the five common classes. One JSON line per (fold, k, draw,
 method) goes to ``calibrate_eval.jsonl`` in the runs folder.
 """
 

@@ -38,7 +38,9 @@ import numpy as np  # noqa: E402
 
 from wbc_desktop.engine.data.dataset import decode_images, scan_labeled  # noqa: E402
 from wbc_desktop.engine.train.evaluation import evaluate_files, format_metrics, write_report  # noqa: E402
-from wbc_desktop.engine.models.modelfile import default_views, read_card, save_model, update_card, views_phrase  # noqa: E402
+from wbc_desktop.engine.models.modelfile import (  # noqa: E402
+    default_views, read_card, save_model, update_card, views_phrase,
+)
 from wbc_desktop.engine.train.finetune import prepare_for  # noqa: E402
 from wbc_desktop.engine.train.config import TrainConfig
 from wbc_desktop.engine.train.trainer import reference_for, train  # noqa: E402

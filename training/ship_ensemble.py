@@ -36,7 +36,9 @@ from run_models import join  # noqa: E402
 
 from wbc_desktop.engine.infer.classify import Classifier  # noqa: E402
 from wbc_desktop.engine.models.builders import count_params  # noqa: E402
-from wbc_desktop.engine.models.modelfile import framing_of, load_model, new_card, save_model, update_card  # noqa: E402
+from wbc_desktop.engine.models.modelfile import (  # noqa: E402
+    default_views, framing_of, load_model, new_card, save_model, update_card,
+)
 from wbc_desktop.engine.train.evaluation import compute_metrics  # noqa: E402
 from wbc_desktop.engine.train.finetune import prepare_for  # noqa: E402
 from wbc_desktop.engine.train.trainer import reference_for  # noqa: E402
@@ -72,7 +74,7 @@ def main() -> int:
     size = joined_card["input_size"]
     clf = Classifier(model, joined_card)
     data = prepare_for(configs[0], [base / s for s in spec["sources"]])
-    views = spec.get("test_views", 4)
+    views = default_views(spec)  # the card's rule and check, on the config's key of the same name
     tta = views == 4
     other = "one_view" if tta else "four_views"
     by_source, by_source_other = {}, {}
