@@ -110,11 +110,38 @@ def test_wbc_calibrate_improves_a_tinted_lab_and_says_how_sure(trained_model_pat
 def test_calibrate_refuses_too_few_cells_and_unknown_classes(trained_model_path, tmp_path, capsys):
     few = _tinted_lab(tmp_path / "few", 2, 5)
     code = main(["calibrate", str(few), "--model", str(trained_model_path), "--out", str(tmp_path / "m.keras")])
-    assert code == 2 and "at least 3 cells" in capsys.readouterr().err
+    assert code == 2 and "at least 3 labelled cells of each of two classes" in capsys.readouterr().err
     odd = _tinted_lab(tmp_path / "odd", 4, 6)
     (odd / "neutrophil").rename(odd / "smudge")
     code = main(["calibrate", str(odd), "--model", str(trained_model_path), "--out", str(tmp_path / "m.keras")])
     assert code == 2 and "does not know the classes ['smudge']" in capsys.readouterr().err
+
+
+def test_a_class_with_too_few_labels_is_left_to_the_base_model(trained_model_path, tmp_path, capsys):
+    """A lab's folder rarely holds three basophils: the one a technologist
+    labelled must not block calibration, nor be fitted on as a class."""
+    from wbc_desktop.engine.infer.classify import Classifier
+    from wbc_desktop.engine.models.modelfile import load_model
+    from wbc_desktop.gui.dialogs import calibration_facts_html
+
+    lab = _tinted_lab(tmp_path / "lab", 5, 7)
+    for extra in sorted((lab / "lymphocyte").iterdir())[1:]:
+        extra.unlink()  # one lymphocyte left
+    out = tmp_path / "lab.keras"
+    code = main(["calibrate", str(lab), "--model", str(trained_model_path), "--out", str(out), "--own-features-only"])
+    err = capsys.readouterr().err
+    assert code == 0 and "left to the base model: lymphocyte (1)" in err
+    model, card = load_model(out)
+    cal = card["calibration"]
+    assert cal["labelled_cells"] == {"neutrophil": 5, "eosinophil": 5} and cal["set_aside"] == {"lymphocyte": 1}
+    assert "lymphocyte" in cal["classes_kept_from_base"] and len(cal["labelled_files"]) == 10
+    assert "left to the base model too: lymphocyte 1" in calibration_facts_html(cal)
+    base = Classifier.open(trained_model_path)
+    x = np.stack([np.asarray(Image.open(f).convert("RGB").resize((base.size, base.size)))
+                  for f in sorted(lab.rglob("*.png"))])
+    lymph = base.classes.index("lymphocyte")
+    np.testing.assert_allclose(Classifier(model, card).predict_arrays(x, tta=True)[:, lymph],
+                               base.predict_arrays(x, tta=True)[:, lymph], atol=1e-5)
 
 
 def test_app_proposes_cells_calibrates_and_uses_the_lab_model(qtbot, settings, trained_model_path, tmp_path,

@@ -61,6 +61,25 @@ def test_stain_matrix_mixes_the_dyes_and_tints_the_lamp():
     assert np.ptp(ratio) > 0.3 and abs(np.median(ratio) - np.log(120 / 160)) < 0.15  # varied around the true dye
 
 
+def test_random_convolution_remixes_colour_and_texture_but_keeps_the_brightness_range():
+    """Off unless asked for; when on, an image's colours change from batch
+    to batch while its mean and spread per channel stay about its own."""
+    assert AugmentConfig().random_conv == 0 and AugmentConfig.from_strength(1.0).random_conv == 0
+    x = np.zeros((16, 24, 24, 3), np.float32)
+    x[:] = (225.0, 215.0, 220.0)
+    x[:, 6:18, 6:18] = (120.0, 60.0, 160.0)  # a purple nucleus on a pale ground
+    cfg = AugmentConfig(**{**AugmentConfig.none().to_dict(), "random_conv": 1.0})
+    outs = [augment_batch(x, cfg).numpy() for _ in range(6)]
+    for out in outs:
+        assert out.shape == x.shape and out.min() >= 0 and out.max() <= 255
+        assert np.abs(out.mean(axis=(1, 2)) - x.mean(axis=(1, 2))).max() < 25
+    nucleus = np.stack([o[:, 12, 12] for o in outs]).reshape(-1, 3)
+    assert np.ptp(nucleus[:, 0] - nucleus[:, 2]) > 40  # the nucleus's colour varies
+    half = AugmentConfig(**{**AugmentConfig.none().to_dict(), "random_conv": 0.5})
+    untouched = np.all(augment_batch(np.repeat(x[:1], 64, axis=0), half).numpy() == x[:1], axis=(1, 2, 3))
+    assert 10 < untouched.sum() < 54  # about half the images keep their pixels
+
+
 def test_class_weights_give_every_class_the_same_total_and_are_capped():
     y = np.array([0] * 90 + [1] * 10 + [2])
     w = sample_weights(y, None, by_class=True)

@@ -205,7 +205,7 @@ def cmd_tune(args) -> int:
 def cmd_calibrate(args) -> int:
     from .engine.infer.classify import Classifier
     from .engine.models.modelfile import save_model
-    from .engine.train.calibrate import calibrate_folder
+    from .engine.train.calibrate import MIN_PER_CLASS, calibrate_folder
 
     out = check_output_file(args.out, (".keras",))
     clf = Classifier.open(_default_model(args.model))
@@ -219,6 +219,9 @@ def cmd_calibrate(args) -> int:
     result.card["name"] = args.name or result.card["name"]
     save_model(result.model, result.card, out)
     kept = ", ".join(cal["classes_kept_from_base"]) or "none"
+    if cal["set_aside"]:
+        print(f"warning: too few labelled cells to fit (under {MIN_PER_CLASS}), left to the base model: "
+              + ", ".join(f"{c} ({n})" for c, n in cal["set_aside"].items()), file=sys.stderr)
     print(f"calibrated {clf.name} on {est['n']} labelled cells ({', '.join(f'{c} {n}' for c, n in cal['labelled_cells'].items())}) "
           f"by {args.method} on {cal['features']} in {time.monotonic() - t0:.0f} s; classes kept from the base model: "
           f"{kept}", file=sys.stderr)

@@ -91,12 +91,12 @@ class CalibrationFlow(QObject):
 
         counts = self.labelled_counts()
         ready = {c: n for c, n in counts.items() if n >= MIN_PER_CLASS}
-        if len(ready) < 2 or len(ready) < len(counts):
+        if len(ready) < 2:
             short = ", ".join(f"{c} ({n})" for c, n in counts.items() if n < MIN_PER_CLASS) or "none yet"
             QMessageBox.information(self.parent_widget, "Label a few more cells",
-                                    f"Calibration needs at least {MIN_PER_CLASS} labelled cells for each class you "
-                                    f"label, and two classes or more. Too few: {short}. Lab ▸ Propose cells to "
-                                    "label shows good ones to label.")
+                                    f"Calibration needs at least {MIN_PER_CLASS} labelled cells of each of two "
+                                    f"classes or more. Too few: {short}. Lab ▸ Propose cells to label shows good "
+                                    "ones to label.")
             return False
         clf, session, tta = self.state.classifier, self.state.session, self.tta()
         before = session.differential()

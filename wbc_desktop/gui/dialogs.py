@@ -112,10 +112,13 @@ def calibration_facts_html(cal: dict) -> str:
     labelled = ", ".join(f"{html.escape(c)} {n}" for c, n in cal["labelled_cells"].items())
     kept = ", ".join(cal.get("classes_kept_from_base", [])) or "none"
     features = cal.get("features", "the base model's features")  # lab models made before generic features
+    few = cal.get("set_aside") or {}
+    set_aside = (" Too few labelled cells to fit, so left to the base model too: "
+                 + ", ".join(f"{html.escape(c)} {n}" for c, n in few.items()) + ".") if few else ""
     return (f"<p><b>Estimated accuracy on the lab's other cells: {est['accuracy']:.0%}</b> (95 % interval "
             f"{est['ci95'][0]:.0%}-{est['ci95'][1]:.0%}, cross-validated on {est['n']} labelled cells in "
             f"{est['folds']} folds).</p><p>Labelled: {labelled}. Classes left as the base model sees them: "
-            f"{html.escape(kept)}. Fitted on {html.escape(features)}.</p>")
+            f"{html.escape(kept)}.{set_aside} Fitted on {html.escape(features)}.</p>")
 
 
 def _calibration_html(cal: dict) -> str:

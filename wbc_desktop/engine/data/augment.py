@@ -98,6 +98,35 @@ def _blur(images: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
     return tf.where(pick, low, images)
 
 
+RANDOM_CONV_RADII = 3  # filters of 1x1, 3x3 or 5x5
+
+
+def _random_conv(images: tf.Tensor, p: float) -> tf.Tensor:
+    """One random filter per batch (its size too), with weights drawn as for
+    a fresh layer; each picked image is a random blend of itself and its
+    filtered copy, the copy first given the image's own per-channel mean and
+    spread, so that the brightness range stays that of a stained cell while
+    the colours and fine texture do not."""
+    b = tf.shape(images)[0]
+    width = 2 * RANDOM_CONV_RADII - 1
+    radius = tf.random.uniform([], 0, RANDOM_CONV_RADII, tf.int32)
+    offsets = tf.abs(tf.range(width) - (RANDOM_CONV_RADII - 1))
+    inside = tf.cast(offsets <= radius, tf.float32)
+    mask = tf.reshape(inside[:, None] * inside[None, :], [width, width, 1, 1])
+    taps = tf.cast((2 * radius + 1) ** 2 * 3, tf.float32)
+    kernel = tf.random.normal([width, width, 3, 3]) * mask / tf.sqrt(taps)
+    x = images / 255.0
+    pad = RANDOM_CONV_RADII - 1
+    y = tf.nn.conv2d(tf.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]], mode="REFLECT"), kernel, 1, "VALID")
+    y_mean, y_var = tf.nn.moments(y, axes=[1, 2], keepdims=True)
+    x_mean, x_var = tf.nn.moments(x, axes=[1, 2], keepdims=True)
+    y = (y - y_mean) / tf.sqrt(y_var + 1e-6) * tf.sqrt(x_var) + x_mean
+    alpha = tf.reshape(_uniform(b, 0.0, 1.0), [-1, 1, 1, 1])
+    mixed = tf.clip_by_value(alpha * x + (1 - alpha) * y, 0.0, 1.0) * 255.0
+    pick = tf.reshape(_uniform(b, 0.0, 1.0) < p, [-1, 1, 1, 1])
+    return tf.where(pick, mixed, images)
+
+
 def augment_batch(images: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
     """``images``: float32 batch in [0, 255]; returns the same shape and range."""
     if cfg.flip or cfg.rotate or cfg.affine > 0 or cfg.scale > 0:
@@ -108,4 +137,6 @@ def augment_batch(images: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
         images = _colour(images, cfg)
     if cfg.stain_matrix > 0:
         images = _stain_matrix(images, cfg.stain_matrix)
+    if cfg.random_conv > 0:
+        images = _random_conv(images, cfg.random_conv)
     return images

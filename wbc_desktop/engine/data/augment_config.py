@@ -24,6 +24,10 @@ class AugmentConfig:
     # space, a lamp tint and sensor noise; off unless asked for, so the cards
     # of models trained before keep their meaning
     stain_matrix: float = 0.0
+    # probability of a random-convolution copy (RandConv, Xu et al. 2021):
+    # a random small filter remixes colours and local texture, so that no
+    # lab's optics or stain is a cue; off unless asked for
+    random_conv: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)

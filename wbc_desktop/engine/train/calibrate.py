@@ -247,6 +247,14 @@ def build_model(base_model, head: Head, labelled_idx: Sequence[int], extractor=N
     return model
 
 
+def set_aside_classes(labelled_classes: Sequence[str]) -> tuple[dict[str, int], dict[str, int]]:
+    """Labelled cells per class, split into the classes with too few to fit
+    (left to the base model) and those the head is fitted on."""
+    counts = {c: list(labelled_classes).count(c) for c in dict.fromkeys(labelled_classes)}
+    return ({c: n for c, n in counts.items() if n < MIN_PER_CLASS},
+            {c: n for c, n in counts.items() if n >= MIN_PER_CLASS})
+
+
 def calibrate(classifier, labelled_paths: Sequence[Path], labelled_classes: Sequence[str], pixels: np.ndarray,
               groups: np.ndarray, *, method: str = "logistic", unlabelled_pixels: np.ndarray | None = None,
               lab_stain: np.ndarray | None = None, generic: bool = True, progress: ProgressFn = no_progress,
@@ -268,13 +276,17 @@ def calibrate(classifier, labelled_paths: Sequence[Path], labelled_classes: Sequ
     unknown = sorted(set(labelled_classes) - set(classes))
     if unknown:
         raise ValueError(f"the base model does not know the classes {unknown}; its classes are {classes}")
-    counts = {c: labelled_classes.count(c) for c in dict.fromkeys(labelled_classes)}
-    few = {c: n for c, n in counts.items() if n < MIN_PER_CLASS}
-    if few:
-        raise ValueError(f"each labelled class needs at least {MIN_PER_CLASS} cells; too few: "
-                         + ", ".join(f"{c} ({n})" for c, n in few.items()))
+    few, counts = set_aside_classes(labelled_classes)
     if len(counts) < 2:
-        raise ValueError("calibration needs labelled cells of at least two classes")
+        raise ValueError(f"calibration needs at least {MIN_PER_CLASS} labelled cells of each of two classes or "
+                         f"more; too few: " + (", ".join(f"{c} ({n})" for c, n in few.items()) or "none"))
+    # a class with too few labelled cells (a lab's one basophil) is left to the base model,
+    # its cells counted as the lab's unlabelled ones, and the card says so
+    fitted = [i for i, c in enumerate(labelled_classes) if c in counts]
+    stain_labels = [classes.index(c) if c in counts else -1 for c in labelled_classes]
+    labelled_paths = [labelled_paths[i] for i in fitted]
+    labelled_classes = [labelled_classes[i] for i in fitted]
+    pixels, groups = pixels[fitted], np.asarray(groups)[fitted]
     labelled_idx = [classes.index(c) for c in classes if c in counts]
     y = np.asarray([classes.index(c) for c in labelled_classes])
     model = base_of(classifier.model)
@@ -309,6 +321,7 @@ def calibrate(classifier, labelled_paths: Sequence[Path], labelled_classes: Sequ
             "features": "the base model's features" + (f" and generic image features ({DESCRIPTION})"
                                                          if extractor is not None else ""),
             "labelled_cells": {c: counts.get(c, 0) for c in classes if c in counts},
+            "set_aside": few,
             "labelled_files": [str(p) for p in labelled_paths],
             "unlabelled_cells": 0 if unlabelled_pixels is None else int(len(unlabelled_pixels)),
             "classes_kept_from_base": [c for c in classes if c not in counts],
@@ -320,7 +333,7 @@ def calibrate(classifier, labelled_paths: Sequence[Path], labelled_classes: Sequ
                   "test_metrics_four_views_by_source", "unseen_lab_evaluations", "test_time_options"):
         card.pop(stale, None)  # the base model's figures are not this model's
     if lab_stain is not None:
-        labels = np.concatenate([y, np.full(len(lab_stain) - len(y), -1)])
+        labels = np.concatenate([stain_labels, np.full(len(lab_stain) - len(stain_labels), -1)])
         card["domain_check"] = with_lab(card.get("domain_check"), lab_stain, labels, len(classes),
                                         "the calibration lab")
     progress(Progress("calibrate", 3, 3, f"estimated accuracy {estimate['accuracy']:.1%} "
