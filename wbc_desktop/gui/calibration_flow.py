@@ -82,17 +82,17 @@ class CalibrationFlow(QObject):
         self.review.review_changed.emit()  # the proposal is saved with the session
         return len(rows)
 
-    def labelled_counts(self) -> Counter:
-        return Counter(it.reviewed for it in self.state.session.items
-                       if it.error is None and it.reviewed not in (None, UNUSABLE))
+    def labelled_classes(self) -> list[str]:
+        """The class of every cell the technologist labelled, one entry per cell."""
+        return [it.reviewed for it in self.state.session.items
+                if it.error is None and it.reviewed not in (None, UNUSABLE)]
 
     def calibrate(self, method: str | None = None) -> bool:
-        from ..engine.train.calibrate import DEFAULT_METHOD, MIN_PER_CLASS
+        from ..engine.train.calibrate import DEFAULT_METHOD, MIN_PER_CLASS, set_aside_classes
 
-        counts = self.labelled_counts()
-        ready = {c: n for c, n in counts.items() if n >= MIN_PER_CLASS}
+        few, ready = set_aside_classes(self.labelled_classes())
         if len(ready) < 2:
-            short = ", ".join(f"{c} ({n})" for c, n in counts.items() if n < MIN_PER_CLASS) or "none yet"
+            short = ", ".join(f"{c} ({n})" for c, n in few.items()) or "none yet"
             QMessageBox.information(self.parent_widget, "Label a few more cells",
                                     f"Calibration needs at least {MIN_PER_CLASS} labelled cells of each of two "
                                     f"classes or more. Too few: {short}. Lab ▸ Propose cells to label shows good "

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -250,7 +251,7 @@ def build_model(base_model, head: Head, labelled_idx: Sequence[int], extractor=N
 def set_aside_classes(labelled_classes: Sequence[str]) -> tuple[dict[str, int], dict[str, int]]:
     """Labelled cells per class, split into the classes with too few to fit
     (left to the base model) and those the head is fitted on."""
-    counts = {c: list(labelled_classes).count(c) for c in dict.fromkeys(labelled_classes)}
+    counts = Counter(labelled_classes)
     return ({c: n for c, n in counts.items() if n < MIN_PER_CLASS},
             {c: n for c, n in counts.items() if n >= MIN_PER_CLASS})
 
@@ -278,8 +279,9 @@ def calibrate(classifier, labelled_paths: Sequence[Path], labelled_classes: Sequ
         raise ValueError(f"the base model does not know the classes {unknown}; its classes are {classes}")
     few, counts = set_aside_classes(labelled_classes)
     if len(counts) < 2:
+        short = "; too few: " + ", ".join(f"{c} ({n})" for c, n in few.items()) if few else ""
         raise ValueError(f"calibration needs at least {MIN_PER_CLASS} labelled cells of each of two classes or "
-                         f"more; too few: " + (", ".join(f"{c} ({n})" for c, n in few.items()) or "none"))
+                         f"more{short}")
     # a class with too few labelled cells (a lab's one basophil) is left to the base model,
     # its cells counted as the lab's unlabelled ones, and the card says so
     fitted = [i for i, c in enumerate(labelled_classes) if c in counts]
