@@ -34,10 +34,10 @@ def kept_class_caution(kept: list[str], called: dict[str, int]) -> str:
     listed = ", ".join(f"{html.escape(c)} ({called[c]})" for c in kept if called.get(c))
     if not listed:
         return ""
-    return ("<p><b>Check the classes you labelled no cells of.</b> The lab model still calls some of this folder's "
-            f"cells {listed}: for these classes it keeps the base model's answers. On labs the model never saw, up "
-            "to a fifth of the cells were wrongly called a class like these. Review them; if your lab has such "
-            "cells, label a few and calibrate again.</p>")
+    return ("<p><b>Check the classes the lab model leaves to the base model.</b> The lab model still calls some "
+            f"of this folder's cells {listed}: for these classes it keeps the base model's answers. On labs the "
+            "model never saw, up to a fifth of the cells were wrongly called a class like these. Review them; if "
+            "your lab has such cells, label a few and calibrate again.</p>")
 
 
 class CalibrationResultDialog(QDialog):
