@@ -14,13 +14,18 @@ from wbc_desktop.engine.train.config import TrainConfig
 from wbc_desktop.engine.train.trainer import MAX_CLASS_WEIGHT, sample_weights, train
 
 
-def test_augmentation_keeps_shape_range_and_varies():
+SEED = (4, 2)
+
+
+def test_augmentation_keeps_shape_range_and_varies_with_the_seed_alone():
     x = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype(np.float32)
-    out = augment_batch(x, AugmentConfig.from_strength(1.0)).numpy()
+    every = AugmentConfig(**{**AugmentConfig.from_strength(1.0).to_dict(), "stain_matrix": 1.0, "random_conv": 1.0})
+    out = augment_batch(x, every, SEED).numpy()
     assert out.shape == x.shape and out.min() >= 0 and out.max() <= 255
     assert not np.allclose(out, x)
-    assert not np.allclose(out[0], augment_batch(x, AugmentConfig.from_strength(1.0)).numpy()[0])
-    np.testing.assert_array_equal(augment_batch(x, AugmentConfig.none()), x)
+    assert not np.allclose(out[0], augment_batch(x, every, (4, 3)).numpy()[0])
+    np.testing.assert_array_equal(augment_batch(x, every, SEED).numpy(), out)
+    np.testing.assert_array_equal(augment_batch(x, AugmentConfig.none(), SEED), x)
 
 
 def test_rotation_only_preserves_a_centred_disc():
@@ -28,7 +33,7 @@ def test_rotation_only_preserves_a_centred_disc():
     disc = (((yy - 16) ** 2 + (xx - 16) ** 2) < 64).astype(np.float32) * 255
     x = np.repeat(disc[None, :, :, None], 3, axis=3).repeat(4, axis=0)
     cfg = AugmentConfig(flip=True, rotate=True, affine=0, scale=0, brightness_contrast=0, stain=0, grayscale=0, blur=0)
-    out = augment_batch(x, cfg).numpy()
+    out = augment_batch(x, cfg, SEED).numpy()
     assert np.abs(out - x).mean() < 8
 
 
@@ -37,7 +42,7 @@ def test_stain_jitter_changes_the_dyes_but_not_the_empty_background():
     x[:, :, :8] = 255.0  # bright field: no dye, so no stain can colour it
     x[:, :, 8:] = (120.0, 60.0, 160.0)  # a May-Grunwald-Giemsa purple nucleus
     cfg = AugmentConfig(**{**AugmentConfig.none().to_dict(), "stain": 1.0})
-    out = augment_batch(x, cfg).numpy()
+    out = augment_batch(x, cfg, SEED).numpy()
     np.testing.assert_allclose(out[:, :, :8], 255.0, atol=1.0)
     nucleus = out[:, 0, 12]
     assert np.ptp(nucleus[:, 0] / nucleus[:, 2]) > 0.3  # the red/blue balance varies from image to image
@@ -52,7 +57,7 @@ def test_stain_matrix_mixes_the_dyes_and_tints_the_lamp():
     x[:, :, 8:] = (120.0, 60.0, 160.0)
     assert AugmentConfig().stain_matrix == 0 and AugmentConfig.from_strength(1.0).stain_matrix == 0
     cfg = AugmentConfig(**{**AugmentConfig.none().to_dict(), "stain_matrix": 1.0})
-    out = augment_batch(x, cfg).numpy()
+    out = augment_batch(x, cfg, SEED).numpy()
     assert out.min() >= 0 and out.max() <= 255
     background = out[:, :, :8].mean(axis=(1, 2))
     assert np.ptp(background[:, 0] - background[:, 2]) > 10  # the lamp's colour varies
@@ -69,14 +74,14 @@ def test_random_convolution_remixes_colour_and_texture_but_keeps_the_brightness_
     x[:] = (225.0, 215.0, 220.0)
     x[:, 6:18, 6:18] = (120.0, 60.0, 160.0)  # a purple nucleus on a pale ground
     cfg = AugmentConfig(**{**AugmentConfig.none().to_dict(), "random_conv": 1.0})
-    outs = [augment_batch(x, cfg).numpy() for _ in range(6)]
+    outs = [augment_batch(x, cfg, (4, i)).numpy() for i in range(6)]
     for out in outs:
         assert out.shape == x.shape and out.min() >= 0 and out.max() <= 255
         assert np.abs(out.mean(axis=(1, 2)) - x.mean(axis=(1, 2))).max() < 25
     nucleus = np.stack([o[:, 12, 12] for o in outs]).reshape(-1, 3)
     assert np.ptp(nucleus[:, 0] - nucleus[:, 2]) > 40  # the nucleus's colour varies
     half = AugmentConfig(**{**AugmentConfig.none().to_dict(), "random_conv": 0.5})
-    untouched = np.all(augment_batch(np.repeat(x[:1], 64, axis=0), half).numpy() == x[:1], axis=(1, 2, 3))
+    untouched = np.all(augment_batch(np.repeat(x[:1], 64, axis=0), half, SEED).numpy() == x[:1], axis=(1, 2, 3))
     assert 10 < untouched.sum() < 54  # about half the images keep their pixels
 
 
@@ -247,12 +252,15 @@ def test_recalibrate_batchnorm_sets_statistics_of_clean_images():
     assert recalibrate_batchnorm(frozen, x) == 0  # a frozen backbone keeps its statistics
 
 
-DISTRIBUTED = r"""
-import json, sys
+TRAIN_IN_A_PROCESS = r"""
+import hashlib, json, sys
+import numpy as np
 import tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-sys.path.insert(0, sys.argv[2])
+tmp, tests, seed, devices = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+if devices > 1:
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * devices)
+sys.path.insert(0, tests)
 from synth import make_labeled_folder
 from wbc_desktop.engine.data.augment_config import AugmentConfig
 from wbc_desktop.engine.data.prepare import prepare_data
@@ -260,25 +268,41 @@ from wbc_desktop.engine.train.config import TrainConfig
 from wbc_desktop.engine.train.trainer import train, training_strategy
 
 from pathlib import Path
-folder = make_labeled_folder(Path(sys.argv[1]) / "cells", per_class=12, seed=3)
-cfg = TrainConfig(img_size=32, epochs=2, batch_size=16, width=8, patience=2, augment=AugmentConfig.from_strength(0.3))
+folder = make_labeled_folder(Path(tmp) / "cells", per_class=12, seed=3)
+every = {**AugmentConfig.from_strength(0.3).to_dict(), "blur": 0.5, "stain_matrix": 0.5, "random_conv": 0.5}
+cfg = TrainConfig(img_size=32, epochs=2, batch_size=16, width=8, patience=2, seed=seed, augment=AugmentConfig(**every))
 data = prepare_data(folder, 32, seed=1)
-result = train(cfg, data, sys.argv[1] + "/run")
+result = train(cfg, data, tmp + "/run")
+weights = np.concatenate([w.ravel() for w in result.model.get_weights()])
 print(json.dumps({"replicas": training_strategy().num_replicas_in_sync, "card": result.card["trained_on"],
-                  "epochs": len(result.history), "loss": result.history[-1]["loss"]}))
+                  "epochs": len(result.history), "loss": result.history[-1]["loss"],
+                  "weights": hashlib.sha256(weights.tobytes()).hexdigest()}))
 """
 
 
-def test_training_runs_under_tf_distribute_on_two_logical_cpus(tmp_path):
-    """What a multi-GPU machine does, on this CPU split into two devices."""
-    import json
+def _train_in_a_process(tmp_path, seed: int = 42, devices: int = 1) -> dict:
+    """A short training with every augmentation on, in a fresh Python: a run
+    as the recipe starts it."""
     import subprocess
     import sys
     from pathlib import Path
 
-    out = subprocess.run([sys.executable, "-c", DISTRIBUTED, str(tmp_path), str(Path(__file__).parent)],
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-c", TRAIN_IN_A_PROCESS, str(tmp_path), str(Path(__file__).parent),
+                          str(seed), str(devices)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_training_runs_under_tf_distribute_on_two_logical_cpus(tmp_path):
+    """What a multi-GPU machine does, on this CPU split into two devices."""
+    result = _train_in_a_process(tmp_path, devices=2)
     assert result["replicas"] == 2 and result["card"]["replicas"] == 2 and len(result["card"]["devices"]) == 2
     assert result["epochs"] == 2 and np.isfinite(result["loss"])
+
+
+def test_the_same_seed_trains_the_same_model_in_another_process(tmp_path):
+    """Augmentation draws run on a parallel map; the seed must still fix
+    them, or a lever's measured gain is partly the run's luck."""
+    runs = [_train_in_a_process(tmp_path / name, seed) for name, seed in (("a", 42), ("b", 42), ("c", 7))]
+    assert runs[0]["weights"] == runs[1]["weights"]
+    assert runs[0]["weights"] != runs[2]["weights"]

@@ -169,8 +169,12 @@ def _train_dataset(x: np.ndarray, y: np.ndarray, n_classes: int, config: TrainCo
     onehot = np.eye(n_classes, dtype=np.float32)[y]
     ds = tf.data.Dataset.from_tensor_slices((x, onehot, sample_w))
     ds = ds.shuffle(min(len(y), 20000), seed=config.seed, reshuffle_each_iteration=True).batch(config.batch_size)
+    # each batch brings its augmentation seed, new every epoch, so a seed is a run
+    seeds = tf.data.Dataset.random(seed=config.seed, rerandomize_each_iteration=True).batch(2)
     aug = config.augment
-    ds = ds.map(lambda a, b, w: (augment_batch(tf.cast(a, tf.float32), aug), b, w), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = tf.data.Dataset.zip(ds, seeds).map(
+        lambda batch, seed: (augment_batch(tf.cast(batch[0], tf.float32), aug, seed), batch[1], batch[2]),
+        num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
