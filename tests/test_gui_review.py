@@ -303,3 +303,26 @@ def test_a_second_move_follows_the_files_and_failures_are_shown(qtbot, settings,
         window.sort_into_folders(str(tmp_path / "copies"), move=False)
     assert "17 of 18 done, 1 failed" in window.statusBar().currentMessage()
     assert warned and "1 file failed" in warned[0][0] and Path(gone.path).name in warned[0][1]
+
+
+def test_the_window_fits_a_small_lab_screen_and_the_cell_follows_the_panel(qtbot, settings, slide):
+    """Many lab PCs have 1366x768 screens: the window must fit one with the
+    shipped model's eight classes, the cell panel's parts must not overlap
+    (they scroll), and the cell grows when the window does."""
+    from wbc_desktop import paths
+
+    window = _window(qtbot, settings, paths.default_model_path())
+    _classify(qtbot, window, [str(slide)])
+    window.review.select_row(next(i for i, it in enumerate(window.cells.session.items) if it.error is None))
+    hint = window.minimumSizeHint()
+    assert hint.width() <= 1366 and hint.height() <= 700, hint
+    detail = window.review.detail
+    parts = [detail.image, detail.title, detail.bars, detail.info, detail.review_box, detail.note]
+    sides = []
+    for size in ((1366, 700), (1900, 1150)):
+        window.resize(*size)
+        qtbot.wait(200)
+        boxes = [p.geometry() for p in parts]
+        assert not any(a.intersects(b) for i, a in enumerate(boxes) for b in boxes[i + 1:]), boxes
+        sides.append(detail.image.pixmap().width())
+    assert sides[1] > sides[0] * 1.2, sides

@@ -83,7 +83,7 @@ class CountPanel(QWidget):
             from matplotlib.figure import Figure
 
             self.canvas = FigureCanvasQTAgg(Figure(figsize=(3.2, 2.2), dpi=100))
-            self.canvas.setMinimumSize(260, 190)
+            self.canvas.setMinimumSize(260, 150)
             self._row.addWidget(self.canvas, 3)
         plot_differential(self.canvas.figure, diff)
         self.canvas.draw_idle()

@@ -5,17 +5,68 @@ model, and the review controls (accept, reassign, unusable, note)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PySide6.QtCore import QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QPainter, QPen, QPixmap
 from PySide6.QtWidgets import (
-    QFrame, QGridLayout, QGroupBox, QLabel, QLineEdit, QPushButton, QSizePolicy, QVBoxLayout, QWidget,
+    QFrame, QGridLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSizePolicy, QVBoxLayout, QWidget,
 )
 
 from ..engine.io.imageio import ImageReadError, read_rgb_scaled
 from ..engine.review.session import UNUSABLE, ReviewItem
 from .cell_model import pixmap_from_array
+
+CELL_LARGEST = 480  # pixels a single cell's side may grow to
+CLASS_COLUMNS = 3  # eight classes in three rows: the panel fits a 768-pixel-high screen
+
+
+class ScaledPicture(QLabel):
+    """A picture as large as its space allows, rescaled whenever the panel is
+    resized; ``overlay`` draws on each rescaled copy (boxes and labels keep
+    their size in screen pixels)."""
+
+    def __init__(self, text: str, minimum: int = 160):
+        super().__init__(text)
+        self._source = QPixmap()
+        self._largest: int | None = None
+        self._overlay: Callable[[QPixmap], QPixmap] | None = None
+        self.setAlignment(Qt.AlignCenter)
+        self.setMinimumSize(minimum, minimum)
+        self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
+        self.setFrameShape(QFrame.StyledPanel)
+
+    def show_picture(self, pixmap: QPixmap, largest: int | None = None,
+                     overlay: Callable[[QPixmap], QPixmap] | None = None) -> None:
+        """``largest``: the most pixels a side may grow to (a 96 px cell blown
+        up to a whole screen shows only its pixels)."""
+        self._source, self._largest, self._overlay = pixmap, largest, overlay
+        self._rescale()
+
+    def show_text(self, text: str) -> None:
+        self._source = QPixmap()
+        self.setPixmap(QPixmap())
+        self.setText(text)
+
+    def minimumSizeHint(self) -> QSize:  # the shown copy must not hold the layout open
+        return self.minimumSize()
+
+    def sizeHint(self) -> QSize:
+        return QSize(240, 200)  # grows into whatever the screen offers; on a small one the buttons come first
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._rescale()
+
+    def _rescale(self) -> None:
+        if self._source.isNull():
+            return
+        width, height = self.width() - 4, self.height() - 4
+        if self._largest:
+            width, height = min(width, self._largest), min(height, self._largest)
+        shown = self._source.scaled(max(width, 1), max(height, 1), Qt.KeepAspectRatio, Qt.SmoothTransformation)
+        self.setPixmap(self._overlay(shown) if self._overlay else shown)
 
 
 class TopKBars(QWidget):
@@ -65,11 +116,7 @@ class DetailPanel(QWidget):
         self.item: ReviewItem | None = None
         self.photo_cells: list[ReviewItem] = []
         self._decoded: tuple[str, QPixmap, float] | None = None  # the last photo: moving between its cells is instant
-        self.image = QLabel("No cell selected")
-        self.image.setAlignment(Qt.AlignCenter)
-        self.image.setMinimumSize(240, 240)
-        self.image.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
-        self.image.setFrameShape(QFrame.StyledPanel)
+        self.image = ScaledPicture("No cell selected")
         self.title = QLabel()
         self.title.setWordWrap(True)
         self.title.setTextFormat(Qt.RichText)
@@ -81,7 +128,11 @@ class DetailPanel(QWidget):
         self.info.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Minimum)  # the image gives way, not the file name
 
         self.review_box = QGroupBox("Review (keys: Enter accept, 1-9 class, 0 unusable, N next flagged)")
-        self.review_grid = QGridLayout(self.review_box)
+        review = QVBoxLayout(self.review_box)
+        self.review_grid = QGridLayout()
+        actions = QHBoxLayout()
+        review.addLayout(self.review_grid)
+        review.addLayout(actions)
         self.accept_button = QPushButton("Accept prediction")
         self.accept_button.clicked.connect(self.accept_requested)
         self.unusable_button = QPushButton("0  Not a WBC / unusable")
@@ -94,12 +145,20 @@ class DetailPanel(QWidget):
         self.note.setPlaceholderText("Note for this cell")
         self.note.editingFinished.connect(lambda: self.note_changed.emit(self.note.text()))
         self.class_buttons: list[QPushButton] = []
+        for button in (self.unusable_button, self.clear_button, self.accept_button, self.next_button):
+            actions.addWidget(button)
 
+        # the picture beside its probabilities: the panel is wider than high
+        about = QVBoxLayout()
+        about.addWidget(self.title)
+        about.addWidget(self.bars)
+        about.addWidget(self.info)
+        about.addStretch(1)
+        top = QHBoxLayout()
+        top.addWidget(self.image, 3)
+        top.addLayout(about, 2)
         layout = QVBoxLayout(self)
-        layout.addWidget(self.image, 3)
-        layout.addWidget(self.title)
-        layout.addWidget(self.bars)
-        layout.addWidget(self.info)
+        layout.addLayout(top, 1)
         layout.addWidget(self.review_box)
         layout.addWidget(self.note)
         self.set_item(None, None)
@@ -108,19 +167,12 @@ class DetailPanel(QWidget):
         self.classes = list(classes)
         for b in self.class_buttons:
             b.deleteLater()
-        for w in (self.accept_button, self.unusable_button, self.clear_button, self.next_button):
-            self.review_grid.removeWidget(w)
         self.class_buttons = []
         for i, name in enumerate(self.classes):
             button = QPushButton(f"{i + 1}  {name}" if i < 9 else name)
             button.clicked.connect(lambda _=False, n=name: self.review_requested.emit(n))
-            self.review_grid.addWidget(button, i // 2, i % 2)
+            self.review_grid.addWidget(button, i // CLASS_COLUMNS, i % CLASS_COLUMNS)
             self.class_buttons.append(button)
-        row = (len(self.classes) + 1) // 2
-        self.review_grid.addWidget(self.unusable_button, row, 0)
-        self.review_grid.addWidget(self.clear_button, row, 1)
-        self.review_grid.addWidget(self.accept_button, row + 1, 0)
-        self.review_grid.addWidget(self.next_button, row + 1, 1)
 
     def set_item(self, item: ReviewItem | None, model_name: str | None, thumbnail: QPixmap | None = None,
                  photo_cells: list[ReviewItem] = ()) -> None:
@@ -130,8 +182,7 @@ class DetailPanel(QWidget):
         self.review_box.setEnabled(enabled)
         self.note.setEnabled(item is not None)
         if item is None:
-            self.image.setPixmap(QPixmap())
-            self.image.setText("No cell selected")
+            self.image.show_text("No cell selected")
             self.title.setText("")
             self.info.setText("")
             self.bars.set_probs([], None)
@@ -161,19 +212,17 @@ class DetailPanel(QWidget):
                 self._decoded = (item.path, pixmap_from_array(rgb), scale)
             pixmap, scale = self._decoded[1], self._decoded[2]
         except ImageReadError as exc:
-            pixmap, scale = thumbnail, 1.0
-            if pixmap is None:
-                self.image.setPixmap(QPixmap())
-                self.image.setText(f"Cannot show {Path(item.path).name}:\n{exc.reason}")
+            if thumbnail is None:
+                self.image.show_text(f"Cannot show {Path(item.path).name}:\n{exc.reason}")
                 return
-        if item.in_field:  # the whole photo, as large as the panel allows
-            width, height = max(self.image.width() - 4, 200), max(self.image.height() - 4, 200)
+            self.image.show_picture(thumbnail, CELL_LARGEST)
+            return
+        if item.in_field:  # the whole photo, every white cell boxed
+            def boxed(shown: QPixmap) -> QPixmap:
+                return self._boxed(shown, item, shown.width() / pixmap.width() / scale)
+            self.image.show_picture(pixmap, overlay=boxed)
         else:
-            width = height = max(min(self.image.width(), self.image.height(), 480), 200)
-        shown = pixmap.scaled(width, height, Qt.KeepAspectRatio, Qt.SmoothTransformation)
-        if item.in_field and pixmap is not thumbnail:
-            shown = self._boxed(shown, item, shown.width() / pixmap.width() / scale)
-        self.image.setPixmap(shown)
+            self.image.show_picture(pixmap, CELL_LARGEST)
 
     def _boxed(self, pixmap: QPixmap, current: ReviewItem, factor: float) -> QPixmap:
         """Every white cell of the photo boxed with its label; the selected one in yellow."""

@@ -12,8 +12,8 @@ from typing import Callable
 from PySide6.QtCore import QItemSelectionModel, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
-    QAbstractItemView, QComboBox, QLabel, QListView, QSlider, QSplitter, QStackedWidget, QTableView, QVBoxLayout,
-    QWidget,
+    QAbstractItemView, QComboBox, QFrame, QLabel, QListView, QScrollArea, QSlider, QSplitter, QStackedWidget,
+    QTableView, QVBoxLayout, QWidget,
 )
 
 from ..engine.review.differential import UNUSABLE, ReferralRules
@@ -89,10 +89,16 @@ class ReviewPage(QWidget):
         self.detail.note_changed.connect(self._set_note)
         self.detail.next_flagged_requested.connect(self.goto_next_flagged)
         self.counts = CountPanel()
+        # a lab PC's 1366x768 screen is shorter than the panel's controls:
+        # they scroll rather than overlap or push the window off the screen
+        detail_area = QScrollArea()
+        detail_area.setWidget(self.detail)
+        detail_area.setWidgetResizable(True)
+        detail_area.setFrameShape(QFrame.NoFrame)
         right = QSplitter(Qt.Vertical)
-        right.addWidget(self.detail)
+        right.addWidget(detail_area)
         right.addWidget(self.counts)
-        right.setSizes([600, 260])
+        right.setSizes([560, 300])  # on a 880-pixel window both panes show whole
         self.splitter = QSplitter(Qt.Horizontal)
         self.splitter.addWidget(self.views)
         self.splitter.addWidget(right)
@@ -107,7 +113,7 @@ class ReviewPage(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.notice)
-        layout.addWidget(self.splitter)
+        layout.addWidget(self.splitter, 1)  # the notice keeps the height of its text
 
         # the view controls; the main window places them in its toolbar
         self.threshold = QSlider(Qt.Horizontal)
