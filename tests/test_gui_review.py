@@ -312,6 +312,7 @@ def test_the_window_fits_a_small_lab_screen_and_the_cell_follows_the_panel(qtbot
     from wbc_desktop import paths
 
     window = _window(qtbot, settings, paths.default_model_path())
+    assert window.height() <= window.screen().availableGeometry().height()  # first start: no saved geometry
     _classify(qtbot, window, [str(slide)])
     window.review.select_row(next(i for i, it in enumerate(window.cells.session.items) if it.error is None))
     hint = window.minimumSizeHint()

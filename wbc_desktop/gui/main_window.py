@@ -215,8 +215,9 @@ class MainWindow(ModelActions, ExportActions, QMainWindow):
         geometry = self.settings.value("window/geometry")
         if geometry is not None:
             self.restoreGeometry(geometry)
-        else:
-            self.resize(1360, 860)
+        else:  # first start: a roomy window, but never larger than the screen
+            free = self.screen().availableGeometry()
+            self.resize(min(1360, free.width()), min(860, free.height() - 40))  # 40: the title bar
         state = self.settings.value("window/splitter")
         if state is not None:
             self.review.splitter.restoreState(state)
