@@ -67,6 +67,8 @@ def test_finetune_cancel_resume_evaluate_save_and_classify(qtbot, window, tmp_pa
     page.form.name_edit.setText("Lab 7 cells")
     assert page.form.validate() == []
 
+    loss_axes, accuracy_axes = page.curves.axes["loss"], page.curves.axes["accuracy"]
+    assert loss_axes.get_xlim() == (1, 5) and accuracy_axes.get_ylim() == (0, 1.02)  # not matplotlib's empty +-0.05
     latency = LoopLatency()
     latency.start()
     page.start_training()
@@ -86,6 +88,7 @@ def test_finetune_cancel_resume_evaluate_save_and_classify(qtbot, window, tmp_pa
     epochs = [h["epoch"] for h in outcome.result.history]
     assert epochs[:done_before] == list(range(1, done_before + 1)) and len(epochs) == 6
     assert len(page.curves.history) == 6
+    assert loss_axes.get_xlim()[1] >= 6 and loss_axes.get_ylim()[0] == 0 and accuracy_axes.get_ylim() == (0, 1.02)
     assert page.eval_table.rowCount() == 3
     assert "Base model on the same test images" in page.eval_summary.text()
     assert not page.confusion.pixmap().isNull() and not page.gallery.pixmap().isNull()

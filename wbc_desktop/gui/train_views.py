@@ -57,9 +57,16 @@ class CurveCanvas(QWidget):
         for (key, prefix), line in self.lines.items():
             points = [(e, h[prefix + key]) for e, h in zip(epochs, self.history) if prefix + key in h]
             line.set_data([p[0] for p in points], [p[1] for p in points])
-        for ax in self.axes.values():
+        for key, ax in self.axes.items():
+            ax.set_autoscale_on(True)  # a fixed limit set below turns it off
             ax.relim()
             ax.autoscale_view()
+            if not epochs:  # before the first epoch: the ranges a run starts in, not matplotlib's +-0.05
+                ax.set_xlim(1, 5)
+            if key == "accuracy":  # a fixed scale: one run's curve reads against another's
+                ax.set_ylim(0, 1.02)
+            else:
+                ax.set_ylim(0, None if epochs else 1)
         self.canvas.draw_idle()
 
 
