@@ -171,3 +171,36 @@ def test_reinhard_transfer_puts_any_stain_onto_the_reference(tmp_path):
     loaded = keras.saving.load_model(tmp_path / "reinhard.keras", compile=False, safe_mode=True)
     batch = rng.integers(0, 256, (2, 32, 32, 3)).astype(np.float32)
     np.testing.assert_allclose(loaded.predict(batch, verbose=0), model.predict(batch, verbose=0), atol=1e-6)
+
+
+def test_an_ensemble_averages_its_members_logits_and_comes_apart_again(tmp_path):
+    """Joined: one model whose logits are the members' mean (each member at
+    its own input size). Taken apart with the head biases its card keeps:
+    every member again, exactly, also after the file's round trip."""
+    import tensorflow as tf
+
+    from wbc_desktop.engine.models.ensemble import build_ensemble, head_biases, take_apart
+    from wbc_desktop.engine.models.modelfile import load_model, new_card, save_model
+
+    keras.utils.set_random_seed(3)
+    members = [build_compact(3, 32, width=8), build_compact(3, 40, width=8)]
+    rng = np.random.default_rng(0)
+    for m in members:  # fresh heads have zero biases: give them some to keep apart
+        kernel, _ = m.get_layer("predictions").get_weights()
+        m.get_layer("predictions").set_weights([kernel, rng.normal(size=3).astype(np.float32)])
+    x = rng.uniform(0, 255, (5, 40, 40, 3)).astype(np.float32)
+    inputs = [tf.image.resize(x, [32, 32], antialias=True).numpy(), x]
+    alone = [m.predict(xi, verbose=0) for m, xi in zip(members, inputs)]
+
+    joined = build_ensemble(members, 40)
+    path = save_model(joined, new_card(name="joined", classes=["a", "b", "c"], input_size=40,
+                                       architecture="ensemble", weights_origin="random"), tmp_path / "joined.keras")
+    loaded, _ = load_model(path)
+    mean_logits = np.mean([np.log(p) for p in alone], axis=0)
+    expected = np.exp(mean_logits) / np.exp(mean_logits).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), expected, rtol=1e-4, atol=1e-6)
+
+    parts = take_apart(loaded, head_biases(members))
+    for part, xi, p in zip(parts, inputs, alone):
+        np.testing.assert_allclose(part.predict(xi, verbose=0), p, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(build_ensemble(parts, 40).predict(x, verbose=0), expected, rtol=1e-4, atol=1e-6)

@@ -7,7 +7,8 @@ side, logits averaged), with the shipped card.
     python training/ship_ensemble.py [--config training/shipped_model.json]
 
 The config lists its members' recipe configs; each member's ``output`` is
-the model file its recipe wrote. Members must share one split (the same
+the model file its recipe wrote; one whose file is gone is taken out of
+the shipped file (``output``) when its card keeps it. Members must share one split (the same
 sources, seed, size and framing), so the held-out test cells are held out
 from every member. The card gets the default view count (``test_views``,
 chosen on the protocol: ``crosslab.py --views``), the test splits with it
@@ -35,6 +36,7 @@ from recipe import (  # noqa: E402
 from run_models import join  # noqa: E402
 
 from wbc_desktop.engine.infer.classify import Classifier  # noqa: E402
+from wbc_desktop.engine.models.ensemble import head_biases, take_apart  # noqa: E402
 from wbc_desktop.engine.models.builders import count_params  # noqa: E402
 from wbc_desktop.engine.models.modelfile import (  # noqa: E402
     default_views, framing_of, load_model, new_card, save_model, update_card,
@@ -42,6 +44,44 @@ from wbc_desktop.engine.models.modelfile import (  # noqa: E402
 from wbc_desktop.engine.train.evaluation import compute_metrics  # noqa: E402
 from wbc_desktop.engine.train.finetune import prepare_for  # noqa: E402
 from wbc_desktop.engine.train.trainer import reference_for  # noqa: E402
+
+
+def member_entry(model, card: dict) -> dict:
+    """A member as the shipped card lists it: where it came from, how it
+    scored alone, and what joining it again needs (its size, preprocessing
+    and head bias)."""
+    return {"name": card["name"], "recipe": card.get("recipe"),
+            "trained_on": card.get("training_data", {}).get("counts"),
+            "hyperparameters": card.get("hyperparameters"), "test_metrics": card.get("test_metrics"),
+            **{key: card.get(key) for key in ("input_size", "architecture", "weights_origin", "preprocessing",
+                                              "training_data")},
+            "head_bias": head_biases([model])[0]}
+
+
+def load_members(member_specs: list[dict], shipped: Path) -> list[tuple]:
+    """(model, card) of each member as its recipe wrote it. A member whose
+    file is gone (run folders do not outlive a checkout) is taken out of the
+    shipped file when that file kept it (its card names the member and its
+    head), so a new model that changes one member trains that one alone."""
+    kept = {}
+    if shipped.exists() and not all((ROOT / m["output"]).exists() for m in member_specs):
+        model, card = load_model(shipped)
+        entries = card.get("members", [])
+        if entries and all("head_bias" in e for e in entries):
+            parts = take_apart(model, [e["head_bias"] for e in entries])
+            kept = {e["name"]: (part, dict(e, classes=card["classes"])) for part, e in zip(parts, entries)}
+    loaded = []
+    for m in member_specs:
+        path = ROOT / m["output"]
+        if path.exists():
+            loaded.append(load_model(path))
+        elif m["name"] in kept:
+            print(f"{m['name']}: {path} is gone; taken out of {shipped}", flush=True)
+            loaded.append(kept[m["name"]])
+        else:
+            raise SystemExit(f"{path} is missing and {shipped} does not keep '{m['name']}': "
+                             f"train it with training/recipe.py --only final")
+    return loaded
 
 
 def main() -> int:
@@ -66,7 +106,7 @@ def main() -> int:
               for c, m in zip(configs, member_specs)}
     if len(splits) != 1:
         raise SystemExit("the members were not trained on one split: their test cells would not be held out from all")
-    loaded = [load_model(ROOT / m["output"]) for m in member_specs]
+    loaded = load_members(member_specs, ROOT / spec["output"])
     cards = [card for _, card in loaded]
     if len({tuple(c["classes"]) for c in cards}) != 1 or len({framing_of(c) for c in cards}) != 1:
         raise SystemExit("the members' classes or framing differ")
@@ -91,8 +131,7 @@ def main() -> int:
                      + "; features joined, logits averaged",
         weights_origin="; ".join(f"{c['name']}: {c['weights_origin']}" for c in cards),
         parameters={"total": total, "trainable": trainable},
-        members=[{"name": c["name"], "recipe": c.get("recipe"), "trained_on": c.get("training_data", {}).get("counts"),
-                  "hyperparameters": c.get("hyperparameters"), "test_metrics": c.get("test_metrics")} for c in cards],
+        members=[member_entry(m, c) for m, c in loaded],
         test_metrics=by_source.get("pbc"), test_metrics_by_source=by_source,
         **{f"test_metrics_{other}_by_source": by_source_other},
         domain_check=reference_for(model, data, size, tta=tta), limitations=LIMITATIONS, with_a_gpu=WITH_A_GPU,

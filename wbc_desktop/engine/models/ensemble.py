@@ -33,3 +33,27 @@ def build_ensemble(members: list[keras.Model], img_size: int, name: str = "ensem
     model = keras.Model(inputs, head(features), name=name)
     head.set_weights([np.concatenate(weights), np.sum(biases, axis=0)])
     return model
+
+
+def head_biases(members: list[keras.Model]) -> list[list[float]]:
+    """Each member's own head bias. The joined head keeps only their mean,
+    so a card that keeps these can take the members apart again: a later
+    model that changes one member then trains that one alone."""
+    return [member.get_layer("predictions").get_weights()[1].tolist() for member in members]
+
+
+def take_apart(model: keras.Model, biases: list[list[float]]) -> list[keras.Model]:
+    """The members of a model ``build_ensemble`` made, each with its own head
+    again (``biases``: ``head_biases`` of the members, as its card keeps them)."""
+    weights = model.get_layer("predictions").get_weights()[0] * len(biases)
+    members, start = [], 0
+    for i, bias in enumerate(biases):
+        body = model.get_layer(f"member{i}")
+        width = body.output.shape[-1]
+        inputs = keras.Input(body.input.shape[1:], name="image")
+        features = layers.Identity(name="features")(body(inputs))
+        head = layers.Dense(len(bias), activation="softmax", dtype="float32", name="predictions")
+        members.append(keras.Model(inputs, head(features), name=f"member{i}"))
+        head.set_weights([weights[start:start + width], np.asarray(bias, np.float32)])
+        start += width
+    return members

@@ -1,0 +1,52 @@
+"""The shipped model keeps its members: one whose model file is gone is
+taken out of the shipped file, so a new model that changes one member
+trains only that one."""
+
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "training"))
+
+from ship_ensemble import load_members, member_entry  # noqa: E402
+
+from wbc_desktop.engine.models.builders import build_compact  # noqa: E402
+from wbc_desktop.engine.models.modelfile import load_model, new_card, save_model  # noqa: E402
+from run_models import join  # noqa: E402
+
+CLASSES = ["neutrophil", "eosinophil", "lymphocyte"]
+
+
+def _member(tmp_path, name: str, size: int, seed: int) -> dict:
+    keras.utils.set_random_seed(seed)
+    model = build_compact(len(CLASSES), size, width=8)
+    kernel, _ = model.get_layer("predictions").get_weights()
+    model.get_layer("predictions").set_weights([kernel, np.random.default_rng(seed).normal(size=3).astype(np.float32)])
+    card = new_card(name=name, classes=CLASSES, input_size=size, architecture="compact", weights_origin="random",
+                    framing="cell_tight", hyperparameters={"seed": seed})
+    return {"name": name, "output": str(save_model(model, card, tmp_path / f"{name}.keras"))}
+
+
+def test_a_member_whose_file_is_gone_is_taken_out_of_the_shipped_file(tmp_path):
+    specs = [_member(tmp_path, "plain", 32, 1), _member(tmp_path, "grey", 40, 2)]
+    loaded = [load_model(s["output"]) for s in specs]
+    joined, card = join(loaded)
+    shipped = save_model(joined, dict(card, members=[member_entry(m, c) for m, c in loaded]), tmp_path / "shipped.keras")
+    x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype(np.float32)
+    before = loaded[0][0].predict(x, verbose=0)
+
+    Path(specs[0]["output"]).unlink()
+    again = load_members(specs, shipped)
+    (model, member_card), (_, kept_card) = again
+    np.testing.assert_allclose(model.predict(x, verbose=0), before, rtol=1e-5, atol=1e-7)
+    assert member_card["name"] == "plain" and member_card["input_size"] == 32
+    assert member_card["preprocessing"]["framing"] == "cell_tight" and member_card["hyperparameters"] == {"seed": 1}
+    assert kept_card["name"] == "grey"  # its own file, as its recipe wrote it
+
+    Path(specs[1]["output"]).unlink()
+    specs.append({"name": "new member", "output": str(tmp_path / "never trained.keras")})
+    with pytest.raises(SystemExit, match="never trained.keras is missing"):
+        load_members(specs, shipped)
