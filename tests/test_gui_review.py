@@ -325,5 +325,6 @@ def test_the_window_fits_a_small_lab_screen_and_the_cell_follows_the_panel(qtbot
         qtbot.wait(200)
         boxes = [p.geometry() for p in parts]
         assert not any(a.intersects(b) for i, a in enumerate(boxes) for b in boxes[i + 1:]), boxes
+        assert window.review.view_combo.isVisible()  # the toolbar's last box, not folded into its overflow menu
         sides.append(detail.image.pixmap().width())
     assert sides[1] > sides[0] * 1.2, sides

@@ -26,6 +26,12 @@ from .count_panel import CountPanel
 from .detail_panel import DetailPanel
 
 
+
+def _list_shows_whole_names(combo: QComboBox) -> None:
+    """A box kept narrow for the toolbar still lists every choice in full."""
+    view = combo.view()
+    view.setMinimumWidth(view.sizeHintForColumn(0) + 24)
+
 class ReviewPage(QWidget):
     review_changed = Signal()  # a label or a note changed: time to autosave
     calibrate_requested = Signal()  # the notice's link: propose cells to label
@@ -130,6 +136,10 @@ class ReviewPage(QWidget):
         self.view_combo.addItems(["Grid", "Table"])
         self.view_combo.activated.connect(self._view_changed)
         self._fill_filter_combo([])
+        for combo in (self.filter_combo, self.sort_combo):  # the toolbar fits a 1366-pixel-wide screen
+            combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(14)
+        _list_shows_whole_names(self.sort_combo)
 
     def _build_review_keys(self) -> None:
         """Review keys act on the cell views only, so typing a note never reviews a cell."""
@@ -161,6 +171,7 @@ class ReviewPage(QWidget):
         for c in classes:
             self.filter_combo.addItem(f"Class: {c}", (FILTER_ALL, c))
         self.filter_combo.addItem("Class: unusable", (FILTER_ALL, UNUSABLE))
+        _list_shows_whole_names(self.filter_combo)
 
     # -------------------------------------------------------- state events
     def _model_changed(self, classifier) -> None:
