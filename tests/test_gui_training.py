@@ -92,6 +92,11 @@ def test_finetune_cancel_resume_evaluate_save_and_classify(qtbot, window, tmp_pa
     assert page.eval_table.rowCount() == 3
     assert "Base model on the same test images" in page.eval_summary.text()
     assert not page.confusion.pixmap().isNull() and not page.gallery.pixmap().isNull()
+    qtbot.wait(100)
+    for figure in (page.confusion, page.gallery):  # each as large as its place on the page allows
+        shown, room = figure.pixmap().size(), figure.size()
+        assert shown.width() <= room.width() and shown.height() <= room.height()
+        assert max(shown.width() - room.width(), shown.height() - room.height()) >= -6, (shown, room)
     print(f"worst GUI event-loop gap during training: {worst} ms")
     assert worst < 3000  # a generous bound: it catches a frozen GUI, not a slow machine
 

@@ -116,15 +116,14 @@ class TrainPage(QWidget):
         self.eval_table.horizontalHeader().setSectionResizeMode(QHeaderView.Stretch)
         self.eval_table.verticalHeader().setVisible(False)
         self.confusion = ClickableImage()
-        self.confusion.setAlignment(Qt.AlignCenter)
         self.gallery = ClickableImage()
-        self.gallery.setAlignment(Qt.AlignCenter)
-        self.gallery.setToolTip("Click to enlarge")
+        for figure in (self.confusion, self.gallery):
+            figure.setToolTip("Click to enlarge")
         self.confusion.clicked.connect(lambda: self._enlarge("confusion_matrix.png"))
         self.gallery.clicked.connect(lambda: self._enlarge("misclassified.png"))
-        images = QHBoxLayout()
-        images.addWidget(self.confusion)
-        images.addWidget(self.gallery)
+        images = QVBoxLayout()  # both figures are wide: one above the other, each the page's width
+        images.addWidget(self.confusion, 3)
+        images.addWidget(self.gallery, 2)
         save_row = QHBoxLayout()
         self.save_button = QPushButton("Save model…")
         self.save_button.clicked.connect(lambda: self.save_model())
@@ -134,7 +133,7 @@ class TrainPage(QWidget):
             self.action_states.add(b, HAS_OUTCOME)
             save_row.addWidget(b)
         el.addWidget(self.eval_summary)
-        el.addWidget(self.eval_table, 2)
+        el.addWidget(self.eval_table, 1)
         el.addLayout(images, 3)
         el.addLayout(save_row)
         self.tabs.addTab(eval_page, "Evaluation")
@@ -322,8 +321,7 @@ class TrainPage(QWidget):
                 self.eval_table.setItem(r, col, QTableWidgetItem(val))
         report = RunLayout(outcome.run_dir).report
         for label, name in ((self.confusion, "confusion_matrix.png"), (self.gallery, "misclassified.png")):
-            pix = QPixmap(str(report / name))
-            label.setPixmap(pix.scaled(420, 320, Qt.KeepAspectRatio, Qt.SmoothTransformation))
+            label.show_picture(QPixmap(str(report / name)))
         self.tabs.setCurrentIndex(2)
 
     def _enlarge(self, name: str) -> None:

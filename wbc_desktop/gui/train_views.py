@@ -4,7 +4,9 @@ images that enlarge on a click."""
 from __future__ import annotations
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QFrame, QVBoxLayout, QWidget
+
+from .scaled_picture import ScaledPicture
 
 
 class CurveCanvas(QWidget):
@@ -70,8 +72,14 @@ class CurveCanvas(QWidget):
         self.canvas.draw_idle()
 
 
-class ClickableImage(QLabel):
+class ClickableImage(ScaledPicture):
+    """A report figure, as large as the page allows; a click opens it whole."""
+
     clicked = Signal()
+
+    def __init__(self):
+        super().__init__("")
+        self.setFrameShape(QFrame.NoFrame)
 
     def mousePressEvent(self, event):
         self.clicked.emit()
