@@ -66,3 +66,28 @@ def test_card_must_match_model(tmp_path):
                                                            weights_origin="w"), tmp_path / "m.keras")
     with pytest.raises(ModelFileError, match=".keras"):
         save_model(build_compact(1, 32, width=8), {"classes": ["a"], "input_size": 32}, tmp_path / "m.h5")
+
+
+def test_a_card_can_name_the_cut_its_model_is_used_with(tmp_path, trained_model_path, synth_dir):
+    """``test_framing``: chosen on the protocol like the views; the training
+    framing stays in the card, and every path that classifies cuts the cells
+    the chosen way."""
+    import shutil
+
+    from wbc_desktop.engine.data.preprocess import load_square
+    from wbc_desktop.engine.infer.classify import Classifier
+
+    close = tmp_path / "close.keras"
+    shutil.copy(trained_model_path, close)
+    update_card(close, test_framing="cell_close")
+    clf, plain = Classifier.open(close), Classifier.open(trained_model_path)
+    assert clf.framing == "cell_close" and plain.framing == read_card(close)["preprocessing"]["framing"] == "as_is"
+    cell = sorted(synth_dir.rglob("*.png"))[0]
+    np.testing.assert_array_equal(clf.view(cell), load_square(cell, clf.size, framing="cell_close"))
+    assert not np.array_equal(clf.view(cell), plain.view(cell))
+    shown = next(iter(clf.classify([cell])))
+    np.testing.assert_allclose(shown.probs, clf.predict_arrays(clf.view(cell)[None])[0], rtol=1e-5, atol=1e-6)
+
+    update_card(close, test_framing="cell_nowhere")
+    with pytest.raises(ValueError, match="cell_nowhere"):
+        Classifier.open(close)

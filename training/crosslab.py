@@ -3,6 +3,7 @@
     python training/crosslab.py --variant compact='{}' \
         --variant lite0_128='{"arch": "efficientnet_lite0", "weights": "imagenet", "img_size": 128}'
     python training/crosslab.py --ensemble compact+lite0_128   # the two folds' models joined, no training
+    python training/crosslab.py --ensemble compact+lite0_128 --framing cell_close   # cut closer at test time
     python training/crosslab.py --table          # the markdown table of all rows so far
 
 Leave one lab out over every labelled lab of the config (``crosslab_labs``:
@@ -41,7 +42,9 @@ from recipe import COMMON_FIVE, brief_metrics, lab_arrays, source_rows, train_co
 from wbc_desktop.engine.infer.classify import Classifier  # noqa: E402
 from wbc_desktop.engine.train.evaluation import compute_metrics  # noqa: E402
 from wbc_desktop.engine.train.finetune import prepare_for  # noqa: E402
+from wbc_desktop.engine.data.dataset import decode_images  # noqa: E402
 from wbc_desktop.engine.data.prepare import SplitArrays  # noqa: E402
+from wbc_desktop.engine.locate.framing import FRAMINGS  # noqa: E402
 from wbc_desktop.engine.train.trainer import train  # noqa: E402
 
 PBC_TRAIN, PBC_VAL, EPOCHS = 2400, 600, 8
@@ -97,14 +100,17 @@ def fold(spec: dict, name: str, overrides: dict, held: str, runs: Path) -> dict:
     return row
 
 
-def ensemble_fold(spec: dict, members: list[str], held: str, runs: Path, views: int = 1) -> dict:
+def ensemble_fold(spec: dict, members: list[str], held: str, runs: Path, views: int = 1,
+                  framing: str | None = None) -> dict:
     """Members' fold models, each given the cells in its own framing and
     input size, their probabilities joined by a normalised geometric mean:
     what averaging the logits of one joined model (``engine.models.ensemble``)
     gives, and it also joins members that frame cells differently. The pbc
     test cells are those in every member's test split: a member decoding
     otherwise may have split near-duplicates differently, and no member may
-    have trained on a scored cell."""
+    have trained on a scored cell. ``framing``: cut every cell this way at
+    test time instead of as each member was trained (a test-time choice,
+    like the views)."""
     from run_models import best_epoch_model
 
     t0 = time.monotonic()
@@ -115,13 +121,14 @@ def ensemble_fold(spec: dict, members: list[str], held: str, runs: Path, views: 
     common = [c for c in COMMON_FIVE if c in models[0].classes]
     probs, labels = [], set()
     for clf in models:
-        x, y = lab_arrays(base / held, common, clf.size, clf.framing)
+        x, y = lab_arrays(base / held, common, clf.size, framing or clf.framing)
         probs.append(clf.predict_arrays(x, tta=tta))
         labels.add(tuple(y))
     if len(labels) != 1:
         raise RuntimeError(f"members read different cells of {held}")
     y = np.asarray([models[0].classes.index(common[i]) for i in labels.pop()])
-    row = {"variant": ensemble_name(members, views), "overrides": {"ensemble": members, "views": views}, "held_out": held,
+    row = {"variant": ensemble_name(members, views, framing),
+           "overrides": {"ensemble": members, "views": views, **({"framing": framing} if framing else {})}, "held_out": held,
            "unseen": brief_metrics(compute_metrics(y, _geometric_mean(probs), models[0].classes)),
            "train_seconds": sum(r["train_seconds"] for r in rows if r["variant"] in members and r["held_out"] == held),
            "epochs": None}
@@ -130,8 +137,9 @@ def ensemble_fold(spec: dict, members: list[str], held: str, runs: Path, views: 
         for m in members:
             cfg = variant_config(spec, next(r["overrides"] for r in rows if r["variant"] == m))
             data = prepare_for(cfg, [base / s for s in spec["crosslab_labs"] if s != held])
-            tests.append({str(data.test.paths[i]): (data.test.x[i], data.test.y[i])
-                          for i in source_rows(data.test.paths, "pbc")})
+            pbc = source_rows(data.test.paths, "pbc")
+            x = data.test.x[pbc] if not framing else recut([data.test.paths[i] for i in pbc], cfg.img_size, framing)
+            tests.append({str(data.test.paths[i]): (xi, data.test.y[i]) for i, xi in zip(pbc, x)})
         keep = sorted(set.intersection(*(set(t) for t in tests)))
         y = np.asarray([tests[0][p][1] for p in keep])
         probs = [clf.predict_arrays(np.stack([t[p][0] for p in keep]), tta=tta) for clf, t in zip(models, tests)]
@@ -140,8 +148,17 @@ def ensemble_fold(spec: dict, members: list[str], held: str, runs: Path, views: 
     return row
 
 
-def ensemble_name(members: list[str], views: int) -> str:
-    return "+".join(members) + ("" if views == 1 else f" ({views} views)")
+def recut(files: list, size: int, framing: str) -> np.ndarray:
+    """Split cells cut another way than the split was made with (they all
+    decoded once already, so none may fail now)."""
+    decoded = decode_images(files, size, framing=framing)
+    if not decoded.ok.all():
+        raise RuntimeError(f"{int((~decoded.ok).sum())} test cells could not be cut {framing!r}")
+    return decoded.pixels
+
+
+def ensemble_name(members: list[str], views: int, framing: str | None = None) -> str:
+    return "+".join(members) + ("" if views == 1 else f" ({views} views)") + (f" [{framing}]" if framing else "")
 
 
 def _geometric_mean(probs: list[np.ndarray]) -> np.ndarray:
@@ -181,6 +198,8 @@ def main() -> int:
     parser.add_argument("--ensemble", action="append", default=[], help="variantA+variantB: their fold models joined (each in its own framing)")
     parser.add_argument("--views", type=int, choices=(1, 4), default=1,
                         help="test-time views the --ensemble rows are scored with (a single variant is an ensemble of one)")
+    parser.add_argument("--framing", choices=tuple(FRAMINGS),
+                        help="cut the cells this way at test time for the --ensemble rows (default: as trained)")
     parser.add_argument("--table", action="store_true", help="print the table of every row so far")
     args = parser.parse_args()
     spec = json.loads(Path(args.config).read_text())
@@ -201,9 +220,10 @@ def main() -> int:
     for item in args.ensemble:
         members = item.split("+")
         for held in args.labs or spec["crosslab_labs"]:
-            if any(r["variant"] == ensemble_name(members, args.views) and r["held_out"] == held for r in rows):
+            if any(r["variant"] == ensemble_name(members, args.views, args.framing) and r["held_out"] == held
+                   for r in rows):
                 continue
-            row = ensemble_fold(spec, members, held, runs, args.views)
+            row = ensemble_fold(spec, members, held, runs, args.views, args.framing)
             print(json.dumps(row), flush=True)
             rows.append(row)
             with open(results, "a") as f:

@@ -30,12 +30,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-from crosslab import PBC_TRAIN, PBC_VAL, _pbc_subset, read_rows, variant_config  # noqa: E402
+from crosslab import PBC_TRAIN, PBC_VAL, _pbc_subset, read_rows, recut, variant_config  # noqa: E402
 from recipe import COMMON_FIVE, lab_cells, source_rows  # noqa: E402
 from run_models import joined_model  # noqa: E402
 
 from wbc_desktop.engine.infer.classify import Classifier  # noqa: E402
 from wbc_desktop.engine.infer.domain_check import FOLDER_CELLS, MIN_CELLS, unlike_training  # noqa: E402
+from wbc_desktop.engine.locate.framing import FRAMINGS  # noqa: E402
 from wbc_desktop.engine.train.trainer import reference_for, surroundings_stats  # noqa: E402
 from wbc_desktop.engine.train.finetune import prepare_for  # noqa: E402
 
@@ -68,6 +69,8 @@ def main() -> int:
     parser.add_argument("--config", default=str(ROOT / "training" / "protocol_base.json"))
     parser.add_argument("--runs", default=str(ROOT / "training" / "runs"))
     parser.add_argument("--views", type=int, choices=(1, 4), default=1, help="test-time views, as the app's model")
+    parser.add_argument("--framing", choices=tuple(FRAMINGS), help="cut the cells this way in use, as a card's "
+                                                                  "test_framing does (default: as trained)")
     args = parser.parse_args()
     tta = args.views == 4
     spec = json.loads(Path(args.config).read_text())
@@ -83,11 +86,15 @@ def main() -> int:
         data = prepare_for(cfg, [base / s for s in spec["crosslab_labs"] if s != held])
         rng = np.random.default_rng(0)  # as crosslab drew the fold's pbc subset
         data.train, data.val = _pbc_subset(data.train, PBC_TRAIN, rng), _pbc_subset(data.val, PBC_VAL, rng)
+        framing = args.framing or cfg.framing
+        if framing != cfg.framing:
+            for part in (data.val, data.test):
+                part.x = recut(part.paths, cfg.img_size, framing)
         check = reference_for(model, data, cfg.img_size, tta=tta)
-        x, labels, paths = lab_cells(base / held, COMMON_FIVE, cfg.img_size, cfg.framing)
+        x, labels, paths = lab_cells(base / held, COMMON_FIVE, cfg.img_size, framing)
         probs, stats = clf.predict_arrays(x, tta=tta), surroundings_stats(paths)
         rng = np.random.default_rng(1)
-        row = {"variant": args.variant, "views": args.views, "held_out": held, "threshold": check["colour"]["threshold"],
+        row = {"variant": args.variant, "views": args.views, "framing": framing, "held_out": held, "threshold": check["colour"]["threshold"],
                "fires_on_unseen_lab": fire_rates(probs, stats, check, rng),
                "fires_on_unseen_lab_one_class": one_class_rates(probs, stats, labels, check, rng)}
         for lab in spec["crosslab_labs"]:

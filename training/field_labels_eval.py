@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 from recipe import COMMON_FIVE  # noqa: E402
 
 from wbc_desktop.engine.infer.classify import Classifier  # noqa: E402
+from wbc_desktop.engine.locate.framing import FRAMINGS  # noqa: E402
 
 PHOTOS = ROOT.parent / "shared" / "datasets" / "bccd_smears"
 
@@ -42,14 +43,18 @@ def one_cell_photos() -> list[tuple[Path, str]]:
     return out
 
 
-def classifier_for(source: str) -> Classifier:
+def classifier_for(source: str, framing: str | None = None) -> Classifier:
     """A model file, a crosslab run folder, or run folders joined by "+"
-    into one model, as the shipped ensemble joins its members."""
+    into one model, as the shipped ensemble joins its members; ``framing``:
+    the cut in use, as a card's ``test_framing`` sets it."""
     if source.endswith(".keras"):
-        return Classifier.open(source)
-    from run_models import joined_model
+        opened = Classifier.open(source)
+        model, card = opened.model, opened.card
+    else:
+        from run_models import joined_model
 
-    return Classifier(*joined_model(source.split("+")))
+        model, card = joined_model(source.split("+"))
+    return Classifier(model, dict(card, test_framing=framing) if framing else card)
 
 
 def score(clf: Classifier, photos: list[tuple[Path, str]], mode: str, tta: bool) -> dict:
@@ -67,10 +72,11 @@ def main() -> None:
     ap.add_argument("models", nargs="+", help="crosslab run folders (A+B: joined) or model files")
     ap.add_argument("--views", type=int, choices=(1, 4), help="test-time views (default: the model card's; 4 for "
                                                               "run folders)")
+    ap.add_argument("--framing", choices=tuple(FRAMINGS), help="cut the cells this way (default: the model's)")
     args = ap.parse_args()
     photos = one_cell_photos()
     for source in args.models:
-        clf = classifier_for(source)
+        clf = classifier_for(source, args.framing)
         tta = clf.default_tta if args.views is None else args.views == 4
         row = {"model": source, "framing": clf.framing, "views": 4 if tta else 1,
                "one input per photo": score(clf, photos, "cells", tta), "field mode": score(clf, photos, "fields", tta)}

@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 from wbc_desktop.engine.data.dataset import decode_images, scan_labeled  # noqa: E402
 from wbc_desktop.engine.train.evaluation import evaluate_files, format_metrics, write_report  # noqa: E402
 from wbc_desktop.engine.models.modelfile import (  # noqa: E402
-    default_views, read_card, save_model, update_card, views_phrase,
+    default_views, framing_of, read_card, save_model, update_card, views_phrase,
 )
 from wbc_desktop.engine.train.finetune import prepare_for  # noqa: E402
 from wbc_desktop.engine.train.config import TrainConfig
@@ -270,6 +270,9 @@ def write_markdown_card(card: dict, unseen: dict, path: Path) -> None:
         "- Speed, end to end (decode, resize, predict) on {cpu_cores} CPU cores, {images} {files_from} files: "
         "{images_per_second_4_views:.0f} images/s with 4 views, {images_per_second:.0f} with one"
         .format(**card["classify_speed"]) + f"; the app and `wbc classify` use {views} by default",
+        f"- Cells are cut `{framing_of(card)}` in use" + (
+            f" (trained on `{card['preprocessing']['framing']}`; the cut in use was chosen on the cross-lab protocol)"
+            if card.get("test_framing") else ""),
         "", "## Held-out test splits (grouped, de-duplicated, never used for choices)", "",
         "| data | n | accuracy | balanced acc. | macro-F1 | recall per class |", "|---|---|---|---|---|---|",
     ]

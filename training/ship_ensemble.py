@@ -33,6 +33,7 @@ from recipe import (  # noqa: E402
     CREDITS, LIMITATIONS, WITH_A_GPU, brief_metrics, classify_speed, protocol_folds, source_rows, train_config,
     write_markdown_card,
 )
+from crosslab import recut  # noqa: E402
 from run_models import join  # noqa: E402
 
 from wbc_desktop.engine.infer.classify import Classifier  # noqa: E402
@@ -56,6 +57,30 @@ def member_entry(model, card: dict) -> dict:
             **{key: card.get(key) for key in ("input_size", "architecture", "weights_origin", "preprocessing",
                                               "training_data")},
             "head_bias": head_biases([model])[0]}
+
+
+def measured(clf: Classifier, data, data_framing: str, spec: dict) -> dict:
+    """The card's measured parts: each source's held-out test cells with the
+    default views and with the other count, and the folder-warning
+    references, all with the cells cut as the model is used (its test
+    framing may differ from the members' training framing, which made the
+    split)."""
+    if clf.framing != data_framing:
+        for part in (data.val, data.test):  # cut again from the same files: the split stays the members'
+            part.x = recut(part.paths, clf.size, clf.framing)
+    views = default_views(spec)  # the card's rule and check, on the config's key of the same name
+    tta = views == 4
+    other = "one_view" if tta else "four_views"
+    by_source, by_source_other = {}, {}
+    for src in spec["sources"]:
+        rows = source_rows(data.test.paths, src)
+        x, y = data.test.x[rows], data.test.y[rows]
+        by_source[src] = brief_metrics(compute_metrics(y, clf.predict_arrays(x, tta=tta), clf.classes))
+        by_source_other[src] = brief_metrics(compute_metrics(y, clf.predict_arrays(x, tta=not tta), clf.classes))
+        print(src, f"{views} view(s)", by_source[src], "\n", src, other, by_source_other[src], flush=True)
+    return {"test_metrics": by_source.get("pbc"), "test_metrics_by_source": by_source,
+            f"test_metrics_{other}_by_source": by_source_other,
+            "domain_check": reference_for(clf.model, data, clf.size, tta=tta)}
 
 
 def load_members(member_specs: list[dict], shipped: Path) -> list[tuple]:
@@ -88,18 +113,23 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(ROOT / "training" / "shipped_model.json"))
     parser.add_argument("--crosslab-runs", default=str(ROOT / "training" / "runs"))
-    parser.add_argument("--refresh-domain-check", action="store_true",
-                        help="only set the shipped file's folder-warning references again (after the warning changed)")
+    parser.add_argument("--refresh-card", action="store_true",
+                        help="only measure the shipped file again (its test splits and folder-warning references, "
+                             "with the config's test_framing and views) and rewrite its card, without joining members")
     args = parser.parse_args()
     spec = json.loads(Path(args.config).read_text())
     member_specs = [json.loads((ROOT / m).read_text()) for m in spec["members"]]
     configs = [train_config(m) for m in member_specs]
     base = (ROOT / spec["datasets_dir"]).resolve()
-    if args.refresh_domain_check:
-        clf = Classifier.open(ROOT / spec["output"])
+    if args.refresh_card:
+        out = ROOT / spec["output"]
+        update_card(out, name=spec["name"], test_framing=spec.get("test_framing"), test_views=default_views(spec))
+        clf = Classifier.open(out)
         data = prepare_for(configs[0], [base / s for s in spec["sources"]])
-        card = update_card(ROOT / spec["output"], domain_check=reference_for(clf.model, data, clf.size,
-                                                                             tta=clf.default_tta))
+        card = update_card(out, **measured(clf, data, configs[0].framing, spec))
+        unseen = protocol_folds(spec, Path(args.crosslab_runs))
+        card = update_card(out, unseen_lab_evaluations=unseen)
+        write_markdown_card(card, unseen, out.with_suffix(".md"))
         print("folder-warning threshold", card["domain_check"]["colour"]["threshold"], flush=True)
         return 0
     splits = {(c.seed, c.val_frac, c.test_frac, c.img_size, c.framing, tuple(m["sources"]))
@@ -112,18 +142,9 @@ def main() -> int:
         raise SystemExit("the members' classes or framing differ")
     model, joined_card = join(loaded)
     size = joined_card["input_size"]
+    if spec.get("test_framing"):
+        joined_card["test_framing"] = spec["test_framing"]
     clf = Classifier(model, joined_card)
-    data = prepare_for(configs[0], [base / s for s in spec["sources"]])
-    views = default_views(spec)  # the card's rule and check, on the config's key of the same name
-    tta = views == 4
-    other = "one_view" if tta else "four_views"
-    by_source, by_source_other = {}, {}
-    for src in spec["sources"]:
-        rows = source_rows(data.test.paths, src)
-        x, y = data.test.x[rows], data.test.y[rows]
-        by_source[src] = brief_metrics(compute_metrics(y, clf.predict_arrays(x, tta=tta), clf.classes))
-        by_source_other[src] = brief_metrics(compute_metrics(y, clf.predict_arrays(x, tta=not tta), clf.classes))
-        print(src, f"{views} view(s)", by_source[src], "\n", src, other, by_source_other[src], flush=True)
     trainable, total = count_params(model)
     card = new_card(
         name=spec["name"], classes=cards[0]["classes"], input_size=size, framing=framing_of(cards[0]),
@@ -132,13 +153,12 @@ def main() -> int:
         weights_origin="; ".join(f"{c['name']}: {c['weights_origin']}" for c in cards),
         parameters={"total": total, "trainable": trainable},
         members=[member_entry(m, c) for m, c in loaded],
-        test_metrics=by_source.get("pbc"), test_metrics_by_source=by_source,
-        **{f"test_metrics_{other}_by_source": by_source_other},
-        domain_check=reference_for(model, data, size, tta=tta), limitations=LIMITATIONS, with_a_gpu=WITH_A_GPU,
+        **measured(clf, prepare_for(configs[0], [base / s for s in spec["sources"]]), configs[0].framing, spec),
+        limitations=LIMITATIONS, with_a_gpu=WITH_A_GPU,
         data_credits={s: CREDITS.get(s, "") for s in spec["sources"]},
         training_data={"members": [c.get("training_data") for c in cards]},
         hyperparameters={c["name"]: c.get("hyperparameters") for c in cards},
-        test_views=views,
+        test_views=default_views(spec), **({"test_framing": spec["test_framing"]} if spec.get("test_framing") else {}),
         recipe=f"training/ship_ensemble.py --config {Path(args.config).resolve().relative_to(ROOT).as_posix()}",
     )
     out = save_model(model, card, ROOT / spec["output"])

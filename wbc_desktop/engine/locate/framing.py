@@ -16,8 +16,10 @@ from .stain import PADDING_LEVEL, background_colour, channel_max
 from .white_cells import Localisation, WhiteCell
 
 # square side, in multiples of the detected cell's long side; ``as_is`` keeps
-# a crop whole and cuts field cells the way PBC frames them
-FRAMINGS: dict[str, float | None] = {"as_is": None, "cell_tight": 1.25, "cell_wide": 2.2, "cell_ruler": 1.25}
+# a crop whole and cuts field cells the way PBC frames them; ``cell_close``:
+# the cell's own box, the cut the protocol chose in use for models trained tight
+FRAMINGS: dict[str, float | None] = {"as_is": None, "cell_tight": 1.25, "cell_close": 1.0, "cell_wide": 2.2,
+                                     "cell_ruler": 1.25}
 FIELD_SIDE = 2.2
 # ``cell_ruler``: the square is at least this many red cells wide, so that a
 # lymphocyte (about one red cell) stays smaller than a monocyte (about two)

@@ -19,6 +19,7 @@ import numpy as np
 from ... import __version__
 from ..io.atomic import atomic_path
 from ..data.preprocess import RESIZE_METHOD
+from ..locate.framing import FRAMINGS
 
 CARD_ENTRY = "wbc_card.json"
 CARD_FORMAT = 1
@@ -62,9 +63,14 @@ def new_card(
 
 
 def framing_of(card: dict) -> str:
-    """How the model wants its crops cut (``locate.framing``); models made
-    before framing existed saw crops as they are."""
-    return card.get("preprocessing", {}).get("framing", "as_is")
+    """How the model's crops are cut in use (``locate.framing``): the card's
+    ``test_framing`` where the protocol chose a cut other than the training
+    one (as it chooses the views), else the framing it was trained with;
+    models made before framing existed saw crops as they are."""
+    framing = card.get("test_framing") or card.get("preprocessing", {}).get("framing", "as_is")
+    if framing not in FRAMINGS:
+        raise ValueError(f"the model card asks for crops framed {framing!r}; this version knows {tuple(FRAMINGS)}")
+    return framing
 
 
 VIEW_COUNTS = (1, 4)

@@ -33,7 +33,7 @@ class TrainConfig:
     lr: float = _opt(1e-3, "Adam learning rate (peak of the warm-up + cosine schedule)")
     img_size: int = _opt(96, "input size in pixels")
     framing: str = _opt("as_is", "crops as they are, or re-cut around the detected white cell "
-                         "(tight: 1.25x the cell, wide: 2.2x, ruler: tight but at least 3.5 red cells wide)", tuple(FRAMINGS))
+                         "(tight: 1.25x the cell, close: 1.0x, wide: 2.2x, ruler: tight but at least 3.5 red cells wide)", tuple(FRAMINGS))
     val_frac: float = _opt(0.15, "share of images for validation (choices)")
     test_frac: float = _opt(0.15, "share of images kept untouched for the final score")
     group_by: str | None = _opt(None, "regex on file names; files with the same match stay on one side")
