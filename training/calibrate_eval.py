@@ -45,6 +45,7 @@ from run_models import joined_model  # noqa: E402
 from wbc_desktop.engine.data.dataset import decode_images, scan_labeled  # noqa: E402
 from wbc_desktop.engine.data.prepare import duplicate_groups  # noqa: E402
 from wbc_desktop.engine.models.batchnorm import recalibrate_batchnorm  # noqa: E402
+from wbc_desktop.engine.locate.framing import FRAMINGS  # noqa: E402
 from wbc_desktop.engine.models.modelfile import framing_of, inference_copy  # noqa: E402
 from wbc_desktop.engine.train.run_layout import RunLayout  # noqa: E402
 from wbc_desktop.engine.train.calibrate import (  # noqa: E402
@@ -95,10 +96,11 @@ def draw(y: np.ndarray, groups: np.ndarray, k: int, rng: np.random.Generator):
 
 
 def evaluate_fold(name: str, run_dirs: list[Path], lab_dir: Path, draws: int, out, methods=METHODS,
-                  extractor=None) -> None:
+                  extractor=None, framing: str | None = None) -> None:
+    """``framing``: the cut in use, as a card's ``test_framing`` sets it (default: as trained)."""
     model, card = joined_model(run_dirs)
     classes = card["classes"]
-    pixels, y, groups = new_lab(lab_dir, classes, card["input_size"], framing_of(card))
+    pixels, y, groups = new_lab(lab_dir, classes, card["input_size"], framing or framing_of(card))
     t0 = time.monotonic()
     plain = lab_features(model, pixels, extractor=extractor)
     adapted = plain
@@ -181,6 +183,7 @@ def main() -> int:
                              "does by default); runs are named <variant>+imagenet")
     parser.add_argument("--runs", default=str(ROOT / "training" / "runs"))
     parser.add_argument("--datasets", default=str(ROOT / ".." / "shared" / "datasets"))
+    parser.add_argument("--framing", choices=tuple(FRAMINGS), help="cut the cells this way (default: as trained)")
     parser.add_argument("--table", action="store_true")
     args = parser.parse_args()
     runs = Path(args.runs)
@@ -192,14 +195,15 @@ def main() -> int:
             extractor = load_generic_extractor()
             if extractor is None:
                 parser.error("no generic feature extractor: build it with training/generic_features.py")
-        suffix = "+imagenet" if extractor is not None else ""
+        suffix = ("+imagenet" if extractor is not None else "") + (f"+{args.framing}" if args.framing else "")
         with open(results, "a") as out:
             for variant in args.variants:
                 for lab in args.labs:
                     run_dirs = [runs / f"crosslab_{member}_{lab}" for member in variant.split("+")]
                     if all(RunLayout(run).best_weights.exists() for run in run_dirs):
                         evaluate_fold(f"crosslab_{variant}{suffix}_{lab}", run_dirs,
-                                      Path(args.datasets).resolve() / lab, args.draws, out, args.methods, extractor)
+                                      Path(args.datasets).resolve() / lab, args.draws, out, args.methods, extractor,
+                                      args.framing)
     rows = [json.loads(line) for line in results.read_text().splitlines()] if results.exists() else []
     print(table(rows))
     return 0
