@@ -35,7 +35,8 @@ def test_calibrated_model_matches_its_numpy_twin_and_keeps_unlabelled_classes(tr
     from wbc_desktop.engine.train.calibrate import calibrate, fit_head, lab_features, predict
 
     opened = Classifier.open(trained_model_path)
-    base = Classifier(opened.model, dict(opened.card, test_views=1), trained_model_path)  # a one-view base model
+    # a one-view base model, used on cells cut closer than it was trained on (as the shipped model is)
+    base = Classifier(opened.model, dict(opened.card, test_views=1, test_framing="cell_close"), trained_model_path)
     data = scan_labeled(lab[0])
     keep = [i for i, lbl in enumerate(data.labels) if data.classes[lbl] != "lymphocyte"]  # one class unlabelled
     paths = [data.paths[i] for i in keep]
@@ -46,6 +47,7 @@ def test_calibrated_model_matches_its_numpy_twin_and_keeps_unlabelled_classes(tr
     assert ("ImageNet" in result.card["calibration"]["features"]) == generic
     assert result.card["calibration"]["classes_kept_from_base"] == ["lymphocyte"]
     assert Classifier(result.model, result.card).default_views == 4  # its head was fitted on four views
+    assert Classifier(result.model, result.card).framing == "cell_close"  # and on cells cut as its base cuts them
     test = decode_images(scan_labeled(lab[1]).paths, base.size).pixels[:24]
     ours = Classifier(result.model, result.card).predict_arrays(test, tta=True)
     np.testing.assert_allclose(ours.sum(axis=1), 1.0, atol=1e-5)
