@@ -157,6 +157,13 @@ def recut(files: list, size: int, framing: str) -> np.ndarray:
     return decoded.pixels
 
 
+def recut_split(data, size: int, framing: str) -> None:
+    """A prepared split's validation and test cells cut another way, the
+    split itself (made with the training cut) kept."""
+    for part in (data.val, data.test):
+        part.x = recut(part.paths, size, framing)
+
+
 def ensemble_name(members: list[str], views: int, framing: str | None = None) -> str:
     return "+".join(members) + ("" if views == 1 else f" ({views} views)") + (f" [{framing}]" if framing else "")
 

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-from crosslab import PBC_TRAIN, PBC_VAL, _pbc_subset, read_rows, recut, variant_config  # noqa: E402
+from crosslab import PBC_TRAIN, PBC_VAL, _pbc_subset, read_rows, recut_split, variant_config  # noqa: E402
 from recipe import COMMON_FIVE, lab_cells, source_rows  # noqa: E402
 from run_models import joined_model  # noqa: E402
 
@@ -88,8 +88,7 @@ def main() -> int:
         data.train, data.val = _pbc_subset(data.train, PBC_TRAIN, rng), _pbc_subset(data.val, PBC_VAL, rng)
         framing = args.framing or cfg.framing
         if framing != cfg.framing:
-            for part in (data.val, data.test):
-                part.x = recut(part.paths, cfg.img_size, framing)
+            recut_split(data, cfg.img_size, framing)
         check = reference_for(model, data, cfg.img_size, tta=tta)
         x, labels, paths = lab_cells(base / held, COMMON_FIVE, cfg.img_size, framing)
         probs, stats = clf.predict_arrays(x, tta=tta), surroundings_stats(paths)

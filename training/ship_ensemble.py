@@ -33,7 +33,7 @@ from recipe import (  # noqa: E402
     CREDITS, LIMITATIONS, WITH_A_GPU, brief_metrics, classify_speed, protocol_folds, source_rows, train_config,
     write_markdown_card,
 )
-from crosslab import recut  # noqa: E402
+from crosslab import recut_split  # noqa: E402
 from run_models import join  # noqa: E402
 
 from wbc_desktop.engine.infer.classify import Classifier  # noqa: E402
@@ -65,9 +65,8 @@ def measured(clf: Classifier, data, data_framing: str, spec: dict) -> dict:
     references, all with the cells cut as the model is used (its test
     framing may differ from the members' training framing, which made the
     split)."""
-    if clf.framing != data_framing:
-        for part in (data.val, data.test):  # cut again from the same files: the split stays the members'
-            part.x = recut(part.paths, clf.size, clf.framing)
+    if clf.framing != data_framing:  # cut again from the same files: the split stays the members'
+        recut_split(data, clf.size, clf.framing)
     views = default_views(spec)  # the card's rule and check, on the config's key of the same name
     tta = views == 4
     other = "one_view" if tta else "four_views"
@@ -126,9 +125,8 @@ def main() -> int:
         update_card(out, name=spec["name"], test_framing=spec.get("test_framing"), test_views=default_views(spec))
         clf = Classifier.open(out)
         data = prepare_for(configs[0], [base / s for s in spec["sources"]])
-        card = update_card(out, **measured(clf, data, configs[0].framing, spec))
         unseen = protocol_folds(spec, Path(args.crosslab_runs))
-        card = update_card(out, unseen_lab_evaluations=unseen)
+        card = update_card(out, **measured(clf, data, configs[0].framing, spec), unseen_lab_evaluations=unseen)
         write_markdown_card(card, unseen, out.with_suffix(".md"))
         print("folder-warning threshold", card["domain_check"]["colour"]["threshold"], flush=True)
         return 0
@@ -142,9 +140,8 @@ def main() -> int:
         raise SystemExit("the members' classes or framing differ")
     model, joined_card = join(loaded)
     size = joined_card["input_size"]
-    if spec.get("test_framing"):
-        joined_card["test_framing"] = spec["test_framing"]
-    clf = Classifier(model, joined_card)
+    in_use = {"test_framing": spec["test_framing"]} if spec.get("test_framing") else {}
+    clf = Classifier(model, dict(joined_card, **in_use))
     trainable, total = count_params(model)
     card = new_card(
         name=spec["name"], classes=cards[0]["classes"], input_size=size, framing=framing_of(cards[0]),
@@ -158,7 +155,7 @@ def main() -> int:
         data_credits={s: CREDITS.get(s, "") for s in spec["sources"]},
         training_data={"members": [c.get("training_data") for c in cards]},
         hyperparameters={c["name"]: c.get("hyperparameters") for c in cards},
-        test_views=default_views(spec), **({"test_framing": spec["test_framing"]} if spec.get("test_framing") else {}),
+        test_views=default_views(spec), **in_use,
         recipe=f"training/ship_ensemble.py --config {Path(args.config).resolve().relative_to(ROOT).as_posix()}",
     )
     out = save_model(model, card, ROOT / spec["output"])
