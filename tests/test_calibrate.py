@@ -109,6 +109,24 @@ def test_wbc_calibrate_improves_a_tinted_lab_and_says_how_sure(trained_model_pat
     assert colour_distance(stats, card["domain_check"]["colour"]["references"], probs) <= base_check["threshold"]
 
 
+def test_head_is_not_thrown_by_a_feature_that_the_few_labelled_cells_happen_to_share():
+    """Three cells a class cannot say how much a feature varies: one that is
+    near constant among them and varies in the lab's other cells must not
+    be blown up into the deciding feature (it was, by a spread per feature)."""
+    from wbc_desktop.engine.train.calibrate import fit_head
+
+    rng = np.random.default_rng(3)
+    y = np.repeat([0, 1], 3)
+    signal = np.where(y == 0, -1.0, 1.0)[:, None] + 0.3 * rng.normal(size=(6, 8))
+    quiet = 1e-3 * rng.normal(size=(6, 1))  # the labelled cells happen to agree on it
+    feats = np.concatenate([signal, quiet, np.ones((6, 1))], axis=1)[None]
+    head = fit_head("logistic", feats, y, 2)
+    test_y = np.repeat([0, 1], 50)
+    test = np.concatenate([np.where(test_y == 0, -1.0, 1.0)[:, None] + 0.3 * rng.normal(size=(100, 8)),
+                           0.5 * rng.normal(size=(100, 1)), np.ones((100, 1))], axis=1)
+    assert np.mean(head.probs(test).argmax(axis=1) == test_y) > 0.95
+
+
 def test_calibrate_refuses_too_few_cells_and_unknown_classes(trained_model_path, tmp_path, capsys):
     few = _tinted_lab(tmp_path / "few", 2, 5)
     code = main(["calibrate", str(few), "--model", str(trained_model_path), "--out", str(tmp_path / "m.keras")])

@@ -19,7 +19,8 @@ SEED = (4, 2)
 
 def test_augmentation_keeps_shape_range_and_varies_with_the_seed_alone():
     x = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype(np.float32)
-    every = AugmentConfig(**{**AugmentConfig.from_strength(1.0).to_dict(), "stain_matrix": 1.0, "random_conv": 1.0})
+    every = AugmentConfig(**{**AugmentConfig.from_strength(1.0).to_dict(), "stain_matrix": 1.0, "random_conv": 1.0,
+                                 "density": 0.7})
     out = augment_batch(x, every, SEED).numpy()
     assert out.shape == x.shape and out.min() >= 0 and out.max() <= 255
     assert not np.allclose(out, x)
@@ -83,6 +84,25 @@ def test_random_convolution_remixes_colour_and_texture_but_keeps_the_brightness_
     half = AugmentConfig(**{**AugmentConfig.none().to_dict(), "random_conv": 0.5})
     untouched = np.all(augment_batch(np.repeat(x[:1], 64, axis=0), half, SEED).numpy() == x[:1], axis=(1, 2, 3))
     assert 10 < untouched.sum() < 54  # about half the images keep their pixels
+
+
+def test_stain_density_darkens_or_pales_the_nucleus_far_more_than_the_background():
+    """Off unless asked for; when on, one factor per image scales every dye's
+    optical density: the nucleus's darkness varies widely, its hue and the
+    pale background barely."""
+    assert AugmentConfig().density == 0 and AugmentConfig.from_strength(1.0).density == 0
+    x = np.zeros((64, 24, 24, 3), np.float32)
+    x[:] = (235.0, 228.0, 232.0)
+    x[:, 6:18, 6:18] = (120.0, 60.0, 160.0)
+    cfg = AugmentConfig(**{**AugmentConfig.none().to_dict(), "density": 0.7})
+    out = augment_batch(x, cfg, SEED).numpy()
+    nucleus_od = -np.log(out[:, 12, 12] / 255.0)
+    ratio = nucleus_od / -np.log(x[0, 12, 12] / 255.0)
+    assert np.ptp(ratio[:, 0]) > 1.0 and ratio.min() > 0.45 and ratio.max() < 2.1  # 0.5-2x, widely spread
+    assert np.allclose(ratio[:, 0], ratio[:, 2], atol=0.02)  # every dye by the same factor: the hue stays
+    moved = np.abs(out - x).mean(axis=-1)
+    assert np.all(moved[:, 0, 0] <= 0.5 * moved[:, 12, 12] + 0.5)  # the pale background moves far less
+    assert np.array_equal(out, augment_batch(x, cfg, SEED).numpy())
 
 
 def test_class_weights_give_every_class_the_same_total_and_are_capped():
@@ -269,7 +289,8 @@ from wbc_desktop.engine.train.trainer import train, training_strategy
 
 from pathlib import Path
 folder = make_labeled_folder(Path(tmp) / "cells", per_class=12, seed=3)
-every = {**AugmentConfig.from_strength(0.3).to_dict(), "blur": 0.5, "stain_matrix": 0.5, "random_conv": 0.5}
+every = {**AugmentConfig.from_strength(0.3).to_dict(), "blur": 0.5, "stain_matrix": 0.5, "random_conv": 0.5,
+         "density": 0.5}
 cfg = TrainConfig(img_size=32, epochs=2, batch_size=16, width=8, patience=2, seed=seed, augment=AugmentConfig(**every))
 data = prepare_data(folder, 32, seed=1)
 result = train(cfg, data, tmp + "/run")

@@ -106,6 +106,16 @@ def _stain_matrix(images: tf.Tensor, k: float, draw: _Draws) -> tf.Tensor:
     return tf.clip_by_value(x + noise, 0.0, 1.0) * 255.0
 
 
+def _density(images: tf.Tensor, k: float, draw: _Draws) -> tf.Tensor:
+    """Beer-Lambert again: a thicker smear or a longer stain multiplies
+    every dye's density by one factor, darkening the nucleus far more than
+    the pale background, which a brightness change cannot mimic."""
+    b = tf.shape(images)[0]
+    density = -tf.math.log(tf.clip_by_value(images / 255.0, 1 / 255, 1.0))
+    scale = tf.exp(draw.uniform([b, 1, 1, 1], -k, k))
+    return tf.clip_by_value(tf.exp(-density * scale), 0.0, 1.0) * 255.0
+
+
 def _blur(images: tf.Tensor, cfg: AugmentConfig, draw: _Draws) -> tf.Tensor:
     b = tf.shape(images)[0]
     size = tf.shape(images)[1]
@@ -155,6 +165,8 @@ def augment_batch(images: tf.Tensor, cfg: AugmentConfig, seed) -> tf.Tensor:
         images = _blur(images, cfg, draw)
     if cfg.stain > 0 or cfg.brightness_contrast > 0 or cfg.grayscale > 0:
         images = _colour(images, cfg, draw)
+    if cfg.density > 0:
+        images = _density(images, cfg.density, draw)
     if cfg.stain_matrix > 0:
         images = _stain_matrix(images, cfg.stain_matrix, draw)
     if cfg.random_conv > 0:

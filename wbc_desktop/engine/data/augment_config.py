@@ -28,6 +28,10 @@ class AugmentConfig:
     # a random small filter remixes colours and local texture, so that no
     # lab's optics or stain is a cue; off unless asked for
     random_conv: float = 0.0
+    # how thick the smear and how long the stain: every dye's optical density
+    # scaled together by up to exp(+-density) (0.7: 0.5-2x), so that one lab's
+    # pale cells look like another's dark ones; off unless asked for
+    density: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)

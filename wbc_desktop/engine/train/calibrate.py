@@ -136,7 +136,11 @@ def fit_head(method: str, feats: np.ndarray, y: np.ndarray, k: int, unlabelled: 
         extra = _unit(unlabelled[:, sure].reshape(-1, unlabelled.shape[-1]))
         x = np.concatenate([x, extra])
         labels = np.concatenate([labels, np.tile(dist[sure].argmax(axis=1), unlabelled.shape[0])])
-    mean, std = x.mean(axis=0), x.std(axis=0) + 1e-6
+    # centred, and scaled by one spread for all features: a spread per
+    # feature, estimated from 3 cells a class, added noise (k-shot protocol:
+    # 0.760 -> 0.784 at k = 3, level at k = 10 and 25)
+    mean = x.mean(axis=0)
+    std = np.sqrt(np.mean(x.var(axis=0))) + 1e-6
     clf = LogisticRegression(C=1.0, max_iter=3000, random_state=seed)
     clf.fit((x - mean) / std, labels)
     coef = np.zeros((k, x.shape[1]))
