@@ -50,3 +50,32 @@ def test_a_member_whose_file_is_gone_is_taken_out_of_the_shipped_file(tmp_path):
     specs.append({"name": "new member", "output": str(tmp_path / "never trained.keras")})
     with pytest.raises(SystemExit, match="never trained.keras is missing"):
         load_members(specs, shipped)
+
+
+def test_class_offsets_shift_the_joined_logits_once_and_leave_the_members_whole(tmp_path):
+    from wbc_desktop.engine.models.class_offsets import shift_head
+
+    specs = [_member(tmp_path, "plain", 32, 1), _member(tmp_path, "grey", 40, 2)]
+    loaded = [load_model(s["output"]) for s in specs]
+    joined, card = join(loaded)
+    x = np.random.default_rng(0).uniform(0, 255, (6, 40, 40, 3)).astype(np.float32)  # the joined input
+    plain = joined.predict(x, verbose=0)
+    offsets = {"lymphocyte": -1.0}
+    shift_head(joined, CLASSES, offsets)
+    shipped = save_model(joined, dict(card, class_offsets=offsets,
+                                      members=[member_entry(m, c) for m, c in loaded]), tmp_path / "shipped.keras")
+    model, card = load_model(shipped)
+    expected = plain * np.exp([0.0, 0.0, -1.0])
+    np.testing.assert_allclose(model.predict(x, verbose=0), expected / expected.sum(axis=1, keepdims=True), rtol=1e-4)
+
+    shift_head(model, CLASSES, {"lymphocyte": -0.5}, card["class_offsets"])  # replaces the applied offset
+    expected = plain * np.exp([0.0, 0.0, -0.5])
+    np.testing.assert_allclose(model.predict(x, verbose=0), expected / expected.sum(axis=1, keepdims=True), rtol=1e-4)
+
+    Path(specs[0]["output"]).unlink()  # the members taken out of the shifted file carry no offset
+    (member, _), _ = load_members(specs, shipped)
+    small = x[:, :32, :32]
+    np.testing.assert_allclose(member.predict(small, verbose=0), loaded[0][0].predict(small, verbose=0), rtol=1e-5,
+                               atol=1e-7)
+    with pytest.raises(ValueError, match="platelet"):
+        shift_head(model, CLASSES, {"platelet": -1.0})

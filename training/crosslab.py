@@ -45,6 +45,7 @@ from wbc_desktop.engine.train.finetune import prepare_for  # noqa: E402
 from wbc_desktop.engine.data.dataset import decode_images  # noqa: E402
 from wbc_desktop.engine.data.prepare import SplitArrays  # noqa: E402
 from wbc_desktop.engine.locate.framing import FRAMINGS  # noqa: E402
+from wbc_desktop.engine.models.class_offsets import offset_vector, parse_offsets  # noqa: E402
 from wbc_desktop.engine.train.trainer import train  # noqa: E402
 
 PBC_TRAIN, PBC_VAL, EPOCHS = 2400, 600, 8
@@ -101,7 +102,7 @@ def fold(spec: dict, name: str, overrides: dict, held: str, runs: Path) -> dict:
 
 
 def ensemble_fold(spec: dict, members: list[str], held: str, runs: Path, views: int = 1,
-                  framing: str | None = None) -> dict:
+                  framing: str | None = None, offsets: dict[str, float] | None = None) -> dict:
     """Members' fold models, each given the cells in its own framing and
     input size, their probabilities joined by a normalised geometric mean:
     what averaging the logits of one joined model (``engine.models.ensemble``)
@@ -110,7 +111,8 @@ def ensemble_fold(spec: dict, members: list[str], held: str, runs: Path, views: 
     otherwise may have split near-duplicates differently, and no member may
     have trained on a scored cell. ``framing``: cut every cell this way at
     test time instead of as each member was trained (a test-time choice,
-    like the views)."""
+    like the views). ``offsets``: class name -> a number added to that
+    class's logit, as a shipped file's ``class_offsets`` adds it."""
     from run_models import best_epoch_model
 
     t0 = time.monotonic()
@@ -127,9 +129,12 @@ def ensemble_fold(spec: dict, members: list[str], held: str, runs: Path, views: 
     if len(labels) != 1:
         raise RuntimeError(f"members read different cells of {held}")
     y = np.asarray([models[0].classes.index(common[i]) for i in labels.pop()])
-    row = {"variant": ensemble_name(members, views, framing),
-           "overrides": {"ensemble": members, "views": views, **({"framing": framing} if framing else {})}, "held_out": held,
-           "unseen": brief_metrics(compute_metrics(y, _geometric_mean(probs), models[0].classes)),
+    # a fold without pbc has no ig, erythroblast or platelet to shift
+    shift = offset_vector(models[0].classes, {c: v for c, v in (offsets or {}).items() if c in models[0].classes})
+    row = {"variant": ensemble_name(members, views, framing, offsets),
+           "overrides": {"ensemble": members, "views": views, **({"framing": framing} if framing else {}),
+                         **({"class_offsets": offsets} if offsets else {})}, "held_out": held,
+           "unseen": brief_metrics(compute_metrics(y, _geometric_mean(probs, shift), models[0].classes)),
            "train_seconds": sum(r["train_seconds"] for r in rows if r["variant"] in members and r["held_out"] == held),
            "epochs": None}
     if held != "pbc":
@@ -143,7 +148,7 @@ def ensemble_fold(spec: dict, members: list[str], held: str, runs: Path, views: 
         keep = sorted(set.intersection(*(set(t) for t in tests)))
         y = np.asarray([tests[0][p][1] for p in keep])
         probs = [clf.predict_arrays(np.stack([t[p][0] for p in keep]), tta=tta) for clf, t in zip(models, tests)]
-        row["pbc_test"] = brief_metrics(compute_metrics(y, _geometric_mean(probs), models[0].classes))
+        row["pbc_test"] = brief_metrics(compute_metrics(y, _geometric_mean(probs, shift), models[0].classes))
     row["wall_seconds"] = round(time.monotonic() - t0)
     return row
 
@@ -164,12 +169,16 @@ def recut_split(data, size: int, framing: str) -> None:
         part.x = recut(part.paths, size, framing)
 
 
-def ensemble_name(members: list[str], views: int, framing: str | None = None) -> str:
-    return "+".join(members) + ("" if views == 1 else f" ({views} views)") + (f" [{framing}]" if framing else "")
+def ensemble_name(members: list[str], views: int, framing: str | None = None,
+                  offsets: dict[str, float] | None = None) -> str:
+    return ("+".join(members) + ("" if views == 1 else f" ({views} views)") + (f" [{framing}]" if framing else "")
+            + (" {" + ", ".join(f"{c} {v:+g}" for c, v in offsets.items()) + "}" if offsets else ""))
 
 
-def _geometric_mean(probs: list[np.ndarray]) -> np.ndarray:
-    joined = np.exp(np.mean([np.log(np.clip(p, 1e-12, 1.0)) for p in probs], axis=0))
+def _geometric_mean(probs: list[np.ndarray], shift: np.ndarray | float = 0.0) -> np.ndarray:
+    """Members' probabilities joined as one model averaging their logits,
+    ``shift`` added to the joined logits."""
+    joined = np.exp(np.mean([np.log(np.clip(p, 1e-12, 1.0)) for p in probs], axis=0) + shift)
     return joined / joined.sum(axis=1, keepdims=True)
 
 
@@ -207,8 +216,11 @@ def main() -> int:
                         help="test-time views the --ensemble rows are scored with (a single variant is an ensemble of one)")
     parser.add_argument("--framing", choices=tuple(FRAMINGS),
                         help="cut the cells this way at test time for the --ensemble rows (default: as trained)")
+    parser.add_argument("--class-offset", action="append", default=[], metavar="CLASS=NUMBER",
+                        help="added to that class's logit for the --ensemble rows (a shipped file's class_offsets)")
     parser.add_argument("--table", action="store_true", help="print the table of every row so far")
     args = parser.parse_args()
+    offsets = parse_offsets(args.class_offset)
     spec = json.loads(Path(args.config).read_text())
     runs = Path(args.runs)
     runs.mkdir(parents=True, exist_ok=True)
@@ -227,10 +239,10 @@ def main() -> int:
     for item in args.ensemble:
         members = item.split("+")
         for held in args.labs or spec["crosslab_labs"]:
-            if any(r["variant"] == ensemble_name(members, args.views, args.framing) and r["held_out"] == held
+            if any(r["variant"] == ensemble_name(members, args.views, args.framing, offsets) and r["held_out"] == held
                    for r in rows):
                 continue
-            row = ensemble_fold(spec, members, held, runs, args.views, args.framing)
+            row = ensemble_fold(spec, members, held, runs, args.views, args.framing, offsets)
             print(json.dumps(row), flush=True)
             rows.append(row)
             with open(results, "a") as f:

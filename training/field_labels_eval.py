@@ -28,6 +28,7 @@ from recipe import COMMON_FIVE  # noqa: E402
 
 from wbc_desktop.engine.infer.classify import Classifier  # noqa: E402
 from wbc_desktop.engine.locate.framing import FRAMINGS  # noqa: E402
+from wbc_desktop.engine.models.class_offsets import parse_offsets, shift_head  # noqa: E402
 
 PHOTOS = ROOT.parent / "shared" / "datasets" / "bccd_smears"
 
@@ -43,10 +44,12 @@ def one_cell_photos() -> list[tuple[Path, str]]:
     return out
 
 
-def classifier_for(source: str, framing: str | None = None) -> Classifier:
+def classifier_for(source: str, framing: str | None = None, offsets: dict[str, float] | None = None) -> Classifier:
     """A model file, a crosslab run folder, or run folders joined by "+"
     into one model, as the shipped ensemble joins its members; ``framing``:
-    the cut in use, as a card's ``test_framing`` sets it."""
+    the cut in use, as a card's ``test_framing`` sets it; ``offsets``: logit
+    offsets as a card's ``class_offsets`` (those of classes the model lacks
+    are left out)."""
     if source.endswith(".keras"):
         opened = Classifier.open(source)
         model, card = opened.model, opened.card
@@ -54,6 +57,9 @@ def classifier_for(source: str, framing: str | None = None) -> Classifier:
         from run_models import joined_model
 
         model, card = joined_model(source.split("+"))
+    if offsets:
+        shift_head(model, card["classes"], {c: v for c, v in offsets.items() if c in card["classes"]},
+                   card.get("class_offsets"))
     return Classifier(model, dict(card, test_framing=framing) if framing else card)
 
 
@@ -73,12 +79,15 @@ def main() -> None:
     ap.add_argument("--views", type=int, choices=(1, 4), help="test-time views (default: the model card's; 4 for "
                                                               "run folders)")
     ap.add_argument("--framing", choices=tuple(FRAMINGS), help="cut the cells this way (default: the model's)")
+    ap.add_argument("--class-offset", action="append", default=[], metavar="CLASS=NUMBER",
+                    help="set that class's logit offset (a shipped file's class_offsets)")
     args = ap.parse_args()
     photos = one_cell_photos()
     for source in args.models:
-        clf = classifier_for(source, args.framing)
+        clf = classifier_for(source, args.framing, parse_offsets(args.class_offset))
         tta = clf.default_tta if args.views is None else args.views == 4
         row = {"model": source, "framing": clf.framing, "views": 4 if tta else 1,
+               **({"class_offsets": parse_offsets(args.class_offset)} if args.class_offset else {}),
                "one input per photo": score(clf, photos, "cells", tta), "field mode": score(clf, photos, "fields", tta)}
         print(json.dumps(row))
 

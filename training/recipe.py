@@ -273,6 +273,9 @@ def write_markdown_card(card: dict, unseen: dict, path: Path) -> None:
         f"- Cells are cut `{framing_of(card)}` in use" + (
             f" (trained on `{card['preprocessing']['framing']}`; the cut in use was chosen on the cross-lab protocol)"
             if card.get("test_framing") else ""),
+        *(["- Logit offsets (chosen on the cross-lab protocol: these classes were learned from one lab only, and "
+           "elsewhere they drew other cells): " + ", ".join(f"{c} {v:+g}" for c, v in card["class_offsets"].items())]
+          if card.get("class_offsets") else []),
         "", "## Held-out test splits (grouped, de-duplicated, never used for choices)", "",
         "| data | n | accuracy | balanced acc. | macro-F1 | recall per class |", "|---|---|---|---|---|---|",
     ]

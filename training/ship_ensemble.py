@@ -39,6 +39,7 @@ from run_models import join  # noqa: E402
 from wbc_desktop.engine.infer.classify import Classifier  # noqa: E402
 from wbc_desktop.engine.models.ensemble import head_biases, take_apart  # noqa: E402
 from wbc_desktop.engine.models.builders import count_params  # noqa: E402
+from wbc_desktop.engine.models.class_offsets import shift_head  # noqa: E402
 from wbc_desktop.engine.models.modelfile import (  # noqa: E402
     default_views, framing_of, load_model, new_card, save_model, update_card,
 )
@@ -120,8 +121,13 @@ def main() -> int:
     member_specs = [json.loads((ROOT / m).read_text()) for m in spec["members"]]
     configs = [train_config(m) for m in member_specs]
     base = (ROOT / spec["datasets_dir"]).resolve()
+    offsets = spec.get("class_offsets", {})
     if args.refresh_card:
         out = ROOT / spec["output"]
+        model, card = load_model(out)
+        if offsets != card.get("class_offsets", {}):
+            shift_head(model, card["classes"], offsets, card.get("class_offsets"))
+            save_model(model, dict(card, class_offsets=offsets), out)
         update_card(out, name=spec["name"], test_framing=spec.get("test_framing"), test_views=default_views(spec))
         clf = Classifier.open(out)
         data = prepare_for(configs[0], [base / s for s in spec["sources"]])
@@ -140,7 +146,9 @@ def main() -> int:
         raise SystemExit("the members' classes or framing differ")
     model, joined_card = join(loaded)
     size = joined_card["input_size"]
-    in_use = {"test_framing": spec["test_framing"]} if spec.get("test_framing") else {}
+    shift_head(model, joined_card["classes"], offsets)
+    in_use = {**({"test_framing": spec["test_framing"]} if spec.get("test_framing") else {}),
+              **({"class_offsets": offsets} if offsets else {})}
     clf = Classifier(model, dict(joined_card, **in_use))
     trainable, total = count_params(model)
     card = new_card(

@@ -137,6 +137,10 @@ def card_html(card: dict) -> str:
         f"<b>Weights:</b> {card.get('weights_origin', '—')}<br>",
         f"<b>Created:</b> {card.get('created', '—')}, engine {card.get('engine_version', '—')}</p>",
     ]
+    if card.get("class_offsets"):
+        shifts = ", ".join(f"{html.escape(c)} {v:+g}" for c, v in card["class_offsets"].items())
+        lines.append(f"<p><b>Logit offsets:</b> {shifts} (classes that only one training lab taught need more "
+                     "evidence before they are answered)</p>")
     if card.get("calibration"):
         lines.append(_calibration_html(card["calibration"]))
     if tm:

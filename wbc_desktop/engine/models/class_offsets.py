@@ -1,0 +1,38 @@
+"""Fixed offsets on some classes' logits, chosen on the cross-lab protocol.
+
+The classes that only one training lab holds (ig, erythroblast and platelet:
+PBC alone) were learned with that lab's look, and in a lab the model never
+saw they attract its lymphocytes and monocytes. A negative offset asks for
+more evidence before those answers. It lives in the head's bias, so the
+model file, calibration and every view see it alike, and the card says how
+much was added (``class_offsets``) so that it can be changed or taken back.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+
+def parse_offsets(items: Sequence[str]) -> dict[str, float]:
+    """``["ig=-0.5", ...]``, as the training scripts take them."""
+    return {c: float(v) for c, _, v in (item.partition("=") for item in items)}
+
+
+def offset_vector(classes: Sequence[str], offsets: Mapping[str, float]) -> np.ndarray:
+    unknown = sorted(set(offsets) - set(classes))
+    if unknown:
+        raise ValueError(f"class offsets name classes the model does not have: {unknown}")
+    return np.asarray([float(offsets.get(c, 0.0)) for c in classes], np.float32)
+
+
+def shift_head(model, classes: Sequence[str], offsets: Mapping[str, float],
+               applied: Mapping[str, float] | None = None) -> None:
+    """Set the model's logit offsets to ``offsets``; ``applied``: those its
+    card says are in its bias already (taken out first, so shifting twice
+    does not add up)."""
+    head = model.get_layer("predictions")
+    weights, bias = head.get_weights()
+    change = offset_vector(classes, offsets) - offset_vector(classes, applied or {})
+    head.set_weights([weights, bias + change])
