@@ -79,3 +79,18 @@ def test_class_offsets_shift_the_joined_logits_once_and_leave_the_members_whole(
                                atol=1e-7)
     with pytest.raises(ValueError, match="platelet"):
         shift_head(model, CLASSES, {"platelet": -1.0})
+
+
+def test_the_offset_rule_finds_the_classes_that_one_training_lab_teaches(tmp_path):
+    """A class counts as taught by a lab from MIN_TAUGHT cells on (BCCD's 3
+    basophils teach nothing); the rule picks the classes one lab alone teaches."""
+    from crosslab import MIN_TAUGHT, one_lab_classes
+
+    for lab, counts in {"big": {"neutrophil": 20, "eosinophil": 15, "lymphocyte": 12},
+                        "small": {"neutrophil": 20, "eosinophil": MIN_TAUGHT - 1}}.items():
+        for c, n in counts.items():
+            (tmp_path / lab / c).mkdir(parents=True)
+            for i in range(n):
+                (tmp_path / lab / c / f"{i}.png").write_bytes(b"")
+    assert one_lab_classes(tmp_path, ["big", "small"], CLASSES) == ["eosinophil", "lymphocyte"]
+    assert one_lab_classes(tmp_path, ["small"], CLASSES) == ["neutrophil"]

@@ -102,7 +102,8 @@ def fold(spec: dict, name: str, overrides: dict, held: str, runs: Path) -> dict:
 
 
 def ensemble_fold(spec: dict, members: list[str], held: str, runs: Path, views: int = 1,
-                  framing: str | None = None, offsets: dict[str, float] | None = None) -> dict:
+                  framing: str | None = None, offsets: dict[str, float] | None = None,
+                  one_lab_offset: float | None = None) -> dict:
     """Members' fold models, each given the cells in its own framing and
     input size, their probabilities joined by a normalised geometric mean:
     what averaging the logits of one joined model (``engine.models.ensemble``)
@@ -112,7 +113,9 @@ def ensemble_fold(spec: dict, members: list[str], held: str, runs: Path, views: 
     have trained on a scored cell. ``framing``: cut every cell this way at
     test time instead of as each member was trained (a test-time choice,
     like the views). ``offsets``: class name -> a number added to that
-    class's logit, as a shipped file's ``class_offsets`` adds it."""
+    class's logit, as a shipped file's ``class_offsets`` adds it;
+    ``one_lab_offset``: that number on every class that only one of the
+    fold's training labs teaches (the rule behind the shipped offsets)."""
     from run_models import best_epoch_model
 
     t0 = time.monotonic()
@@ -130,8 +133,11 @@ def ensemble_fold(spec: dict, members: list[str], held: str, runs: Path, views: 
         raise RuntimeError(f"members read different cells of {held}")
     y = np.asarray([models[0].classes.index(common[i]) for i in labels.pop()])
     # a fold without pbc has no ig, erythroblast or platelet to shift
+    if one_lab_offset is not None:
+        taught = one_lab_classes(base, [lab for lab in spec["crosslab_labs"] if lab != held], models[0].classes)
+        offsets = {c: one_lab_offset for c in taught}
     shift = offset_vector(models[0].classes, {c: v for c, v in (offsets or {}).items() if c in models[0].classes})
-    row = {"variant": ensemble_name(members, views, framing, offsets),
+    row = {"variant": ensemble_name(members, views, framing, offsets, one_lab_offset),
            "overrides": {"ensemble": members, "views": views, **({"framing": framing} if framing else {}),
                          **({"class_offsets": offsets} if offsets else {})}, "held_out": held,
            "unseen": brief_metrics(compute_metrics(y, _geometric_mean(probs, shift), models[0].classes)),
@@ -170,9 +176,22 @@ def recut_split(data, size: int, framing: str) -> None:
 
 
 def ensemble_name(members: list[str], views: int, framing: str | None = None,
-                  offsets: dict[str, float] | None = None) -> str:
-    return ("+".join(members) + ("" if views == 1 else f" ({views} views)") + (f" [{framing}]" if framing else "")
-            + (" {" + ", ".join(f"{c} {v:+g}" for c, v in offsets.items()) + "}" if offsets else ""))
+                  offsets: dict[str, float] | None = None, one_lab_offset: float | None = None) -> str:
+    shifted = (f" {{one-lab classes {one_lab_offset:+g}}}" if one_lab_offset is not None
+               else " {" + ", ".join(f"{c} {v:+g}" for c, v in offsets.items()) + "}" if offsets else "")
+    return "+".join(members) + ("" if views == 1 else f" ({views} views)") + (f" [{framing}]" if framing else "") + shifted
+
+
+MIN_TAUGHT = 10  # a lab with fewer cells of a class (bccd's 3 basophils) does not teach it
+
+
+def one_lab_classes(base: Path, labs: list[str], classes: list[str]) -> list[str]:
+    """The classes that only one of ``labs`` holds at least ``MIN_TAUGHT``
+    cells of: learned with that lab's look alone."""
+    def held(lab: str, c: str) -> int:
+        folder = base / lab / c
+        return sum(1 for f in folder.iterdir() if f.is_file()) if folder.is_dir() else 0
+    return [c for c in classes if sum(held(lab, c) >= MIN_TAUGHT for lab in labs) == 1]
 
 
 def _geometric_mean(probs: list[np.ndarray], shift: np.ndarray | float = 0.0) -> np.ndarray:
@@ -218,6 +237,8 @@ def main() -> int:
                         help="cut the cells this way at test time for the --ensemble rows (default: as trained)")
     parser.add_argument("--class-offset", action="append", default=[], metavar="CLASS=NUMBER",
                         help="added to that class's logit for the --ensemble rows (a shipped file's class_offsets)")
+    parser.add_argument("--one-lab-offset", type=float, metavar="NUMBER",
+                        help="added to the logit of every class that only one of a fold's training labs teaches")
     parser.add_argument("--table", action="store_true", help="print the table of every row so far")
     args = parser.parse_args()
     offsets = parse_offsets(args.class_offset)
@@ -239,10 +260,10 @@ def main() -> int:
     for item in args.ensemble:
         members = item.split("+")
         for held in args.labs or spec["crosslab_labs"]:
-            if any(r["variant"] == ensemble_name(members, args.views, args.framing, offsets) and r["held_out"] == held
-                   for r in rows):
+            name = ensemble_name(members, args.views, args.framing, offsets, args.one_lab_offset)
+            if any(r["variant"] == name and r["held_out"] == held for r in rows):
                 continue
-            row = ensemble_fold(spec, members, held, runs, args.views, args.framing, offsets)
+            row = ensemble_fold(spec, members, held, runs, args.views, args.framing, offsets, args.one_lab_offset)
             print(json.dumps(row), flush=True)
             rows.append(row)
             with open(results, "a") as f:

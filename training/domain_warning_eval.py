@@ -37,6 +37,7 @@ from run_models import joined_model  # noqa: E402
 from wbc_desktop.engine.infer.classify import Classifier  # noqa: E402
 from wbc_desktop.engine.infer.domain_check import FOLDER_CELLS, MIN_CELLS, unlike_training  # noqa: E402
 from wbc_desktop.engine.locate.framing import FRAMINGS  # noqa: E402
+from wbc_desktop.engine.models.class_offsets import parse_offsets, shift_head  # noqa: E402
 from wbc_desktop.engine.train.trainer import reference_for, surroundings_stats  # noqa: E402
 from wbc_desktop.engine.train.finetune import prepare_for  # noqa: E402
 
@@ -71,7 +72,10 @@ def main() -> int:
     parser.add_argument("--views", type=int, choices=(1, 4), default=1, help="test-time views, as the app's model")
     parser.add_argument("--framing", choices=tuple(FRAMINGS), help="cut the cells this way in use, as a card's "
                                                                   "test_framing does (default: as trained)")
+    parser.add_argument("--class-offset", action="append", default=[], metavar="CLASS=NUMBER",
+                        help="that class's logit offset, as a card's class_offsets")
     args = parser.parse_args()
+    offsets = parse_offsets(args.class_offset)
     tta = args.views == 4
     spec = json.loads(Path(args.config).read_text())
     runs = Path(args.runs)
@@ -82,6 +86,7 @@ def main() -> int:
     rows = []
     for held in args.labs or spec["crosslab_labs"]:
         model, card = joined_model([runs / f"crosslab_{member}_{held}" for member in members])
+        shift_head(model, card["classes"], {c: v for c, v in offsets.items() if c in card["classes"]})
         clf = Classifier(model, card)
         data = prepare_for(cfg, [base / s for s in spec["crosslab_labs"] if s != held])
         rng = np.random.default_rng(0)  # as crosslab drew the fold's pbc subset
@@ -93,7 +98,8 @@ def main() -> int:
         x, labels, paths = lab_cells(base / held, COMMON_FIVE, cfg.img_size, framing)
         probs, stats = clf.predict_arrays(x, tta=tta), surroundings_stats(paths)
         rng = np.random.default_rng(1)
-        row = {"variant": args.variant, "views": args.views, "framing": framing, "held_out": held, "threshold": check["colour"]["threshold"],
+        row = {"variant": args.variant, "views": args.views, "framing": framing, **({"class_offsets": offsets} if offsets else {}),
+               "held_out": held, "threshold": check["colour"]["threshold"],
                "fires_on_unseen_lab": fire_rates(probs, stats, check, rng),
                "fires_on_unseen_lab_one_class": one_class_rates(probs, stats, labels, check, rng)}
         for lab in spec["crosslab_labs"]:
