@@ -45,6 +45,7 @@ from run_models import joined_model  # noqa: E402
 from wbc_desktop.engine.data.dataset import decode_images, scan_labeled  # noqa: E402
 from wbc_desktop.engine.data.prepare import duplicate_groups  # noqa: E402
 from wbc_desktop.engine.models.batchnorm import recalibrate_batchnorm  # noqa: E402
+from wbc_desktop.engine.models.class_offsets import parse_offsets, shift_head  # noqa: E402
 from wbc_desktop.engine.locate.framing import FRAMINGS  # noqa: E402
 from wbc_desktop.engine.models.modelfile import framing_of, inference_copy  # noqa: E402
 from wbc_desktop.engine.train.run_layout import RunLayout  # noqa: E402
@@ -96,9 +97,12 @@ def draw(y: np.ndarray, groups: np.ndarray, k: int, rng: np.random.Generator):
 
 
 def evaluate_fold(name: str, run_dirs: list[Path], lab_dir: Path, draws: int, out, methods=METHODS,
-                  extractor=None, framing: str | None = None) -> None:
-    """``framing``: the cut in use, as a card's ``test_framing`` sets it (default: as trained)."""
+                  extractor=None, framing: str | None = None, offsets: dict[str, float] | None = None) -> None:
+    """``framing``: the cut in use, as a card's ``test_framing`` sets it
+    (default: as trained); ``offsets``: logit offsets, as a card's
+    ``class_offsets`` (those of classes the fold's model lacks left out)."""
     model, card = joined_model(run_dirs)
+    shift_head(model, card["classes"], {c: v for c, v in (offsets or {}).items() if c in card["classes"]})
     classes = card["classes"]
     pixels, y, groups = new_lab(lab_dir, classes, card["input_size"], framing or framing_of(card))
     t0 = time.monotonic()
@@ -184,8 +188,11 @@ def main() -> int:
     parser.add_argument("--runs", default=str(ROOT / "training" / "runs"))
     parser.add_argument("--datasets", default=str(ROOT / ".." / "shared" / "datasets"))
     parser.add_argument("--framing", choices=tuple(FRAMINGS), help="cut the cells this way (default: as trained)")
+    parser.add_argument("--class-offset", action="append", default=[], metavar="CLASS=NUMBER",
+                        help="that class's logit offset, as a card's class_offsets; runs are named <...>+offsets")
     parser.add_argument("--table", action="store_true")
     args = parser.parse_args()
+    offsets = parse_offsets(args.class_offset)
     runs = Path(args.runs)
     results = runs / RESULTS
     if not args.table:
@@ -195,7 +202,8 @@ def main() -> int:
             extractor = load_generic_extractor()
             if extractor is None:
                 parser.error("no generic feature extractor: build it with training/generic_features.py")
-        suffix = ("+imagenet" if extractor is not None else "") + (f"+{args.framing}" if args.framing else "")
+        suffix = (("+imagenet" if extractor is not None else "") + (f"+{args.framing}" if args.framing else "")
+                  + ("+offsets" if offsets else ""))
         with open(results, "a") as out:
             for variant in args.variants:
                 for lab in args.labs:
@@ -203,7 +211,7 @@ def main() -> int:
                     if all(RunLayout(run).best_weights.exists() for run in run_dirs):
                         evaluate_fold(f"crosslab_{variant}{suffix}_{lab}", run_dirs,
                                       Path(args.datasets).resolve() / lab, args.draws, out, args.methods, extractor,
-                                      args.framing)
+                                      args.framing, offsets)
     rows = [json.loads(line) for line in results.read_text().splitlines()] if results.exists() else []
     print(table(rows))
     return 0
