@@ -45,7 +45,7 @@ from run_models import joined_model  # noqa: E402
 from wbc_desktop.engine.data.dataset import decode_images, scan_labeled  # noqa: E402
 from wbc_desktop.engine.data.prepare import duplicate_groups  # noqa: E402
 from wbc_desktop.engine.models.batchnorm import recalibrate_batchnorm  # noqa: E402
-from wbc_desktop.engine.models.class_offsets import parse_offsets, shift_head  # noqa: E402
+from wbc_desktop.engine.models.class_offsets import known, parse_offsets, shift_head  # noqa: E402
 from wbc_desktop.engine.locate.framing import FRAMINGS  # noqa: E402
 from wbc_desktop.engine.models.modelfile import framing_of, inference_copy  # noqa: E402
 from wbc_desktop.engine.train.run_layout import RunLayout  # noqa: E402
@@ -102,7 +102,7 @@ def evaluate_fold(name: str, run_dirs: list[Path], lab_dir: Path, draws: int, ou
     (default: as trained); ``offsets``: logit offsets, as a card's
     ``class_offsets`` (those of classes the fold's model lacks left out)."""
     model, card = joined_model(run_dirs)
-    shift_head(model, card["classes"], {c: v for c, v in (offsets or {}).items() if c in card["classes"]})
+    shift_head(model, card["classes"], known(card["classes"], offsets or {}))
     classes = card["classes"]
     pixels, y, groups = new_lab(lab_dir, classes, card["input_size"], framing or framing_of(card))
     t0 = time.monotonic()

@@ -29,6 +29,7 @@ import json
 import os
 import sys
 import time
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -42,10 +43,10 @@ from recipe import COMMON_FIVE, brief_metrics, lab_arrays, source_rows, train_co
 from wbc_desktop.engine.infer.classify import Classifier  # noqa: E402
 from wbc_desktop.engine.train.evaluation import compute_metrics  # noqa: E402
 from wbc_desktop.engine.train.finetune import prepare_for  # noqa: E402
-from wbc_desktop.engine.data.dataset import decode_images  # noqa: E402
+from wbc_desktop.engine.data.dataset import decode_images, scan_labeled  # noqa: E402
 from wbc_desktop.engine.data.prepare import SplitArrays  # noqa: E402
 from wbc_desktop.engine.locate.framing import FRAMINGS  # noqa: E402
-from wbc_desktop.engine.models.class_offsets import offset_vector, parse_offsets  # noqa: E402
+from wbc_desktop.engine.models.class_offsets import describe, known, offset_vector, parse_offsets  # noqa: E402
 from wbc_desktop.engine.train.trainer import train  # noqa: E402
 
 PBC_TRAIN, PBC_VAL, EPOCHS = 2400, 600, 8
@@ -132,11 +133,10 @@ def ensemble_fold(spec: dict, members: list[str], held: str, runs: Path, views: 
     if len(labels) != 1:
         raise RuntimeError(f"members read different cells of {held}")
     y = np.asarray([models[0].classes.index(common[i]) for i in labels.pop()])
-    # a fold without pbc has no ig, erythroblast or platelet to shift
     if one_lab_offset is not None:
         taught = one_lab_classes(base, [lab for lab in spec["crosslab_labs"] if lab != held], models[0].classes)
         offsets = {c: one_lab_offset for c in taught}
-    shift = offset_vector(models[0].classes, {c: v for c, v in (offsets or {}).items() if c in models[0].classes})
+    shift = offset_vector(models[0].classes, known(models[0].classes, offsets or {}))
     row = {"variant": ensemble_name(members, views, framing, offsets, one_lab_offset),
            "overrides": {"ensemble": members, "views": views, **({"framing": framing} if framing else {}),
                          **({"class_offsets": offsets} if offsets else {})}, "held_out": held,
@@ -178,7 +178,7 @@ def recut_split(data, size: int, framing: str) -> None:
 def ensemble_name(members: list[str], views: int, framing: str | None = None,
                   offsets: dict[str, float] | None = None, one_lab_offset: float | None = None) -> str:
     shifted = (f" {{one-lab classes {one_lab_offset:+g}}}" if one_lab_offset is not None
-               else " {" + ", ".join(f"{c} {v:+g}" for c, v in offsets.items()) + "}" if offsets else "")
+               else f" {{{describe(offsets)}}}" if offsets else "")
     return "+".join(members) + ("" if views == 1 else f" ({views} views)") + (f" [{framing}]" if framing else "") + shifted
 
 
@@ -188,10 +188,12 @@ MIN_TAUGHT = 10  # a lab with fewer cells of a class (bccd's 3 basophils) does n
 def one_lab_classes(base: Path, labs: list[str], classes: list[str]) -> list[str]:
     """The classes that only one of ``labs`` holds at least ``MIN_TAUGHT``
     cells of: learned with that lab's look alone."""
-    def held(lab: str, c: str) -> int:
-        folder = base / lab / c
-        return sum(1 for f in folder.iterdir() if f.is_file()) if folder.is_dir() else 0
-    return [c for c in classes if sum(held(lab, c) >= MIN_TAUGHT for lab in labs) == 1]
+    teachers = Counter()
+    for lab in labs:
+        found = scan_labeled(base / lab)
+        held = np.bincount(found.labels, minlength=len(found.classes))
+        teachers.update(c for c, n in zip(found.classes, held) if n >= MIN_TAUGHT)
+    return [c for c in classes if teachers[c] == 1]
 
 
 def _geometric_mean(probs: list[np.ndarray], shift: np.ndarray | float = 0.0) -> np.ndarray:

@@ -37,7 +37,7 @@ from run_models import joined_model  # noqa: E402
 from wbc_desktop.engine.infer.classify import Classifier  # noqa: E402
 from wbc_desktop.engine.infer.domain_check import FOLDER_CELLS, MIN_CELLS, unlike_training  # noqa: E402
 from wbc_desktop.engine.locate.framing import FRAMINGS  # noqa: E402
-from wbc_desktop.engine.models.class_offsets import parse_offsets, shift_head  # noqa: E402
+from wbc_desktop.engine.models.class_offsets import known, parse_offsets, shift_head  # noqa: E402
 from wbc_desktop.engine.train.trainer import reference_for, surroundings_stats  # noqa: E402
 from wbc_desktop.engine.train.finetune import prepare_for  # noqa: E402
 
@@ -86,7 +86,7 @@ def main() -> int:
     rows = []
     for held in args.labs or spec["crosslab_labs"]:
         model, card = joined_model([runs / f"crosslab_{member}_{held}" for member in members])
-        shift_head(model, card["classes"], {c: v for c, v in offsets.items() if c in card["classes"]})
+        shift_head(model, card["classes"], known(card["classes"], offsets))
         clf = Classifier(model, card)
         data = prepare_for(cfg, [base / s for s in spec["crosslab_labs"] if s != held])
         rng = np.random.default_rng(0)  # as crosslab drew the fold's pbc subset

@@ -28,7 +28,7 @@ from recipe import COMMON_FIVE  # noqa: E402
 
 from wbc_desktop.engine.infer.classify import Classifier  # noqa: E402
 from wbc_desktop.engine.locate.framing import FRAMINGS  # noqa: E402
-from wbc_desktop.engine.models.class_offsets import parse_offsets, shift_head  # noqa: E402
+from wbc_desktop.engine.models.class_offsets import known, parse_offsets, shift_head  # noqa: E402
 
 PHOTOS = ROOT.parent / "shared" / "datasets" / "bccd_smears"
 
@@ -58,8 +58,7 @@ def classifier_for(source: str, framing: str | None = None, offsets: dict[str, f
 
         model, card = joined_model(source.split("+"))
     if offsets:
-        shift_head(model, card["classes"], {c: v for c, v in offsets.items() if c in card["classes"]},
-                   card.get("class_offsets"))
+        shift_head(model, card["classes"], known(card["classes"], offsets), card.get("class_offsets"))
     return Classifier(model, dict(card, test_framing=framing) if framing else card)
 
 
@@ -83,11 +82,12 @@ def main() -> None:
                     help="set that class's logit offset (a shipped file's class_offsets)")
     args = ap.parse_args()
     photos = one_cell_photos()
+    offsets = parse_offsets(args.class_offset)
     for source in args.models:
-        clf = classifier_for(source, args.framing, parse_offsets(args.class_offset))
+        clf = classifier_for(source, args.framing, offsets)
         tta = clf.default_tta if args.views is None else args.views == 4
         row = {"model": source, "framing": clf.framing, "views": 4 if tta else 1,
-               **({"class_offsets": parse_offsets(args.class_offset)} if args.class_offset else {}),
+               **({"class_offsets": offsets} if offsets else {}),
                "one input per photo": score(clf, photos, "cells", tta), "field mode": score(clf, photos, "fields", tta)}
         print(json.dumps(row))
 

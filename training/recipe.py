@@ -37,6 +37,7 @@ from wbc_desktop.engine.infer.classify import Classifier  # noqa: E402
 import numpy as np  # noqa: E402
 
 from wbc_desktop.engine.data.dataset import decode_images, scan_labeled  # noqa: E402
+from wbc_desktop.engine.models.class_offsets import describe  # noqa: E402
 from wbc_desktop.engine.train.evaluation import evaluate_files, format_metrics, write_report  # noqa: E402
 from wbc_desktop.engine.models.modelfile import (  # noqa: E402
     default_views, framing_of, read_card, save_model, update_card, views_phrase,
@@ -274,7 +275,7 @@ def write_markdown_card(card: dict, unseen: dict, path: Path) -> None:
             f" (trained on `{card['preprocessing']['framing']}`; the cut in use was chosen on the cross-lab protocol)"
             if card.get("test_framing") else ""),
         *(["- Logit offsets (chosen on the cross-lab protocol: these classes were learned from one lab only, and "
-           "elsewhere they drew other cells): " + ", ".join(f"{c} {v:+g}" for c, v in card["class_offsets"].items())]
+           "elsewhere they drew other cells): " + describe(card["class_offsets"])]
           if card.get("class_offsets") else []),
         "", "## Held-out test splits (grouped, de-duplicated, never used for choices)", "",
         "| data | n | accuracy | balanced acc. | macro-F1 | recall per class |", "|---|---|---|---|---|---|",

@@ -41,7 +41,7 @@ from wbc_desktop.engine.models.ensemble import head_biases, take_apart  # noqa: 
 from wbc_desktop.engine.models.builders import count_params  # noqa: E402
 from wbc_desktop.engine.models.class_offsets import shift_head  # noqa: E402
 from wbc_desktop.engine.models.modelfile import (  # noqa: E402
-    default_views, framing_of, load_model, new_card, save_model, update_card,
+    default_views, framing_of, load_model, new_card, read_card, save_model, update_card,
 )
 from wbc_desktop.engine.train.evaluation import compute_metrics  # noqa: E402
 from wbc_desktop.engine.train.finetune import prepare_for  # noqa: E402
@@ -124,11 +124,14 @@ def main() -> int:
     offsets = spec.get("class_offsets", {})
     if args.refresh_card:
         out = ROOT / spec["output"]
-        model, card = load_model(out)
-        if offsets != card.get("class_offsets", {}):
-            shift_head(model, card["classes"], offsets, card.get("class_offsets"))
-            save_model(model, dict(card, class_offsets=offsets), out)
-        update_card(out, name=spec["name"], test_framing=spec.get("test_framing"), test_views=default_views(spec))
+        settings = {"name": spec["name"], "test_framing": spec.get("test_framing"), "test_views": default_views(spec)}
+        applied = read_card(out).get("class_offsets", {})
+        if offsets != applied:  # the weights change: load, shift and save once, card included
+            model, card = load_model(out)
+            shift_head(model, card["classes"], offsets, applied)
+            save_model(model, dict(card, class_offsets=offsets, **settings), out)
+        else:
+            update_card(out, **settings)
         clf = Classifier.open(out)
         data = prepare_for(configs[0], [base / s for s in spec["sources"]])
         unseen = protocol_folds(spec, Path(args.crosslab_runs))

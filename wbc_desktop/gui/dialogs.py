@@ -10,6 +10,7 @@ from PySide6.QtWidgets import (
 )
 
 from .. import __version__
+from ..engine.models.class_offsets import describe
 from ..engine.models.modelfile import default_views, views_phrase
 from ..paths import APP_NAME
 from .report_pdf import REPORT_FIELDS
@@ -138,8 +139,7 @@ def card_html(card: dict) -> str:
         f"<b>Created:</b> {card.get('created', '—')}, engine {card.get('engine_version', '—')}</p>",
     ]
     if card.get("class_offsets"):
-        shifts = ", ".join(f"{html.escape(c)} {v:+g}" for c, v in card["class_offsets"].items())
-        lines.append(f"<p><b>Logit offsets:</b> {shifts} (classes that only one training lab taught need more "
+        lines.append(f"<p><b>Logit offsets:</b> {html.escape(describe(card['class_offsets']))} (classes that only one training lab taught need more "
                      "evidence before they are answered)</p>")
     if card.get("calibration"):
         lines.append(_calibration_html(card["calibration"]))

@@ -20,6 +20,16 @@ def parse_offsets(items: Sequence[str]) -> dict[str, float]:
     return {c: float(v) for c, _, v in (item.partition("=") for item in items)}
 
 
+def known(classes: Sequence[str], offsets: Mapping[str, float]) -> dict[str, float]:
+    """The offsets of the classes a model has: a leave-one-lab-out model
+    trained without PBC has no ig, erythroblast or platelet to shift."""
+    return {c: v for c, v in offsets.items() if c in classes}
+
+
+def describe(offsets: Mapping[str, float]) -> str:
+    return ", ".join(f"{c} {v:+g}" for c, v in offsets.items())
+
+
 def offset_vector(classes: Sequence[str], offsets: Mapping[str, float]) -> np.ndarray:
     unknown = sorted(set(offsets) - set(classes))
     if unknown:
