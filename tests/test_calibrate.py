@@ -284,6 +284,46 @@ def test_folder_warning_fires_on_another_stain_and_not_on_the_own_lab_in_any_cla
         colour_stats(own[:60]), refs)
 
 
+def test_a_warned_folder_asks_more_evidence_of_the_cards_unfamiliar_classes():
+    from wbc_desktop.engine.infer.classify import Prediction, folder_check
+    from wbc_desktop.engine.infer.domain_check import colour_stats, reference_from
+    from wbc_desktop.engine.models.class_offsets import shift_probs
+
+    logits = np.random.default_rng(1).normal(size=(40, 3))
+    softmax = lambda z: np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)  # noqa: E731
+    shift = {"lymphocyte": -1.5}
+    np.testing.assert_allclose(shift_probs(softmax(logits), CLASSES, shift), softmax(logits + [0, 0, -1.5]), atol=1e-6)
+
+    rng = np.random.default_rng(0)
+    own = np.stack([np.asarray(cell_image(CLASSES[i % 3], rng, 32)) for i in range(300)])
+    other = np.clip(own[:60] * np.asarray((0.7, 0.95, 1.2)), 0, 255).astype(np.uint8)
+    truth = np.arange(300) % 3
+    sure = np.full((300, 3), 0.02)
+    sure[np.arange(300), truth] = 0.96
+    card = {"classes": list(CLASSES), "unfamiliar_offsets": {"lymphocyte": -6.0, "basophil": -6.0},
+            "domain_check": reference_from(colour_stats(own[:200]), ["lab"] * 200, truth[:200],
+                                           colour_stats(own[200:]), ["lab"] * 100, truth[200:], sure[200:])}
+    probs = sure[:60].copy()
+    probs[truth[:60] == 2] = [0.3, 0.1, 0.6]  # lymphocytes, unless asked for more evidence
+    called = [CLASSES[k] for k in probs.argmax(axis=1)]
+
+    def folder(cells):
+        return [Prediction(f"c{i}.png", called[i], 0.9, p, colour=s)
+                for i, (p, s) in enumerate(zip(probs, colour_stats(cells)))] + [Prediction("bad.png", error="x")]
+
+    warned = folder_check(folder(other), card)
+    assert "stain and optics differ" in warned.notice and "20 of 60 cells changed label" in warned.notice
+    assert [p.label for p in warned.predictions[:60]] == [c.replace("lymphocyte", "neutrophil") for c in called]
+    assert {p.path for p in warned.changed} == {f"c{i}.png" for i in np.flatnonzero(truth[:60] == 2)}
+    assert warned.predictions[60].error == "x" and warned.caution == "unfamiliar-lab caution: lymphocyte -6"
+    assert warned.predictions[2].probs.sum() == pytest.approx(1.0)
+    silent = folder_check(folder(own[:60]), card)  # its own lab's stain: the model's labels stand
+    assert silent.notice is None and not silent.changed and silent.caution is None
+    assert [p.label for p in silent.predictions[:60]] == called
+    plain = folder_check(folder(other), dict(card, unfamiliar_offsets={}))  # a card without: warned, not re-weighed
+    assert "changed label" not in plain.notice and not plain.changed
+
+
 def test_classify_reads_the_stain_from_the_view_its_card_names(trained_model_path, lab):
     from wbc_desktop.engine.data.preprocess import load_square
     from wbc_desktop.engine.infer.classify import Classifier
@@ -333,6 +373,38 @@ def test_training_sets_the_threshold_and_classify_warns_once(trained_model_path,
     assert "unlike" not in capsys.readouterr().err
 
 
+def test_classify_relabels_a_warned_folder_and_names_the_caution(trained_model_path, tmp_path, capsys):
+    import csv
+    import shutil
+
+    from wbc_desktop.engine.models.modelfile import update_card
+
+    model = tmp_path / "cautious.keras"
+    shutil.copy(trained_model_path, model)
+    update_card(model, unfamiliar_offsets={"lymphocyte": -30.0})  # never a lymphocyte where the warning fires
+    folder = _tinted_lab(tmp_path / "other", 10, 3)
+
+    def labels(threshold, out):
+        update_card(model, domain_check={"confidence": {"threshold": threshold}, "folder_cells": 50})
+        assert main(["classify", str(folder), "--model", str(model), "--no-tta", "--out", str(out)]) == 0
+        with open(out, newline="") as f:
+            return list(csv.DictReader(f)), capsys.readouterr().err
+
+    plain, err = labels(0.0, tmp_path / "plain.csv")  # silent: the model's own labels
+    assert "unlike" not in err and "lymphocyte" in {r["label"] for r in plain}
+    assert all("caution" not in r["model"] for r in plain)
+    warned, err = labels(0.999, tmp_path / "warned.csv")
+    changed = sum(r["label"] == "lymphocyte" for r in plain)
+    assert f"{changed} of {len(plain)} cells changed label" in err
+    assert "lymphocyte" not in {r["label"] for r in warned}
+    assert all(r["model"].endswith("; unfamiliar-lab caution: lymphocyte -30") for r in warned)
+    assert [r["path"] for r in warned] == [r["path"] for r in plain]
+    update_card(model, domain_check={"confidence": {"threshold": 0.999}, "folder_cells": 50})
+    main(["classify", str(folder), "--model", str(model), "--no-tta"])  # to the screen: the changed cells again
+    out = capsys.readouterr()
+    assert "relabelled on this folder:" in out.err and len(out.out.splitlines()) == len(plain) + changed
+
+
 def test_app_shows_the_folder_warning_with_a_way_to_calibrate(qtbot, settings, trained_model_path, tmp_path):
     import shutil
 
@@ -351,3 +423,24 @@ def test_app_shows_the_folder_warning_with_a_way_to_calibrate(qtbot, settings, t
     window.review.calibrate_requested.emit()  # the notice's link
     assert window.cells.session.calibration_set
     window.grab().save(str(tmp_path / "notice.png"))
+
+
+def test_app_relabels_a_warned_folder_and_records_the_caution(qtbot, settings, trained_model_path, tmp_path):
+    import shutil
+
+    from conftest import open_window
+    from wbc_desktop.engine.models.modelfile import update_card
+
+    cautious = tmp_path / "cautious.keras"
+    shutil.copy(trained_model_path, cautious)
+    update_card(cautious, domain_check={"confidence": {"threshold": 0.999}, "folder_cells": 50},
+                unfamiliar_offsets={"lymphocyte": -30.0})
+    window = open_window(qtbot, settings, cautious)
+    with qtbot.waitSignal(window.job_finished, timeout=60000):
+        window.open_paths([str(_tinted_lab(tmp_path / "other", 10, 4))])
+    session = window.cells.session
+    assert len(session.items) == 30 and "lymphocyte" not in {it.final_label for it in session.items}
+    assert session.model_name.endswith("; unfamiliar-lab caution: lymphocyte -30")
+    assert "changed label" in window.review.notice.text()
+    assert window.review.counts.last["counts"]["lymphocyte"] == 0  # the count shown is the relabelled one
+    window.grab().save(str(tmp_path / "caution.png"))

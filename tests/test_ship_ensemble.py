@@ -94,3 +94,26 @@ def test_the_offset_rule_finds_the_classes_that_one_training_lab_teaches(tmp_pat
                 (tmp_path / lab / c / f"{i}.png").write_bytes(b"")
     assert one_lab_classes(tmp_path, ["big", "small"], CLASSES) == ["eosinophil", "lymphocyte"]
     assert one_lab_classes(tmp_path, ["small"], CLASSES) == ["neutrophil"]
+
+
+def test_the_protocol_scores_warned_folders_as_the_app_relabels_them():
+    """``domain_warning_eval.labelled_accuracy``: where the warning fires the
+    caution's labels count, elsewhere the model's own."""
+    from domain_warning_eval import labelled_accuracy
+
+    truth = np.arange(60) % 3
+    probs = np.full((60, 3), 0.05)
+    probs[np.arange(60), truth] = 0.5
+    probs[truth == 0, 2] = 0.6  # every neutrophil called a lymphocyte, by a little
+    probs /= probs.sum(axis=1, keepdims=True)
+    stats = np.zeros((60, 6))
+    caution = {"lymphocyte": -1.0}
+
+    def check(threshold):
+        return {"colour": {"references": [{"mean": [0.0] * 6, "std": [1.0] * 6}], "threshold": threshold}}
+
+    rng = np.random.default_rng(0)
+    silent = labelled_accuracy(probs, stats + 0.1, truth, check(5.0), CLASSES, caution, rng)
+    assert silent["plain"] == silent["as_labelled"] == pytest.approx(2 / 3, abs=0.1)
+    warned = labelled_accuracy(probs, stats + 3.0, truth, check(5.0), CLASSES, caution, rng)
+    assert warned["plain"] == pytest.approx(2 / 3, abs=0.1) and warned["as_labelled"] == 1.0

@@ -80,5 +80,7 @@ def test_shipped_model_card_renders_in_the_app():
     assert card["name"] in html and "Labs never seen in training" in html
     for name, shift in card.get("class_offsets", {}).items():  # what was added to a logit is said
         assert f"{name} {shift:+g}" in html
+    for name, shift in card.get("unfamiliar_offsets", {}).items():  # and what a warned folder adds
+        assert f"{name} {shift:+g}" in html.split("On a folder unlike its training labs:")[1]
     for member in card.get("members", []):  # an ensemble names its members and how each scored alone
         assert f"{member['name']} (alone: test split accuracy {member['test_metrics']['accuracy']:.1%}" in html

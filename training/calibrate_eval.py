@@ -45,7 +45,7 @@ from run_models import joined_model  # noqa: E402
 from wbc_desktop.engine.data.dataset import decode_images, scan_labeled  # noqa: E402
 from wbc_desktop.engine.data.prepare import duplicate_groups  # noqa: E402
 from wbc_desktop.engine.models.batchnorm import recalibrate_batchnorm  # noqa: E402
-from wbc_desktop.engine.models.class_offsets import known, parse_offsets, shift_head  # noqa: E402
+from wbc_desktop.engine.models.class_offsets import describe, known, parse_offsets, shift_head  # noqa: E402
 from wbc_desktop.engine.locate.framing import FRAMINGS  # noqa: E402
 from wbc_desktop.engine.models.modelfile import framing_of, inference_copy  # noqa: E402
 from wbc_desktop.engine.train.run_layout import RunLayout  # noqa: E402
@@ -189,7 +189,7 @@ def main() -> int:
     parser.add_argument("--datasets", default=str(ROOT / ".." / "shared" / "datasets"))
     parser.add_argument("--framing", choices=tuple(FRAMINGS), help="cut the cells this way (default: as trained)")
     parser.add_argument("--class-offset", action="append", default=[], metavar="CLASS=NUMBER",
-                        help="that class's logit offset, as a card's class_offsets; runs are named <...>+offsets")
+                        help="that class's logit offset, as a card's class_offsets; runs are named <...>+offsets<class><offset>...")
     parser.add_argument("--table", action="store_true")
     args = parser.parse_args()
     offsets = parse_offsets(args.class_offset)
@@ -203,7 +203,7 @@ def main() -> int:
             if extractor is None:
                 parser.error("no generic feature extractor: build it with training/generic_features.py")
         suffix = (("+imagenet" if extractor is not None else "") + (f"+{args.framing}" if args.framing else "")
-                  + ("+offsets" if offsets else ""))
+                  + (f"+offsets{describe(offsets).replace(' ', '')}" if offsets else ""))
         with open(results, "a") as out:
             for variant in args.variants:
                 for lab in args.labs:

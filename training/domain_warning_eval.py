@@ -15,6 +15,13 @@ it, also on folders of one class only (each class with enough cells), which
 must stay as silent on the training labs.
 A variant A+B joins the folds' models as the shipped model joins its
 members (the stain signal does not depend on the model at all).
+
+``--unfamiliar-offset X`` (one or more) also scores the labels as the app gives them
+(``infer.classify.folder_check``): on a folder the warning fires on, X is
+added to the logits of the classes that only one of the fold's training
+labs teaches (``crosslab.one_lab_classes``, as a card's
+``unfamiliar_offsets``). Other random folders (``FOLDERS`` of each kind)
+are scored before and after, so misses and false alarms count as they come.
 """
 
 from __future__ import annotations
@@ -30,14 +37,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-from crosslab import PBC_TRAIN, PBC_VAL, _pbc_subset, read_rows, recut_split, variant_config  # noqa: E402
+from crosslab import PBC_TRAIN, PBC_VAL, _pbc_subset, one_lab_classes, read_rows, recut_split, variant_config  # noqa: E402
 from recipe import COMMON_FIVE, lab_cells, source_rows  # noqa: E402
 from run_models import joined_model  # noqa: E402
 
 from wbc_desktop.engine.infer.classify import Classifier  # noqa: E402
 from wbc_desktop.engine.infer.domain_check import FOLDER_CELLS, MIN_CELLS, unlike_training  # noqa: E402
 from wbc_desktop.engine.locate.framing import FRAMINGS  # noqa: E402
-from wbc_desktop.engine.models.class_offsets import known, parse_offsets, shift_head  # noqa: E402
+from wbc_desktop.engine.models.class_offsets import known, parse_offsets, shift_head, shift_probs  # noqa: E402
 from wbc_desktop.engine.train.trainer import reference_for, surroundings_stats  # noqa: E402
 from wbc_desktop.engine.train.finetune import prepare_for  # noqa: E402
 
@@ -63,6 +70,34 @@ def one_class_rates(probs: np.ndarray, stats: np.ndarray, labels: np.ndarray, ch
             for c in np.unique(labels) if np.sum(labels == c) >= MIN_CELLS}
 
 
+def fold_check(spec: dict, cfg, held: str, model, framing: str, tta: bool) -> tuple[dict, object]:
+    """The fold's folder-warning references, set as training sets them (on
+    the fold's own training and validation cells, cut ``framing``), and
+    that prepared data."""
+    base = (ROOT / spec["datasets_dir"]).resolve()
+    data = prepare_for(cfg, [base / s for s in spec["crosslab_labs"] if s != held])
+    rng = np.random.default_rng(0)  # as crosslab drew the fold's pbc subset
+    data.train, data.val = _pbc_subset(data.train, PBC_TRAIN, rng), _pbc_subset(data.val, PBC_VAL, rng)
+    if framing != cfg.framing:
+        recut_split(data, cfg.img_size, framing)
+    return reference_for(model, data, cfg.img_size, tta=tta), data
+
+
+def labelled_accuracy(probs: np.ndarray, stats: np.ndarray, labels: np.ndarray, check: dict, classes: list[str],
+                      caution: dict[str, float], rng: np.random.Generator) -> dict:
+    """Mean accuracy of random folders' labels (``labels``: indices into
+    ``classes``) as the model gives them, and as the folder's verdict leaves
+    them: re-weighed by ``caution`` where the warning fires."""
+    plain, verdict = [], []
+    cautious = shift_probs(probs, classes, caution)
+    for _ in range(FOLDERS):
+        pick = rng.choice(len(probs), min(FOLDER_CELLS, len(probs)), replace=False)
+        fired = unlike_training(probs[pick], stats[pick], {"domain_check": check}) is not None
+        plain.append(np.mean(probs[pick].argmax(axis=1) == labels[pick]))
+        verdict.append(np.mean((cautious if fired else probs)[pick].argmax(axis=1) == labels[pick]))
+    return {"plain": round(float(np.mean(plain)), 4), "as_labelled": round(float(np.mean(verdict)), 4)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variant", default="compact")
@@ -74,6 +109,10 @@ def main() -> int:
                                                                   "test_framing does (default: as trained)")
     parser.add_argument("--class-offset", action="append", default=[], metavar="CLASS=NUMBER",
                         help="that class's logit offset, as a card's class_offsets")
+    parser.add_argument("--one-lab-offset", type=float, metavar="NUMBER",
+                        help="that offset on every class one of the fold's training labs teaches (crosslab's rule)")
+    parser.add_argument("--unfamiliar-offset", type=float, action="append", default=[], metavar="NUMBER",
+                        help="score the labels with that much more on those classes where the warning fires")
     args = parser.parse_args()
     offsets = parse_offsets(args.class_offset)
     tta = args.views == 4
@@ -86,22 +125,28 @@ def main() -> int:
     rows = []
     for held in args.labs or spec["crosslab_labs"]:
         model, card = joined_model([runs / f"crosslab_{member}_{held}" for member in members])
+        taught = one_lab_classes(base, [lab for lab in spec["crosslab_labs"] if lab != held], card["classes"])
+        if args.one_lab_offset is not None:
+            offsets = {c: args.one_lab_offset for c in taught}
         shift_head(model, card["classes"], known(card["classes"], offsets))
         clf = Classifier(model, card)
-        data = prepare_for(cfg, [base / s for s in spec["crosslab_labs"] if s != held])
-        rng = np.random.default_rng(0)  # as crosslab drew the fold's pbc subset
-        data.train, data.val = _pbc_subset(data.train, PBC_TRAIN, rng), _pbc_subset(data.val, PBC_VAL, rng)
         framing = args.framing or cfg.framing
-        if framing != cfg.framing:
-            recut_split(data, cfg.img_size, framing)
-        check = reference_for(model, data, cfg.img_size, tta=tta)
+        check, data = fold_check(spec, cfg, held, model, framing, tta)
         x, labels, paths = lab_cells(base / held, COMMON_FIVE, cfg.img_size, framing)
         probs, stats = clf.predict_arrays(x, tta=tta), surroundings_stats(paths)
         rng = np.random.default_rng(1)
-        row = {"variant": args.variant, "views": args.views, "framing": framing, **({"class_offsets": offsets} if offsets else {}),
+        row = {"variant": args.variant, "views": args.views, "framing": framing,
+               **({"class_offsets": offsets} if offsets else {}),
                "held_out": held, "threshold": check["colour"]["threshold"],
                "fires_on_unseen_lab": fire_rates(probs, stats, check, rng),
                "fires_on_unseen_lab_one_class": one_class_rates(probs, stats, labels, check, rng)}
+        cautions = {f"{v:+g}": {c: v for c in taught} for v in args.unfamiliar_offset}
+        if cautions:
+            row["unfamiliar_classes"] = taught
+            truth = np.asarray([clf.classes.index(COMMON_FIVE[i]) for i in labels])
+            row["accuracy_unseen_lab"] = {  # its own draws: the rates above stay as they were measured
+                v: labelled_accuracy(probs, stats, truth, check, clf.classes, c, np.random.default_rng(2))
+                for v, c in cautions.items()}
         for lab in spec["crosslab_labs"]:
             rows_ = source_rows(data.test.paths, lab)
             if len(rows_):  # a lab the fold trained on: its held-out test cells
@@ -110,6 +155,9 @@ def main() -> int:
                 row[f"fires_on_{lab}_test"] = fire_rates(own_probs, own_stats, check, rng)
                 row[f"fires_on_{lab}_test_one_class"] = one_class_rates(own_probs, own_stats, data.test.y[rows_],
                                                                         check, rng)
+                row.update({f"accuracy_{lab}_test": {
+                    v: labelled_accuracy(own_probs, own_stats, data.test.y[rows_], check, clf.classes, c,
+                                         np.random.default_rng(2)) for v, c in cautions.items()}} if cautions else {})
         print(json.dumps(row), flush=True)
         rows.append(row)
     with open(runs / "domain_warning_eval.jsonl", "a") as f:

@@ -11,6 +11,13 @@ white cell found in it carries that label. Use a model that never saw BCCD
 photo squeezed, as the app did before the localiser (a framed model, the
 photo's most central cell); ``field mode`` finds every cell first
 (``--mode fields``).
+
+``--unfamiliar-offset X`` (crosslab run folders only) scores field mode
+once more with the labels as the app leaves them
+(``infer.classify.folder_check``): the photos are one folder, the fold's
+folder warning (set as training sets it) judges it, and where it fires X is
+added to the logits of the classes only one of the fold's training labs
+teaches.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from recipe import COMMON_FIVE  # noqa: E402
 
-from wbc_desktop.engine.infer.classify import Classifier  # noqa: E402
+from wbc_desktop.engine.infer.classify import Classifier, folder_check  # noqa: E402
 from wbc_desktop.engine.locate.framing import FRAMINGS  # noqa: E402
 from wbc_desktop.engine.models.class_offsets import known, parse_offsets, shift_head  # noqa: E402
 
@@ -62,14 +69,36 @@ def classifier_for(source: str, framing: str | None = None, offsets: dict[str, f
     return Classifier(model, dict(card, test_framing=framing) if framing else card)
 
 
-def score(clf: Classifier, photos: list[tuple[Path, str]], mode: str, tta: bool) -> dict:
+def with_fold_verdict(clf: Classifier, source: str, offset: float, tta: bool) -> Classifier:
+    """``clf`` (crosslab run folders of one fold) with the card the app would
+    judge a folder by: the fold's warning references, and ``offset`` on the
+    fold's one-lab classes as its ``unfamiliar_offsets``."""
+    from crosslab import one_lab_classes, read_rows, variant_config
+    from domain_warning_eval import fold_check
+
+    runs = [Path(s) for s in source.split("+")]
+    held = runs[0].name.rsplit("_", 1)[1]
+    spec = json.loads((ROOT / "training" / "protocol_base.json").read_text())
+    first = runs[0].name[len("crosslab_"):-len(held) - 1]
+    cfg = variant_config(spec, next(r["overrides"] for r in read_rows(runs[0].parent) if r["variant"] == first))
+    check, _ = fold_check(spec, cfg, held, clf.model, clf.framing, tta)
+    base = (ROOT / spec["datasets_dir"]).resolve()
+    taught = one_lab_classes(base, [lab for lab in spec["crosslab_labs"] if lab != held], clf.classes)
+    return Classifier(clf.model, dict(clf.card, domain_check=check, unfamiliar_offsets={c: offset for c in taught}))
+
+
+def score(clf: Classifier, photos: list[tuple[Path, str]], mode: str, tta: bool, verdict: bool = False) -> dict:
+    """``verdict``: the labels as the folder's verdict leaves them."""
     best: dict[str, tuple[float, str]] = {}
-    for pred in clf.classify_files([p for p, _ in photos], tta=tta, mode=mode):
+    predictions = list(clf.classify_files([p for p, _ in photos], tta=tta, mode=mode))
+    check = folder_check(predictions, clf.card) if verdict else None
+    for pred in check.predictions if check else predictions:
         if pred.ok and pred.confidence > best.get(pred.path, (-1.0, ""))[0]:
             best[pred.path] = (pred.confidence, pred.label)
     right = sum(best.get(str(p), (0, None))[1] == label for p, label in photos)
     return {"photos": len(photos), "right": right, "accuracy": round(right / len(photos), 4),
-            "no_cell_found": sum(str(p) not in best for p, _ in photos)}
+            "no_cell_found": sum(str(p) not in best for p, _ in photos),
+            **({"warned": check.notice is not None, "changed": len(check.changed)} if check else {})}
 
 
 def main() -> None:
@@ -80,6 +109,8 @@ def main() -> None:
     ap.add_argument("--framing", choices=tuple(FRAMINGS), help="cut the cells this way (default: the model's)")
     ap.add_argument("--class-offset", action="append", default=[], metavar="CLASS=NUMBER",
                     help="set that class's logit offset (a shipped file's class_offsets)")
+    ap.add_argument("--unfamiliar-offset", type=float, metavar="NUMBER",
+                    help="also score field mode as the app labels a warned folder (see above)")
     args = ap.parse_args()
     photos = one_cell_photos()
     offsets = parse_offsets(args.class_offset)
@@ -89,6 +120,10 @@ def main() -> None:
         row = {"model": source, "framing": clf.framing, "views": 4 if tta else 1,
                **({"class_offsets": offsets} if offsets else {}),
                "one input per photo": score(clf, photos, "cells", tta), "field mode": score(clf, photos, "fields", tta)}
+        if args.unfamiliar_offset is not None:
+            row["unfamiliar_offset"] = args.unfamiliar_offset
+            row["field mode, folder verdict"] = score(with_fold_verdict(clf, source, args.unfamiliar_offset, tta), photos,
+                                                      "fields", tta, verdict=True)
         print(json.dumps(row))
 
 

@@ -39,7 +39,7 @@ from run_models import join  # noqa: E402
 from wbc_desktop.engine.infer.classify import Classifier  # noqa: E402
 from wbc_desktop.engine.models.ensemble import head_biases, take_apart  # noqa: E402
 from wbc_desktop.engine.models.builders import count_params  # noqa: E402
-from wbc_desktop.engine.models.class_offsets import shift_head  # noqa: E402
+from wbc_desktop.engine.models.class_offsets import UNFAMILIAR_OFFSETS, shift_head  # noqa: E402
 from wbc_desktop.engine.models.modelfile import (  # noqa: E402
     default_views, framing_of, load_model, new_card, read_card, save_model, update_card,
 )
@@ -124,7 +124,8 @@ def main() -> int:
     offsets = spec.get("class_offsets", {})
     if args.refresh_card:
         out = ROOT / spec["output"]
-        settings = {"name": spec["name"], "test_framing": spec.get("test_framing"), "test_views": default_views(spec)}
+        settings = {"name": spec["name"], "test_framing": spec.get("test_framing"), "test_views": default_views(spec),
+                    UNFAMILIAR_OFFSETS: spec.get(UNFAMILIAR_OFFSETS, {})}
         applied = read_card(out).get("class_offsets", {})
         if offsets != applied:  # the weights change: load, shift and save once, card included
             model, card = load_model(out)
@@ -151,7 +152,8 @@ def main() -> int:
     size = joined_card["input_size"]
     shift_head(model, joined_card["classes"], offsets)
     in_use = {**({"test_framing": spec["test_framing"]} if spec.get("test_framing") else {}),
-              **({"class_offsets": offsets} if offsets else {})}
+              **({"class_offsets": offsets} if offsets else {}),
+              **({UNFAMILIAR_OFFSETS: spec[UNFAMILIAR_OFFSETS]} if spec.get(UNFAMILIAR_OFFSETS) else {})}
     clf = Classifier(model, dict(joined_card, **in_use))
     trainable, total = count_params(model)
     card = new_card(

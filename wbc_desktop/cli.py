@@ -35,7 +35,7 @@ def _tta(args, clf) -> bool:
 def cmd_classify(args) -> int:
     from .engine.data.dataset import collect_images
     from .engine.infer.cells import NO_WHITE_CELL
-    from .engine.infer.classify import Classifier, folder_notice, write_predictions_csv
+    from .engine.infer.classify import Classifier, folder_check, write_predictions_csv
 
     if args.out:
         check_output_file(args.out, (".csv",))
@@ -65,13 +65,16 @@ def cmd_classify(args) -> int:
                 failed += 1
                 print(f"warning: skipped {pred.path}: {pred.error}", file=sys.stderr)
             elif not args.out:
-                where = f"#{pred.cell.index}" if pred.cell.in_field else ""
-                print(f"{pred.path}{where}\t{pred.label}\t{pred.confidence:.3f}")
+                print(_cell_line(pred))
     except KeyboardInterrupt:
         interrupted = True
     seconds = time.monotonic() - t0
+    check = None if interrupted else folder_check(results, clf.card)  # a folder is judged whole
+    if check:
+        results = check.predictions
     if args.out:
-        write_predictions_csv(args.out, results, clf.classes, clf.described(tta))
+        made_by = "; ".join(filter(None, (clf.described(tta), check and check.caution)))
+        write_predictions_csv(args.out, results, clf.classes, made_by)
     ok = len(results) - failed - empty
     images = len({p.path for p in results})
     done = (f"interrupted after {images} of {len(files) + len(skipped)} files: " if interrupted else "")
@@ -81,10 +84,18 @@ def cmd_classify(args) -> int:
           file=sys.stderr)
     if interrupted:
         return 130
-    notice = folder_notice(results, clf.card)
-    if notice:
-        print(f"warning: {notice}", file=sys.stderr)
+    if check.notice:
+        print(f"warning: {check.notice}", file=sys.stderr)
+    if check.changed and not args.out:
+        print("relabelled on this folder:", file=sys.stderr)
+        for pred in check.changed:
+            print(_cell_line(pred))
     return 0 if ok else 1
+
+
+def _cell_line(pred) -> str:
+    where = f"#{pred.cell.index}" if pred.cell.in_field else ""
+    return f"{pred.path}{where}\t{pred.label}\t{pred.confidence:.3f}"
 
 
 def _train_config(args):

@@ -1,7 +1,8 @@
 """Classifying the open sources as a worker job: a header first (how many
 files, which model really classifies them), then results in chunks, so the
 GUI updates once per chunk and its event loop stays free, and last the
-folder's notice when it looks unlike the model's training data."""
+folder's verdict: its notice when it looks unlike the model's training
+data, and the cells whose label that re-weighs (``folder_check``)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def classification(classifier, sources: list[str], adapt: bool, tta: bool,
     files first (on the worker) and the header names that copy."""
 
     def job(cancel: CancelToken):
-        from ..engine.infer.classify import Prediction, folder_notice
+        from ..engine.infer.classify import Prediction, folder_check
 
         files, skipped = collect_images(sources)
         model = classifier.adapted_to(files) if adapt else classifier
@@ -37,6 +38,7 @@ def classification(classifier, sources: list[str], adapt: bool, tta: bool,
                 chunk, last = [], time.monotonic()
         if chunk:
             yield chunk
-        yield {"notice": folder_notice(done, model.card)}  # only for a folder classified to its end
+        check = folder_check(done, model.card)  # only for a folder classified to its end
+        yield {"notice": check.notice, "changed": check.changed, "caution": check.caution}
 
     return job

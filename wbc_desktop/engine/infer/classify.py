@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -20,6 +20,7 @@ from ..io.csvio import CELL_COLUMNS, cell_columns, write_csv
 from ..data.dataset import Skipped, collect_images, sample_in_order
 from ..io.imageio import ImageReadError
 from ..progress import CancelToken
+from ..models.class_offsets import UNFAMILIAR_OFFSETS, describe, known, shift_probs
 from ..models.modelfile import default_views, framing_of, views_phrase
 from .cells import NO_WHITE_CELL, Box, CellCut, cut_cells, view_of
 from .domain_check import SURROUNDINGS, colour_stats, stain_view, unlike_training
@@ -211,13 +212,42 @@ def _cells_with_stats(path: Path, size: int, framing: str, mode: str,
     return [(cut, square, s) for (cut, square, _), s in zip(cells, stats)]
 
 
-def folder_notice(predictions: Sequence[Prediction], card: dict) -> str | None:
-    """The once-per-folder warning (``domain_check``) for these predictions."""
+@dataclass
+class FolderCheck:
+    """What a whole folder says of its cells: the once-per-folder warning,
+    and the predictions as it leaves them. On a folder the warning fires on,
+    a card's ``unfamiliar_offsets`` re-weigh every cell (``caution`` says
+    how, for the record of how labels were made; ``changed`` holds the cells
+    whose label it changed)."""
+    notice: str | None
+    predictions: list[Prediction]
+    changed: list[Prediction]
+    caution: str | None = None
+
+
+def folder_check(predictions: Sequence[Prediction], card: dict) -> FolderCheck:
     ok = [p for p in predictions if p.ok]
     if not ok:
-        return None
+        return FolderCheck(None, list(predictions), [])
     stats = np.stack([p.colour for p in ok]) if all(p.colour is not None for p in ok) else None
-    return unlike_training(np.stack([p.probs for p in ok]), stats, card)
+    notice = unlike_training(np.stack([p.probs for p in ok]), stats, card)
+    offsets = known(card["classes"], card.get(UNFAMILIAR_OFFSETS, {}))
+    if notice is None or not offsets:
+        return FolderCheck(notice, list(predictions), [])
+    classes = list(card["classes"])
+    shifted = iter(shift_probs(np.stack([p.probs for p in ok]), classes, offsets))
+    revised = []
+    for p in predictions:
+        if p.ok:
+            probs = next(shifted)
+            k = int(probs.argmax())
+            p = replace(p, label=classes[k], confidence=float(probs[k]), probs=probs)
+        revised.append(p)
+    changed = [new for old, new in zip(predictions, revised) if new.ok and new.label != old.label]
+    named = " or ".join(filter(None, (", ".join(list(offsets)[:-1]), list(offsets)[-1])))
+    notice += (f". On a folder like this it asks for more evidence before it answers {named} (logit offsets "
+               f"{describe(offsets)}): {len(changed)} of {len(ok)} cells changed label")
+    return FolderCheck(notice, revised, changed, f"unfamiliar-lab caution: {describe(offsets)}")
 
 
 def write_predictions_csv(path: str | os.PathLike, predictions: Sequence[Prediction], classes: Sequence[str], model_name: str = "") -> None:

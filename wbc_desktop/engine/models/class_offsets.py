@@ -6,6 +6,11 @@ saw they attract its lymphocytes and monocytes. A negative offset asks for
 more evidence before those answers. It lives in the head's bias, so the
 model file, calibration and every view see it alike, and the card says how
 much was added (``class_offsets``) so that it can be changed or taken back.
+
+A card may also hold ``unfamiliar_offsets``: more of the same, added only to
+a folder that the folder warning (``infer.domain_check``) finds unlike the
+training labs. There the one-lab classes are least to be trusted, while on
+the training labs' own folders they cost accuracy (PBC's ig recall).
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 import numpy as np
+
+UNFAMILIAR_OFFSETS = "unfamiliar_offsets"  # the card's key
 
 
 def parse_offsets(items: Sequence[str]) -> dict[str, float]:
@@ -46,3 +53,11 @@ def shift_head(model, classes: Sequence[str], offsets: Mapping[str, float],
     weights, bias = head.get_weights()
     change = offset_vector(classes, offsets) - offset_vector(classes, applied or {})
     head.set_weights([weights, bias + change])
+
+
+def shift_probs(probs: np.ndarray, classes: Sequence[str], offsets: Mapping[str, float]) -> np.ndarray:
+    """Offsets added to the logits behind probabilities already computed:
+    softmax(z + b) is p * exp(b), normalised. Exact for one view; four views
+    average probabilities, which this then shifts as one."""
+    shifted = np.asarray(probs, np.float64) * np.exp(offset_vector(classes, offsets))
+    return (shifted / shifted.sum(axis=-1, keepdims=True)).astype(np.float32)
