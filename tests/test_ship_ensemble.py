@@ -117,3 +117,34 @@ def test_the_protocol_scores_warned_folders_as_the_app_relabels_them():
     assert silent["plain"] == silent["as_labelled"] == pytest.approx(2 / 3, abs=0.1)
     warned = labelled_accuracy(probs, stats + 3.0, truth, check(5.0), CLASSES, caution, rng)
     assert warned["plain"] == pytest.approx(2 / 3, abs=0.1) and warned["as_labelled"] == 1.0
+
+
+def test_a_card_without_member_biases_is_rejoined_exactly_with_a_new_member_but_never_split(tmp_path):
+    """v5's card kept no member's own head bias, only their mean in the
+    joined head (offsets on it): each member gets that mean, which rejoins
+    them exactly with a new member, and dropping one of them is refused."""
+    from ship_ensemble import SHARED
+    from wbc_desktop.engine.models.class_offsets import shift_head
+
+    specs = [_member(tmp_path, "plain", 32, 1), _member(tmp_path, "grey", 40, 2)]
+    loaded = [load_model(s["output"]) for s in specs]
+    joined, card = join(loaded)
+    offsets = {"eosinophil": -0.5}
+    shift_head(joined, CLASSES, offsets)
+    kept = ("name", "recipe", "trained_on", "hyperparameters", "test_metrics")  # all a v5 entry holds
+    entries = [{k: v for k, v in member_entry(m, c).items() if k in kept} for m, c in loaded]
+    shipped = save_model(joined, dict(card, members=entries, class_offsets=offsets), tmp_path / "shipped.keras")
+    new = _member(tmp_path, "new", 32, 3)
+    truth, _ = join(loaded + [load_model(new["output"])])  # the three joined from their own files
+    for s in specs:
+        Path(s["output"]).unlink()
+
+    again = load_members(specs + [new], shipped)
+    assert all(c.get(SHARED) for _, c in again[:2]) and not again[2][1].get(SHARED)
+    assert [c["input_size"] for _, c in again] == [32, 40, 32] and again[1][1]["preprocessing"]["framing"] == "cell_tight"
+    rejoined, _ = join(again)
+    x = np.random.default_rng(0).uniform(0, 255, (4, 40, 40, 3)).astype(np.float32)
+    np.testing.assert_allclose(rejoined.predict(x, verbose=0), truth.predict(x, verbose=0), rtol=1e-4, atol=1e-6)
+    assert member_entry(*again[0])[SHARED] and SHARED not in member_entry(*again[2])  # the next card says so
+    with pytest.raises(SystemExit, match="does not keep 'plain'"):  # one without the other: its bias is unknown
+        load_members([specs[0], new], shipped)

@@ -29,6 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import numpy as np  # noqa: E402
 from recipe import (  # noqa: E402
     CREDITS, LIMITATIONS, WITH_A_GPU, brief_metrics, classify_speed, protocol_folds, source_rows, train_config,
     write_markdown_card,
@@ -39,7 +40,7 @@ from run_models import join  # noqa: E402
 from wbc_desktop.engine.infer.classify import Classifier  # noqa: E402
 from wbc_desktop.engine.models.ensemble import head_biases, take_apart  # noqa: E402
 from wbc_desktop.engine.models.builders import count_params  # noqa: E402
-from wbc_desktop.engine.models.class_offsets import UNFAMILIAR_OFFSETS, shift_head  # noqa: E402
+from wbc_desktop.engine.models.class_offsets import UNFAMILIAR_OFFSETS, offset_vector, shift_head  # noqa: E402
 from wbc_desktop.engine.models.modelfile import (  # noqa: E402
     default_views, framing_of, load_model, new_card, read_card, save_model, update_card,
 )
@@ -53,11 +54,11 @@ def member_entry(model, card: dict) -> dict:
     scored alone, and what joining it again needs (its size, preprocessing
     and head bias)."""
     return {"name": card["name"], "recipe": card.get("recipe"),
-            "trained_on": card.get("training_data", {}).get("counts"),
+            "trained_on": (card.get("training_data") or {}).get("counts") or card.get("trained_on"),
             "hyperparameters": card.get("hyperparameters"), "test_metrics": card.get("test_metrics"),
             **{key: card.get(key) for key in ("input_size", "architecture", "weights_origin", "preprocessing",
                                               "training_data")},
-            "head_bias": head_biases([model])[0]}
+            "head_bias": head_biases([model])[0], **({SHARED: True} if card.get(SHARED) else {})}
 
 
 def measured(clf: Classifier, data, data_framing: str, spec: dict) -> dict:
@@ -83,6 +84,39 @@ def measured(clf: Classifier, data, data_framing: str, spec: dict) -> dict:
             "domain_check": reference_for(clf.model, data, clf.size, tta=tta)}
 
 
+SHARED = "head_bias_shared"  # a member entry whose head bias is its share of the joined bias, not its own
+
+
+def member_biases(model, card: dict, wanted: set[str]) -> list[list[float]] | None:
+    """Each member's head bias, as joining them again needs it, or None when
+    the shipped file cannot be taken apart for the ``wanted`` members. A
+    card written before members kept their biases (v5's) holds only their
+    mean, in the joined head (with the card's ``class_offsets`` on it); each
+    such member is given that mean, which rejoins them exactly as long as
+    they stay together (their sum is what the joined head keeps), but not
+    one without the others, and not any one alone."""
+    entries = card.get("members", [])
+    shared = [e for e in entries if e.get(SHARED) or "head_bias" not in e]
+    if not entries or not {e["name"] for e in shared} <= wanted:
+        return None
+    joined = model.get_layer("predictions").get_weights()[1]
+    joined = joined - offset_vector(card["classes"], card.get("class_offsets", {}))
+    own = [np.asarray(e["head_bias"]) for e in entries if "head_bias" in e and not e.get(SHARED)]
+    share = [(len(entries) * joined - sum(own, np.zeros_like(joined))) / len(shared)] if shared else []
+    return [e["head_bias"] if "head_bias" in e and not e.get(SHARED) else share[0].tolist() for e in entries]
+
+
+def _filled(entry: dict, part, card: dict) -> dict:
+    """A member entry with what an entry of a card written before kept it
+    lacks: its input size (from the member itself), the preprocessing (the
+    shipped file's: joining asked its members for one framing) and, from its
+    hyperparameters, the architecture and weights it started from."""
+    hyper = entry.get("hyperparameters") or {}
+    return {"input_size": int(part.input_shape[1]), "preprocessing": card.get("preprocessing"),
+            "architecture": hyper.get("arch"), "weights_origin": hyper.get("weights"),
+            **{k: v for k, v in entry.items() if v is not None}}
+
+
 def load_members(member_specs: list[dict], shipped: Path) -> list[tuple]:
     """(model, card) of each member as its recipe wrote it. A member whose
     file is gone (run folders do not outlive a checkout) is taken out of the
@@ -92,9 +126,12 @@ def load_members(member_specs: list[dict], shipped: Path) -> list[tuple]:
     if shipped.exists() and not all((ROOT / m["output"]).exists() for m in member_specs):
         model, card = load_model(shipped)
         entries = card.get("members", [])
-        if entries and all("head_bias" in e for e in entries):
-            parts = take_apart(model, [e["head_bias"] for e in entries])
-            kept = {e["name"]: (part, dict(e, classes=card["classes"])) for part, e in zip(parts, entries)}
+        biases = member_biases(model, card, {m["name"] for m in member_specs})
+        if biases is not None:
+            parts = take_apart(model, biases)
+            kept = {e["name"]: (part, dict(_filled(e, part, card), classes=card["classes"], head_bias=b,
+                                           **({SHARED: True} if e.get(SHARED) or "head_bias" not in e else {})))
+                    for part, e, b in zip(parts, entries, biases)}
     loaded = []
     for m in member_specs:
         path = ROOT / m["output"]
