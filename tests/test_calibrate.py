@@ -72,6 +72,36 @@ def test_calibrated_model_matches_its_numpy_twin_and_keeps_unlabelled_classes(tr
     np.testing.assert_allclose(Classifier(again.model, again.card).predict_arrays(test, tta=True), ours, atol=1e-5)
 
 
+def test_a_joined_base_gives_each_member_the_same_say_and_its_lab_model_matches_the_numpy_twin(trained_model_path,
+                                                                                                   lab):
+    import keras
+
+    from wbc_desktop.engine.data.dataset import decode_images, scan_labeled
+    from wbc_desktop.engine.infer.classify import Classifier
+    from wbc_desktop.engine.models.ensemble import build_ensemble
+    from wbc_desktop.engine.train.calibrate import calibrate, fit_head, lab_features, member_widths, predict
+
+    opened = Classifier.open(trained_model_path)
+    other = keras.models.clone_model(opened.model)  # a second member, its weights drawn anew and scaled up
+    other.set_weights([w * 3.0 for w in opened.model.get_weights()])
+    joined = build_ensemble([opened.model, other], opened.size)
+    base = Classifier(joined, dict(opened.card, test_views=1))
+    width = opened.model.get_layer("features").output.shape[-1]
+    assert member_widths(joined) == [width, width] and member_widths(opened.model) == [width]
+    data = scan_labeled(lab[0])
+    names = [data.classes[i] for i in data.labels]
+    pixels = decode_images(data.paths, base.size).pixels
+    feats = lab_features(joined, pixels).feats
+    np.testing.assert_allclose(np.linalg.norm(feats[..., :width], axis=-1), 2 ** -0.5, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(feats[..., width:], axis=-1), 2 ** -0.5, atol=1e-5)
+    result = calibrate(base, data.paths, names, pixels, np.arange(len(names)), method="logistic", generic=False)
+    test = decode_images(scan_labeled(lab[1]).paths, base.size).pixels[:16]
+    idx = [base.classes.index(c) for c in result.labelled_classes]
+    head = fit_head("logistic", feats, np.asarray([idx.index(base.classes.index(n)) for n in names]), len(idx))
+    ours = Classifier(result.model, result.card).predict_arrays(test, tta=True)
+    np.testing.assert_allclose(ours, predict(head, lab_features(joined, test), idx), atol=1e-4)  # the saved graph too
+
+
 def test_wbc_calibrate_improves_a_tinted_lab_and_says_how_sure(trained_model_path, lab, tmp_path, capsys):
     from wbc_desktop.engine.data.dataset import decode_images, scan_labeled
     from wbc_desktop.engine.infer.classify import Classifier

@@ -83,17 +83,38 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-6)
 
 
+def member_widths(model) -> list[int]:
+    """The widths of the joined members' feature blocks (``models.ensemble``),
+    or the one block of a single network."""
+    names = {layer.name for layer in model.layers}
+    widths = []
+    while f"member{len(widths)}" in names:
+        widths.append(int(model.get_layer(f"member{len(widths)}").output.shape[-1]))
+    return widths or [int(model.get_layer("features").output.shape[-1])]
+
+
+def _members_unit(feats: np.ndarray, widths: Sequence[int]) -> np.ndarray:
+    """Each member's block at unit length, the whole at unit length: every
+    member has the same say in the lab head. Scaled as one block, a fourth
+    member's 1,280 Lite0 features crowded the others out and the head lost a
+    point at k = 10; block by block it gained 1.7 (training/RESULTS.md)."""
+    parts = np.split(feats, np.cumsum(widths)[:-1], axis=-1)
+    return np.concatenate([_unit(part) for part in parts], axis=-1) / np.sqrt(len(widths))
+
+
 def lab_features(model, pixels: np.ndarray, batch_size: int = 32, cancel: CancelToken | None = None,
                  extractor=None) -> LabFeatures:
-    """Features and probabilities of four views of uint8 cells (N x S x S x 3);
-    with a generic ``extractor``, its features of the same view join the
-    model's, each part scaled to unit length so that neither swamps the other.
-    Compiled calls (``predict_on_batch``): an eager call of the 224 px
-    extractor held 3 GB more than the compiled one (0.4 GB)."""
+    """Features and probabilities of four views of uint8 cells (N x S x S x 3):
+    each member's block of the model's features at unit length
+    (``_members_unit``); with a generic ``extractor``, its features of the
+    same view join them, each part scaled to unit length so that neither
+    swamps the other. Compiled calls (``predict_on_batch``): an eager call
+    of the 224 px extractor held 3 GB more than the compiled one (0.4 GB)."""
     import keras
 
     from ..infer.classify import tta_views
 
+    widths = member_widths(model)
     both = keras.Model(model.input, [model.get_layer("features").output, model.output])
     feats, probs = [], []
     for start in range(0, len(pixels), batch_size):
@@ -102,9 +123,9 @@ def lab_features(model, pixels: np.ndarray, batch_size: int = 32, cancel: Cancel
         x = pixels[start:start + batch_size].astype(np.float32)
         views = [np.ascontiguousarray(v) for v in tta_views(x)]
         outs = [both.predict_on_batch(v) for v in views]
-        own = [np.asarray(f) for f, _ in outs]
+        own = [_members_unit(np.asarray(f), widths) for f, _ in outs]
         if extractor is not None:
-            own = [np.concatenate([_unit(f), _unit(np.asarray(extractor.predict_on_batch(v)))], axis=-1)
+            own = [np.concatenate([f, _unit(np.asarray(extractor.predict_on_batch(v)))], axis=-1)
                    for f, v in zip(own, views)]
         feats.append(np.stack(own))
         probs.append(np.stack([np.asarray(p) for _, p in outs]))
@@ -232,11 +253,15 @@ def build_model(base_model, head: Head, labelled_idx: Sequence[int], extractor=N
                              dtype="float32")
         return layer, [weights.astype(np.float32)] + ([bias.astype(np.float32)] if bias is not None else [])
 
-    feats = base_model.get_layer("features").output
+    joined, widths = base_model.get_layer("features"), member_widths(base_model)
+    if len(widths) > 1:  # as _members_unit
+        feats = layers.Rescaling(1 / np.sqrt(len(widths)), name="own_unit")(layers.Concatenate(name="own_blocks")(
+            [layers.UnitNormalization(name=f"member{i}_unit")(x) for i, x in enumerate(joined.input)]))
+    else:
+        feats = layers.UnitNormalization(name="own_unit")(joined.output)
     if extractor is not None:
         feats = layers.Concatenate(name="lab_features")([
-            layers.UnitNormalization(name="own_unit")(feats),
-            layers.UnitNormalization(name="generic_unit")(extractor(base_model.input))])
+            feats, layers.UnitNormalization(name="generic_unit")(extractor(base_model.input))])
     probs = base_model.output
     head_layer, head_w = fixed("lab_head", k, head.weight, "softmax", head.bias)
     mass_layer, mass_w = fixed("lab_mass", n, np.outer(mask, np.ones(n)))
