@@ -41,10 +41,10 @@ from crosslab import PBC_TRAIN, PBC_VAL, _pbc_subset, one_lab_classes, read_rows
 from recipe import COMMON_FIVE, lab_cells, source_rows  # noqa: E402
 from run_models import joined_model  # noqa: E402
 
-from wbc_desktop.engine.infer.classify import Classifier  # noqa: E402
+from wbc_desktop.engine.infer.classify import Classifier, folder_verdict  # noqa: E402
 from wbc_desktop.engine.infer.domain_check import FOLDER_CELLS, MIN_CELLS, unlike_training  # noqa: E402
 from wbc_desktop.engine.locate.framing import FRAMINGS  # noqa: E402
-from wbc_desktop.engine.models.class_offsets import known, parse_offsets, shift_head, shift_probs  # noqa: E402
+from wbc_desktop.engine.models.class_offsets import UNFAMILIAR_OFFSETS, known, parse_offsets, shift_head  # noqa: E402
 from wbc_desktop.engine.train.trainer import reference_for, surroundings_stats  # noqa: E402
 from wbc_desktop.engine.train.finetune import prepare_for  # noqa: E402
 
@@ -86,15 +86,16 @@ def fold_check(spec: dict, cfg, held: str, model, framing: str, tta: bool) -> tu
 def labelled_accuracy(probs: np.ndarray, stats: np.ndarray, labels: np.ndarray, check: dict, classes: list[str],
                       caution: dict[str, float], rng: np.random.Generator) -> dict:
     """Mean accuracy of random folders' labels (``labels``: indices into
-    ``classes``) as the model gives them, and as the folder's verdict leaves
-    them: re-weighed by ``caution`` where the warning fires."""
+    ``classes``) as the model gives them, and as the folder's verdict
+    (``folder_verdict``, with ``caution`` as the card's unfamiliar offsets)
+    leaves them."""
+    card = {"classes": classes, "domain_check": check, UNFAMILIAR_OFFSETS: caution}
     plain, verdict = [], []
-    cautious = shift_probs(probs, classes, caution)
     for _ in range(FOLDERS):
         pick = rng.choice(len(probs), min(FOLDER_CELLS, len(probs)), replace=False)
-        fired = unlike_training(probs[pick], stats[pick], {"domain_check": check}) is not None
+        _, labelled = folder_verdict(probs[pick], stats[pick], card)
         plain.append(np.mean(probs[pick].argmax(axis=1) == labels[pick]))
-        verdict.append(np.mean((cautious if fired else probs)[pick].argmax(axis=1) == labels[pick]))
+        verdict.append(np.mean(labelled.argmax(axis=1) == labels[pick]))
     return {"plain": round(float(np.mean(plain)), 4), "as_labelled": round(float(np.mean(verdict)), 4)}
 
 

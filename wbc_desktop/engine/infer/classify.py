@@ -225,23 +225,36 @@ class FolderCheck:
     caution: str | None = None
 
 
+def folder_verdict(probs: np.ndarray, stats: np.ndarray | None, card: dict) -> tuple[str | None, np.ndarray]:
+    """The folder's warning (``unlike_training``) and its cells' probabilities
+    as the verdict leaves them: shifted by the card's ``unfamiliar_offsets``
+    where the warning fires, else as they are. The rule the protocol scores
+    (``training/domain_warning_eval.py``) and the app applies."""
+    notice = unlike_training(probs, stats, card)
+    offsets = known(card["classes"], card.get(UNFAMILIAR_OFFSETS, {}))
+    if notice is None or not offsets:
+        return notice, probs
+    return notice, shift_probs(probs, card["classes"], offsets)
+
+
 def folder_check(predictions: Sequence[Prediction], card: dict) -> FolderCheck:
     ok = [p for p in predictions if p.ok]
     if not ok:
         return FolderCheck(None, list(predictions), [])
     stats = np.stack([p.colour for p in ok]) if all(p.colour is not None for p in ok) else None
-    notice = unlike_training(np.stack([p.probs for p in ok]), stats, card)
-    offsets = known(card["classes"], card.get(UNFAMILIAR_OFFSETS, {}))
-    if notice is None or not offsets:
+    probs = np.stack([p.probs for p in ok])
+    notice, verdict = folder_verdict(probs, stats, card)
+    if verdict is probs:  # nothing re-weighed
         return FolderCheck(notice, list(predictions), [])
     classes = list(card["classes"])
-    shifted = iter(shift_probs(np.stack([p.probs for p in ok]), classes, offsets))
+    offsets = known(classes, card[UNFAMILIAR_OFFSETS])
+    shifted = iter(verdict)
     revised = []
     for p in predictions:
         if p.ok:
-            probs = next(shifted)
-            k = int(probs.argmax())
-            p = replace(p, label=classes[k], confidence=float(probs[k]), probs=probs)
+            row = next(shifted)
+            k = int(row.argmax())
+            p = replace(p, label=classes[k], confidence=float(row[k]), probs=row)
         revised.append(p)
     changed = [new for old, new in zip(predictions, revised) if new.ok and new.label != old.label]
     named = " or ".join(filter(None, (", ".join(list(offsets)[:-1]), list(offsets)[-1])))
