@@ -48,6 +48,8 @@ from wbc_desktop.engine.data.prepare import SplitArrays  # noqa: E402
 from wbc_desktop.engine.locate.framing import FRAMINGS  # noqa: E402
 from wbc_desktop.engine.models.class_offsets import describe, known, offset_vector, parse_offsets  # noqa: E402
 from wbc_desktop.engine.train.trainer import train  # noqa: E402
+from wbc_desktop.engine.train.run_layout import RunLayout  # noqa: E402
+from wbc_desktop.engine.io.atomic import atomic_path  # noqa: E402
 
 PBC_TRAIN, PBC_VAL, EPOCHS = 2400, 600, 8
 RESULTS = "crosslab.jsonl"
@@ -102,6 +104,41 @@ def fold(spec: dict, name: str, overrides: dict, held: str, runs: Path) -> dict:
     return row
 
 
+def member_answers(spec: dict, member: str, held: str, runs: Path, views: int = 1,
+                   framing: str | None = None) -> dict:
+    """One fold model's probabilities on the cells a fold scores: all of the
+    left-out lab's (``unseen_*``) and its pbc test split (``pbc_*``, keyed by
+    path). Kept beside the weights (``answers_<cut>_<views>v.npz``, redone
+    when the weights are newer) so that screening another join of members
+    costs no inference for members already scored."""
+    from run_models import best_epoch_model
+
+    run_dir = runs / f"crosslab_{member}_{held}"
+    cache = run_dir / f"answers_{framing or 'own'}_{views}v.npz"
+    if cache.exists() and cache.stat().st_mtime >= RunLayout(run_dir).best_weights.stat().st_mtime:
+        with np.load(cache) as saved:
+            return {k: saved[k] for k in saved.files}
+    clf = Classifier(*best_epoch_model(run_dir))
+    tta = views == 4
+    base = (ROOT / spec["datasets_dir"]).resolve()
+    common = [c for c in COMMON_FIVE if c in clf.classes]
+    x, y = lab_arrays(base / held, common, clf.size, framing or clf.framing)
+    answers = {"classes": np.asarray(clf.classes), "unseen_probs": clf.predict_arrays(x, tta=tta),
+               "unseen_y": np.asarray([clf.classes.index(common[i]) for i in y])}
+    if held != "pbc":
+        rows = read_rows(runs)
+        cfg = variant_config(spec, next(r["overrides"] for r in rows if r["variant"] == member))
+        data = prepare_for(cfg, [base / s for s in spec["crosslab_labs"] if s != held])
+        pbc = source_rows(data.test.paths, "pbc")
+        paths = [data.test.paths[i] for i in pbc]
+        xt = data.test.x[pbc] if not framing else recut(paths, cfg.img_size, framing)
+        answers |= {"pbc_paths": np.asarray([str(p) for p in paths]), "pbc_y": data.test.y[pbc],
+                    "pbc_probs": clf.predict_arrays(xt, tta=tta)}
+    with atomic_path(cache) as tmp, open(tmp, "wb") as out:
+        np.savez(out, **answers)
+    return answers
+
+
 def ensemble_fold(spec: dict, members: list[str], held: str, runs: Path, views: int = 1,
                   framing: str | None = None, offsets: dict[str, float] | None = None,
                   one_lab_offset: float | None = None) -> dict:
@@ -117,44 +154,32 @@ def ensemble_fold(spec: dict, members: list[str], held: str, runs: Path, views: 
     class's logit, as a shipped file's ``class_offsets`` adds it;
     ``one_lab_offset``: that number on every class that only one of the
     fold's training labs teaches (the rule behind the shipped offsets)."""
-    from run_models import best_epoch_model
-
     t0 = time.monotonic()
     rows = read_rows(runs)
-    tta = views == 4
-    models = [Classifier(*best_epoch_model(runs / f"crosslab_{m}_{held}")) for m in members]
-    base = (ROOT / spec["datasets_dir"]).resolve()
-    common = [c for c in COMMON_FIVE if c in models[0].classes]
-    probs, labels = [], set()
-    for clf in models:
-        x, y = lab_arrays(base / held, common, clf.size, framing or clf.framing)
-        probs.append(clf.predict_arrays(x, tta=tta))
-        labels.add(tuple(y))
-    if len(labels) != 1:
+    answers = [member_answers(spec, m, held, runs, views, framing) for m in members]
+    classes = [str(c) for c in answers[0]["classes"]]
+    y = answers[0]["unseen_y"]
+    if any(not np.array_equal(a["unseen_y"], y) or list(a["classes"]) != classes for a in answers):
         raise RuntimeError(f"members read different cells of {held}")
-    y = np.asarray([models[0].classes.index(common[i]) for i in labels.pop()])
     if one_lab_offset is not None:
-        taught = one_lab_classes(base, [lab for lab in spec["crosslab_labs"] if lab != held], models[0].classes)
+        base = (ROOT / spec["datasets_dir"]).resolve()
+        taught = one_lab_classes(base, [lab for lab in spec["crosslab_labs"] if lab != held], classes)
         offsets = {c: one_lab_offset for c in taught}
-    shift = offset_vector(models[0].classes, known(models[0].classes, offsets or {}))
+    shift = offset_vector(classes, known(classes, offsets or {}))
     row = {"variant": ensemble_name(members, views, framing, offsets, one_lab_offset),
            "overrides": {"ensemble": members, "views": views, **({"framing": framing} if framing else {}),
                          **({"class_offsets": offsets} if offsets else {})}, "held_out": held,
-           "unseen": brief_metrics(compute_metrics(y, _geometric_mean(probs, shift), models[0].classes)),
+           "unseen": brief_metrics(compute_metrics(y, _geometric_mean([a["unseen_probs"] for a in answers], shift),
+                                                   classes)),
            "train_seconds": sum(r["train_seconds"] for r in rows if r["variant"] in members and r["held_out"] == held),
            "epochs": None}
     if held != "pbc":
-        tests = []
-        for m in members:
-            cfg = variant_config(spec, next(r["overrides"] for r in rows if r["variant"] == m))
-            data = prepare_for(cfg, [base / s for s in spec["crosslab_labs"] if s != held])
-            pbc = source_rows(data.test.paths, "pbc")
-            x = data.test.x[pbc] if not framing else recut([data.test.paths[i] for i in pbc], cfg.img_size, framing)
-            tests.append({str(data.test.paths[i]): (xi, data.test.y[i]) for i, xi in zip(pbc, x)})
-        keep = sorted(set.intersection(*(set(t) for t in tests)))
-        y = np.asarray([tests[0][p][1] for p in keep])
-        probs = [clf.predict_arrays(np.stack([t[p][0] for p in keep]), tta=tta) for clf, t in zip(models, tests)]
-        row["pbc_test"] = brief_metrics(compute_metrics(y, _geometric_mean(probs, shift), models[0].classes))
+        keep = sorted(set.intersection(*(set(a["pbc_paths"]) for a in answers)))
+        picked = [{p: i for i, p in enumerate(a["pbc_paths"])} for a in answers]
+        rows_of = [np.asarray([where[p] for p in keep], dtype=int) for where in picked]
+        y = answers[0]["pbc_y"][rows_of[0]]
+        probs = [a["pbc_probs"][r] for a, r in zip(answers, rows_of)]
+        row["pbc_test"] = brief_metrics(compute_metrics(y, _geometric_mean(probs, shift), classes))
     row["wall_seconds"] = round(time.monotonic() - t0)
     return row
 
