@@ -97,11 +97,20 @@ def draw(y: np.ndarray, groups: np.ndarray, k: int, rng: np.random.Generator):
 
 
 def evaluate_fold(name: str, run_dirs: list[Path], lab_dir: Path, draws: int, out, methods=METHODS,
-                  extractor=None, framing: str | None = None, offsets: dict[str, float] | None = None) -> None:
+                  extractor=None, framing: str | None = None, offsets: dict[str, float] | None = None,
+                  joint_head: float | None = None) -> None:
     """``framing``: the cut in use, as a card's ``test_framing`` sets it
     (default: as trained); ``offsets``: logit offsets, as a card's
-    ``class_offsets`` (those of classes the fold's model lacks left out)."""
-    model, card = joined_model(run_dirs)
+    ``class_offsets`` (those of classes the fold's model lacks left out);
+    ``joint_head``: the joined head fitted again with this C
+    (``crosslab.joint_fold_model``), as the shipped file's is."""
+    if joint_head is None:
+        model, card = joined_model(run_dirs)
+    else:
+        from crosslab import joint_fold_model
+
+        spec = json.loads((ROOT / "training" / "protocol_base.json").read_text())
+        model, card, _ = joint_fold_model(spec, run_dirs, framing, joint_head)
     shift_head(model, card["classes"], known(card["classes"], offsets or {}))
     classes = card["classes"]
     pixels, y, groups = new_lab(lab_dir, classes, card["input_size"], framing or framing_of(card))
@@ -190,6 +199,9 @@ def main() -> int:
     parser.add_argument("--framing", choices=tuple(FRAMINGS), help="cut the cells this way (default: as trained)")
     parser.add_argument("--class-offset", action="append", default=[], metavar="CLASS=NUMBER",
                         help="that class's logit offset, as a card's class_offsets; runs are named <...>+offsets<class><offset>...")
+    parser.add_argument("--joint-head", type=float, metavar="C",
+                        help="fit the joined head again on the fold's training cells (crosslab.py --joint-head); "
+                             "runs are named <...>+joint<C>")
     parser.add_argument("--table", action="store_true")
     args = parser.parse_args()
     offsets = parse_offsets(args.class_offset)
@@ -203,7 +215,8 @@ def main() -> int:
             if extractor is None:
                 parser.error("no generic feature extractor: build it with training/generic_features.py")
         suffix = (("+imagenet" if extractor is not None else "") + (f"+{args.framing}" if args.framing else "")
-                  + (f"+offsets{describe(offsets).replace(' ', '')}" if offsets else ""))
+                  + (f"+offsets{describe(offsets).replace(' ', '')}" if offsets else "")
+                  + (f"+joint{args.joint_head:g}" if args.joint_head is not None else ""))
         with open(results, "a") as out:
             for variant in args.variants:
                 for lab in args.labs:
@@ -211,7 +224,7 @@ def main() -> int:
                     if all(RunLayout(run).best_weights.exists() for run in run_dirs):
                         evaluate_fold(f"crosslab_{variant}{suffix}_{lab}", run_dirs,
                                       Path(args.datasets).resolve() / lab, args.draws, out, args.methods, extractor,
-                                      args.framing, offsets)
+                                      args.framing, offsets, args.joint_head)
     rows = [json.loads(line) for line in results.read_text().splitlines()] if results.exists() else []
     print(table(rows))
     return 0

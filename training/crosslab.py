@@ -19,7 +19,9 @@ figures to choose by are the mean and the worst left-out lab; one view at
 test time, so that only training choices differ (``--views 4`` scores
 ensembles with the app's four test-time views, to choose a model's default). One JSON line per fold is
 appended to ``crosslab.jsonl`` in the runs folder; a fold already there is
-not trained again, so an interrupted screen resumes where it stopped.
+not trained again, so an interrupted screen resumes where it stopped. Each
+fold model's answers on the scored cells are kept beside its weights, so
+screening another join of fold models already scored costs no inference.
 """
 
 from __future__ import annotations
@@ -46,7 +48,9 @@ from wbc_desktop.engine.train.finetune import prepare_for  # noqa: E402
 from wbc_desktop.engine.data.dataset import decode_images, scan_labeled  # noqa: E402
 from wbc_desktop.engine.data.prepare import SplitArrays  # noqa: E402
 from wbc_desktop.engine.locate.framing import FRAMINGS  # noqa: E402
-from wbc_desktop.engine.models.class_offsets import describe, known, offset_vector, parse_offsets  # noqa: E402
+from wbc_desktop.engine.models.class_offsets import describe, known, offset_vector, parse_offsets, shift_head  # noqa: E402
+from wbc_desktop.engine.train.joint_head import JOINT_HEAD_C, refit_head  # noqa: E402
+from wbc_desktop.engine.models.modelfile import framing_of  # noqa: E402
 from wbc_desktop.engine.train.trainer import train  # noqa: E402
 from wbc_desktop.engine.train.run_layout import RunLayout  # noqa: E402
 from wbc_desktop.engine.io.atomic import atomic_path  # noqa: E402
@@ -184,6 +188,55 @@ def ensemble_fold(spec: dict, members: list[str], held: str, runs: Path, views: 
     return row
 
 
+def joint_fold_model(spec: dict, run_dirs: list[Path], cut: str | None = None, C: float = JOINT_HEAD_C):
+    """(model, card, data) of one fold's models (``crosslab_<variant>_<held>``
+    folders) joined as the shipped file joins them, the head fitted again
+    on their joined features of the fold's training cells (those the
+    members trained on, cut ``cut``: as the model is used; by default as the
+    members were trained) by ``engine.train.joint_head``; ``data``: the
+    fold's split."""
+    from run_models import joined_model
+
+    held = run_dirs[0].name.rsplit("_", 1)[1]
+    first = run_dirs[0].name[len("crosslab_"):-len(held) - 1]
+    model, card = joined_model(run_dirs)
+    cfg = variant_config(spec, next(r["overrides"] for r in read_rows(run_dirs[0].parent) if r["variant"] == first))
+    base = (ROOT / spec["datasets_dir"]).resolve()
+    data = prepare_for(cfg, [base / s for s in spec["crosslab_labs"] if s != held])
+    train_cells = _pbc_subset(data.train, PBC_TRAIN, np.random.default_rng(0))  # as fold() trained them
+    refit_head(model, recut(train_cells.paths, card["input_size"], cut or framing_of(card)), train_cells.y, C)
+    return model, card, data
+
+
+def joint_head_fold(spec: dict, members: list[str], held: str, runs: Path, framing: str | None = None,
+                    offsets: dict[str, float] | None = None, C: float = JOINT_HEAD_C) -> dict:
+    """:func:`joint_fold_model` scored as :func:`ensemble_fold` scores."""
+    t0 = time.monotonic()
+    rows = read_rows(runs)
+    run_dirs = [runs / f"crosslab_{m}_{held}" for m in members]
+    cut = framing or variant_config(spec, next(r["overrides"] for r in rows if r["variant"] == members[0])).framing
+    model, card, data = joint_fold_model(spec, run_dirs, cut, C)
+    classes, size = card["classes"], card["input_size"]
+    shift_head(model, classes, known(classes, offsets or {}))
+    clf = Classifier(model, card)
+    base = (ROOT / spec["datasets_dir"]).resolve()
+    common = [c for c in COMMON_FIVE if c in classes]
+    x, y = lab_arrays(base / held, common, size, cut)
+    y = np.asarray([classes.index(common[i]) for i in y])
+    row = {"variant": ensemble_name(members, 1, framing, offsets) + f" (joint head C={C:g})",
+           "overrides": {"ensemble": members, "joint_head": {"C": C}, **({"framing": framing} if framing else {}),
+                         **({"class_offsets": offsets} if offsets else {})}, "held_out": held,
+           "unseen": brief_metrics(compute_metrics(y, clf.predict_arrays(x), classes)),
+           "train_seconds": sum(r["train_seconds"] for r in rows if r["variant"] in members and r["held_out"] == held),
+           "epochs": None}
+    pbc = source_rows(data.test.paths, "pbc")
+    if pbc:
+        xt = recut([data.test.paths[i] for i in pbc], size, cut)
+        row["pbc_test"] = brief_metrics(compute_metrics(data.test.y[pbc], clf.predict_arrays(xt), classes))
+    row["wall_seconds"] = round(time.monotonic() - t0)
+    return row
+
+
 def recut(files: list, size: int, framing: str) -> np.ndarray:
     """Split cells cut another way than the split was made with (they all
     decoded once already, so none may fail now)."""
@@ -266,6 +319,9 @@ def main() -> int:
                         help="added to that class's logit for the --ensemble rows (a shipped file's class_offsets)")
     parser.add_argument("--one-lab-offset", type=float, metavar="NUMBER",
                         help="added to the logit of every class that only one of a fold's training labs teaches")
+    parser.add_argument("--joint-head", type=float, metavar="C",
+                        help="for the --ensemble rows: fit the joined head again on the fold's training cells "
+                             f"(engine.train.joint_head; its usual C is {JOINT_HEAD_C:g})")
     parser.add_argument("--table", action="store_true", help="print the table of every row so far")
     args = parser.parse_args()
     offsets = parse_offsets(args.class_offset)
@@ -288,9 +344,17 @@ def main() -> int:
         members = item.split("+")
         for held in args.labs or spec["crosslab_labs"]:
             name = ensemble_name(members, args.views, args.framing, offsets, args.one_lab_offset)
+            if args.joint_head is not None:
+                name += f" (joint head C={args.joint_head:g})"
             if any(r["variant"] == name and r["held_out"] == held for r in rows):
                 continue
-            row = ensemble_fold(spec, members, held, runs, args.views, args.framing, offsets, args.one_lab_offset)
+            if args.joint_head is not None:
+                if args.views != 1 or args.one_lab_offset is not None:
+                    raise SystemExit("--joint-head is scored with one view and the --class-offset offsets")
+                row = joint_head_fold(spec, members, held, runs, args.framing, offsets, args.joint_head)
+            else:
+                row = ensemble_fold(spec, members, held, runs, args.views, args.framing, offsets,
+                                    args.one_lab_offset)
             print(json.dumps(row), flush=True)
             rows.append(row)
             with open(results, "a") as f:

@@ -37,7 +37,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-from crosslab import PBC_TRAIN, PBC_VAL, _pbc_subset, one_lab_classes, read_rows, recut_split, variant_config  # noqa: E402
+from crosslab import (  # noqa: E402
+    PBC_TRAIN, PBC_VAL, _pbc_subset, joint_fold_model, one_lab_classes, read_rows, recut_split, variant_config,
+)
 from recipe import COMMON_FIVE, lab_cells, source_rows  # noqa: E402
 from run_models import joined_model  # noqa: E402
 
@@ -114,6 +116,8 @@ def main() -> int:
                         help="that offset on every class one of the fold's training labs teaches (crosslab's rule)")
     parser.add_argument("--unfamiliar-offset", type=float, action="append", default=[], metavar="NUMBER",
                         help="score the labels with that much more on those classes where the warning fires")
+    parser.add_argument("--joint-head", type=float, metavar="C",
+                        help="fit the joined head again on the fold's training cells (crosslab.py --joint-head)")
     args = parser.parse_args()
     offsets = parse_offsets(args.class_offset)
     tta = args.views == 4
@@ -125,7 +129,11 @@ def main() -> int:
     base = (ROOT / spec["datasets_dir"]).resolve()
     rows = []
     for held in args.labs or spec["crosslab_labs"]:
-        model, card = joined_model([runs / f"crosslab_{member}_{held}" for member in members])
+        run_dirs = [runs / f"crosslab_{member}_{held}" for member in members]
+        if args.joint_head is None:
+            model, card = joined_model(run_dirs)
+        else:
+            model, card, _ = joint_fold_model(spec, run_dirs, args.framing or cfg.framing, args.joint_head)
         taught = one_lab_classes(base, [lab for lab in spec["crosslab_labs"] if lab != held], card["classes"])
         if args.one_lab_offset is not None:
             offsets = {c: args.one_lab_offset for c in taught}
@@ -137,6 +145,7 @@ def main() -> int:
         probs, stats = clf.predict_arrays(x, tta=tta), surroundings_stats(paths)
         rng = np.random.default_rng(1)
         row = {"variant": args.variant, "views": args.views, "framing": framing,
+               **({"joint_head": {"C": args.joint_head}} if args.joint_head is not None else {}),
                **({"class_offsets": offsets} if offsets else {}),
                "held_out": held, "threshold": check["colour"]["threshold"],
                "fires_on_unseen_lab": fire_rates(probs, stats, check, rng),

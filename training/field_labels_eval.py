@@ -51,15 +51,23 @@ def one_cell_photos() -> list[tuple[Path, str]]:
     return out
 
 
-def classifier_for(source: str, framing: str | None = None, offsets: dict[str, float] | None = None) -> Classifier:
+def classifier_for(source: str, framing: str | None = None, offsets: dict[str, float] | None = None,
+                   joint_head: float | None = None) -> Classifier:
     """A model file, a crosslab run folder, or run folders joined by "+"
     into one model, as the shipped ensemble joins its members; ``framing``:
     the cut in use, as a card's ``test_framing`` sets it; ``offsets``: logit
     offsets as a card's ``class_offsets`` (those of classes the model lacks
-    are left out)."""
+    are left out); ``joint_head``: the joined run folders' head fitted again
+    on their fold's training cells with this C, as the shipped file's is."""
     if source.endswith(".keras"):
         opened = Classifier.open(source)
         model, card = opened.model, opened.card
+    elif joint_head is not None:
+        from crosslab import joint_fold_model
+
+        spec = json.loads((ROOT / "training" / "protocol_base.json").read_text())
+        model, card, _ = joint_fold_model(spec, [Path(s) for s in source.split("+")], framing,
+                                          joint_head)
     else:
         from run_models import joined_model
 
@@ -109,16 +117,19 @@ def main() -> None:
     ap.add_argument("--framing", choices=tuple(FRAMINGS), help="cut the cells this way (default: the model's)")
     ap.add_argument("--class-offset", action="append", default=[], metavar="CLASS=NUMBER",
                     help="set that class's logit offset (a shipped file's class_offsets)")
+    ap.add_argument("--joint-head", type=float, metavar="C",
+                    help="fit joined run folders' head again on their fold's training cells (crosslab.py --joint-head)")
     ap.add_argument("--unfamiliar-offset", type=float, metavar="NUMBER",
                     help="also score field mode as the app labels a warned folder (see above)")
     args = ap.parse_args()
     photos = one_cell_photos()
     offsets = parse_offsets(args.class_offset)
     for source in args.models:
-        clf = classifier_for(source, args.framing, offsets)
+        clf = classifier_for(source, args.framing, offsets, args.joint_head)
         tta = clf.default_tta if args.views is None else args.views == 4
         row = {"model": source, "framing": clf.framing, "views": 4 if tta else 1,
                **({"class_offsets": offsets} if offsets else {}),
+               **({"joint_head": {"C": args.joint_head}} if args.joint_head is not None else {}),
                "one input per photo": score(clf, photos, "cells", tta), "field mode": score(clf, photos, "fields", tta)}
         if args.unfamiliar_offset is not None:
             row["unfamiliar_offset"] = args.unfamiliar_offset

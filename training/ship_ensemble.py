@@ -15,6 +15,14 @@ chosen on the protocol: ``crosslab.py --views``), the test splits with it
 and with the other count, the protocol folds of ``crosslab_variant`` (the same members' fold models
 joined: ``crosslab.py --ensemble``) as the estimate for a new lab, the
 folder-warning thresholds, the speed and the members' provenance.
+
+With ``joint_head`` in the config (``{"C": 0.01, "count_as": {"pbc": 2400}}``)
+the joined head is fitted again on the members' features of the split's
+training cells, cut as the model is used (``engine.train.joint_head``;
+``count_as``: a source's cells weighted to count as that many, as the
+protocol's folds held them). The members' own heads are then no longer in
+the file, so its card names the commit whose shipped file still kept them
+(``members_from``), and taking a member apart reads that file from git.
 """
 
 from __future__ import annotations
@@ -22,7 +30,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -34,7 +44,7 @@ from recipe import (  # noqa: E402
     CREDITS, LIMITATIONS, WITH_A_GPU, brief_metrics, classify_speed, protocol_folds, source_rows, train_config,
     write_markdown_card,
 )
-from crosslab import recut_split  # noqa: E402
+from crosslab import recut, recut_split  # noqa: E402
 from run_models import join  # noqa: E402
 
 from wbc_desktop.engine.infer.classify import Classifier  # noqa: E402
@@ -46,6 +56,7 @@ from wbc_desktop.engine.models.modelfile import (  # noqa: E402
 )
 from wbc_desktop.engine.train.evaluation import compute_metrics  # noqa: E402
 from wbc_desktop.engine.train.finetune import prepare_for  # noqa: E402
+from wbc_desktop.engine.train.joint_head import JOINT_HEAD_C, count_as, refit_head  # noqa: E402
 from wbc_desktop.engine.train.trainer import reference_for  # noqa: E402
 
 
@@ -117,6 +128,33 @@ def _filled(entry: dict, part, card: dict) -> dict:
             **{k: v for k, v in entry.items() if v is not None}}
 
 
+JOINT = "joint_head"
+
+
+def git_file(commit: str, path: str) -> Path:
+    """A file as a commit holds it, in a temporary folder."""
+    blob = subprocess.run(["git", "-C", str(ROOT), "show", f"{commit}:{path}"], capture_output=True, check=False)
+    if blob.returncode:
+        raise SystemExit(f"git cannot show {path} at {commit}: {blob.stderr.decode(errors='replace').strip()}")
+    out = Path(tempfile.mkdtemp(prefix="wbc_members_")) / Path(path).name
+    out.write_bytes(blob.stdout)
+    return out
+
+
+def members_from(shipped: Path) -> dict | None:
+    """Where the members' own heads are kept: the shipped file itself while
+    its head is theirs averaged, else the commit its card names."""
+    if not shipped.exists():
+        return None
+    card = read_card(shipped)
+    if JOINT in card:
+        return card[JOINT].get("members_from")
+    commit = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%H", "--", str(shipped)],
+                            capture_output=True, text=True, check=False).stdout.strip()
+    changed = subprocess.run(["git", "-C", str(ROOT), "diff", "--quiet", "HEAD", "--", str(shipped)], check=False)
+    return {"commit": commit, "path": shipped.relative_to(ROOT).as_posix()} if commit and not changed.returncode else None
+
+
 def load_members(member_specs: list[dict], shipped: Path) -> list[tuple]:
     """(model, card) of each member as its recipe wrote it. A member whose
     file is gone (run folders do not outlive a checkout) is taken out of the
@@ -124,6 +162,11 @@ def load_members(member_specs: list[dict], shipped: Path) -> list[tuple]:
     head), so a new model that changes one member trains that one alone."""
     kept = {}
     if shipped.exists() and not all((ROOT / m["output"]).exists() for m in member_specs):
+        if JOINT in read_card(shipped):
+            source = members_from(shipped)
+            if source is None:
+                raise SystemExit(f"{shipped} has a joint head and names no file that keeps its members' own heads")
+            shipped = git_file(source["commit"], source["path"])
         model, card = load_model(shipped)
         entries = card.get("members", [])
         biases = member_biases(model, card, {m["name"] for m in member_specs})
@@ -144,6 +187,21 @@ def load_members(member_specs: list[dict], shipped: Path) -> list[tuple]:
             raise SystemExit(f"{path} is missing and {shipped} does not keep '{m['name']}': "
                              f"train it with training/recipe.py --only final")
     return loaded
+
+
+def fit_joint_head(model, data, cut: str, size: int, spec: dict) -> dict:
+    """The joined head fitted again on the training split's cells (cut as
+    the model is used); returns what the card keeps of it."""
+    settings = spec[JOINT]
+    sources = np.full(len(data.train.paths), "", dtype=object)
+    for s in spec["sources"]:
+        sources[source_rows(data.train.paths, s)] = s
+    counts = settings.get("count_as", {})
+    refit_head(model, recut(data.train.paths, size, cut), data.train.y, settings.get("C", JOINT_HEAD_C),
+               count_as(sources, counts))
+    return {"C": settings.get("C", JOINT_HEAD_C), "count_as": counts,
+            "cells": {s: int((sources == s).sum()) for s in spec["sources"]},
+            "members_from": members_from(ROOT / spec["output"])}
 
 
 def main() -> int:
@@ -187,6 +245,9 @@ def main() -> int:
         raise SystemExit("the members' classes or framing differ")
     model, joined_card = join(loaded)
     size = joined_card["input_size"]
+    data = prepare_for(configs[0], [base / s for s in spec["sources"]])
+    joint = ({JOINT: fit_joint_head(model, data, spec.get("test_framing") or framing_of(cards[0]), size, spec)}
+             if spec.get(JOINT) else {})
     shift_head(model, joined_card["classes"], offsets)
     in_use = {**({"test_framing": spec["test_framing"]} if spec.get("test_framing") else {}),
               **({"class_offsets": offsets} if offsets else {}),
@@ -196,11 +257,11 @@ def main() -> int:
     card = new_card(
         name=spec["name"], classes=cards[0]["classes"], input_size=size, framing=framing_of(cards[0]),
         architecture="ensemble of " + " and ".join(f"{c['name']}: {c['architecture']}" for c in cards)
-                     + "; features joined, logits averaged",
+                     + ("; features joined, one head fitted on them" if joint else "; features joined, logits averaged"),
         weights_origin="; ".join(f"{c['name']}: {c['weights_origin']}" for c in cards),
         parameters={"total": total, "trainable": trainable},
         members=[member_entry(m, c) for m, c in loaded],
-        **measured(clf, prepare_for(configs[0], [base / s for s in spec["sources"]]), configs[0].framing, spec),
+        **measured(clf, data, configs[0].framing, spec), **joint,
         limitations=LIMITATIONS, with_a_gpu=WITH_A_GPU,
         data_credits={s: CREDITS.get(s, "") for s in spec["sources"]},
         training_data={"members": [c.get("training_data") for c in cards]},

@@ -4,7 +4,9 @@ its own size, their pooled features are joined under the name
 logits (a geometric-mean ensemble: each member's own head, stacked). The
 result has the shape of every model here (``features`` -> ``predictions``),
 so calibration, AdaBN, freezing and the app treat it like any model, and it
-loads in safe mode."""
+loads in safe mode. The shipped file then fits that layer again on the
+joined features (``train.joint_head``), which weighs the members against
+each other instead of averaging them."""
 
 from __future__ import annotations
 
