@@ -109,3 +109,27 @@ def test_the_members_are_read_from_the_commit_a_joint_head_card_names(tmp_path, 
     assert members_from(shipped) == read_card(shipped)[JOINT]["members_from"] == kept
     with pytest.raises(SystemExit, match="git cannot show"):
         git_file("0" * 40, kept["path"])
+
+
+def test_a_member_trained_again_is_not_recorded_as_kept_in_the_older_file(tmp_path):
+    """The card may only name a file that joins exactly the members being
+    shipped (its offsets aside): a member trained since is not in it."""
+    from run_models import join
+    from ship_ensemble import holds_members
+    from test_ship_ensemble import _member
+    from wbc_desktop.engine.models.class_offsets import shift_head
+    from wbc_desktop.engine.models.modelfile import load_model, save_model
+
+    specs = [_member(tmp_path, "plain", 32, 1), _member(tmp_path, "grey", 40, 2)]
+    loaded = [load_model(s["output"]) for s in specs]
+    joined, card = join(loaded)
+    older = join(loaded)[0]
+    offsets = {"lymphocyte": -0.5}
+    shift_head(older, card["classes"], offsets)
+    kept = save_model(older, dict(card, class_offsets=offsets), tmp_path / "older.keras")
+    assert holds_members(joined, kept)
+
+    retrained = loaded[0][0]
+    layer = next(lay for lay in retrained.layers if lay.get_weights())
+    layer.set_weights([w + 0.01 for w in layer.get_weights()])
+    assert not holds_members(join([(retrained, loaded[0][1]), loaded[1]])[0], kept)

@@ -213,10 +213,8 @@ def joint_head_fold(spec: dict, members: list[str], held: str, runs: Path, frami
     """:func:`joint_fold_model` scored as :func:`ensemble_fold` scores."""
     t0 = time.monotonic()
     rows = read_rows(runs)
-    run_dirs = [runs / f"crosslab_{m}_{held}" for m in members]
-    cut = framing or variant_config(spec, next(r["overrides"] for r in rows if r["variant"] == members[0])).framing
-    model, card, data = joint_fold_model(spec, run_dirs, cut, C)
-    classes, size = card["classes"], card["input_size"]
+    model, card, data = joint_fold_model(spec, [runs / f"crosslab_{m}_{held}" for m in members], framing, C)
+    classes, size, cut = card["classes"], card["input_size"], framing or framing_of(card)
     shift_head(model, classes, known(classes, offsets or {}))
     clf = Classifier(model, card)
     base = (ROOT / spec["datasets_dir"]).resolve()

@@ -155,6 +155,29 @@ def members_from(shipped: Path) -> dict | None:
     return {"commit": commit, "path": shipped.relative_to(ROOT).as_posix()} if commit and not changed.returncode else None
 
 
+def holds_members(joined, path: Path) -> bool:
+    """Whether the model file at ``path`` joins exactly the members that
+    ``joined`` (their heads averaged, no offsets) joins: a member trained
+    again since must not be recorded as kept there."""
+    kept, card = load_model(path)
+    if [layer.name for layer in kept.layers] != [layer.name for layer in joined.layers]:
+        return False
+    for layer in joined.layers:
+        mine, theirs = layer.get_weights(), kept.get_layer(layer.name).get_weights()
+        if layer.name == "predictions":  # the kept file's bias carries its offsets
+            theirs = [theirs[0], theirs[1] - offset_vector(card["classes"], card.get("class_offsets", {}))]
+        if len(mine) != len(theirs) or not all(np.allclose(a, b, atol=1e-6) for a, b in zip(mine, theirs)):
+            return False
+    return True
+
+
+def kept_members(joined, shipped: Path) -> dict | None:
+    """The commit and path of a committed file that keeps ``joined``'s
+    members with their own heads, or None when none does."""
+    source = members_from(shipped)
+    return source if source and holds_members(joined, git_file(source["commit"], source["path"])) else None
+
+
 def load_members(member_specs: list[dict], shipped: Path) -> list[tuple]:
     """(model, card) of each member as its recipe wrote it. A member whose
     file is gone (run folders do not outlive a checkout) is taken out of the
@@ -163,7 +186,7 @@ def load_members(member_specs: list[dict], shipped: Path) -> list[tuple]:
     kept = {}
     if shipped.exists() and not all((ROOT / m["output"]).exists() for m in member_specs):
         if JOINT in read_card(shipped):
-            source = members_from(shipped)
+            source = read_card(shipped)[JOINT].get("members_from")
             if source is None:
                 raise SystemExit(f"{shipped} has a joint head and names no file that keeps its members' own heads")
             shipped = git_file(source["commit"], source["path"])
@@ -191,17 +214,20 @@ def load_members(member_specs: list[dict], shipped: Path) -> list[tuple]:
 
 def fit_joint_head(model, data, cut: str, size: int, spec: dict) -> dict:
     """The joined head fitted again on the training split's cells (cut as
-    the model is used); returns what the card keeps of it."""
+    the model is used); returns what the card keeps of it, with the file
+    that keeps the members' own heads (looked for before they are gone)."""
+    kept = kept_members(model, ROOT / spec["output"])
+    if kept is None:
+        print("no committed file keeps these members with their own heads: the card names none, and joining "
+              "them again will need their own model files", flush=True)
     settings = spec[JOINT]
+    C, counts = settings.get("C", JOINT_HEAD_C), settings.get("count_as", {})
     sources = np.full(len(data.train.paths), "", dtype=object)
     for s in spec["sources"]:
         sources[source_rows(data.train.paths, s)] = s
-    counts = settings.get("count_as", {})
-    refit_head(model, recut(data.train.paths, size, cut), data.train.y, settings.get("C", JOINT_HEAD_C),
-               count_as(sources, counts))
-    return {"C": settings.get("C", JOINT_HEAD_C), "count_as": counts,
-            "cells": {s: int((sources == s).sum()) for s in spec["sources"]},
-            "members_from": members_from(ROOT / spec["output"])}
+    refit_head(model, recut(data.train.paths, size, cut), data.train.y, C, count_as(sources, counts))
+    return {"C": C, "count_as": counts, "cells": {s: int((sources == s).sum()) for s in spec["sources"]},
+            "members_from": kept}
 
 
 def main() -> int:
