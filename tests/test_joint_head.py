@@ -133,3 +133,41 @@ def test_a_member_trained_again_is_not_recorded_as_kept_in_the_older_file(tmp_pa
     layer = next(lay for lay in retrained.layers if lay.get_weights())
     layer.set_weights([w + 0.01 for w in layer.get_weights()])
     assert not holds_members(join([(retrained, loaded[0][1]), loaded[1]])[0], kept)
+
+
+def test_shipping_with_taps_fits_the_head_on_them_and_looks_for_the_kept_members_without_them(tmp_path, monkeypatch):
+    """``"taps": true`` in the recipe's joint head: the shipped head weighs
+    the members' pooled mid-level activations too, the card says so, and the
+    file that keeps the members' own heads is still found (it joins them
+    without taps)."""
+    from types import SimpleNamespace
+
+    import ship_ensemble
+    from run_models import join
+    from ship_ensemble import fit_joint_head
+    from synth import make_labeled_folder
+    from test_ship_ensemble import CLASSES, _member
+    from wbc_desktop.engine.models.modelfile import load_model
+
+    specs = [_member(tmp_path, "plain", 32, 1), _member(tmp_path, "grey", 40, 2)]
+    loaded = [load_model(s["output"]) for s in specs]
+    plain, card = join(loaded)
+    tapped = join(loaded, with_taps=True)[0]
+    folder = make_labeled_folder(tmp_path / "cells", per_class=6, classes=CLASSES)
+    paths = sorted(folder.rglob("*.png"))
+    data = SimpleNamespace(train=SimpleNamespace(paths=paths, y=np.asarray([CLASSES.index(p.parent.name) for p in paths])))
+    looked_at = []
+    monkeypatch.setattr(ship_ensemble, "kept_members", lambda model, shipped: looked_at.append(model) or None)
+    spec = {"output": "resources/x.keras", "sources": ["cells"], "joint_head": {"C": 1.0, "taps": True}}
+    entry = fit_joint_head(tapped, plain, data, "cell_tight", 40, spec)
+
+    assert looked_at == [plain] and entry["taps"] is True
+    kernel, _ = tapped.get_layer("predictions").get_weights()
+    start, tap_rows = 0, []
+    for i, (member, _) in enumerate(loaded):
+        own, block = member.get_layer("features").output.shape[-1], tapped.get_layer(f"member{i}").output.shape[-1]
+        tap_rows += range(start + own, start + block)
+        start += block
+    assert start == kernel.shape[0] and tap_rows
+    weighed = np.abs(kernel[tap_rows]).sum(axis=1) > 0  # a channel a random net never fires stays at 0
+    assert weighed.mean() > 0.5  # the taps are weighed, not only the members' features

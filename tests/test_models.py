@@ -204,3 +204,47 @@ def test_an_ensemble_averages_its_members_logits_and_comes_apart_again(tmp_path)
     for part, xi, p in zip(parts, inputs, alone):
         np.testing.assert_allclose(part.predict(xi, verbose=0), p, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(build_ensemble(parts, 40).predict(x, verbose=0), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_taps_join_each_members_pooled_mid_level_activations_and_change_no_answer(tmp_path):
+    """Joined with taps, each member's block holds its features and then the
+    mean of each tap layer's activations; the averaged head gives the taps no
+    weight, so the answers are those of the join without them, also after
+    the file's round trip, and the members still come apart exactly."""
+    from wbc_desktop.engine.models.efficientnet_lite import build_efficientnet_lite0
+    from wbc_desktop.engine.models.ensemble import build_ensemble, head_biases, take_apart, tap_layers
+    from wbc_desktop.engine.models.modelfile import load_model, new_card, save_model
+
+    keras.utils.set_random_seed(4)
+    members = [build_compact(3, 32, width=8), build_compact(3, 40, width=8)]
+    rng = np.random.default_rng(1)
+    for m in members:
+        kernel, _ = m.get_layer("predictions").get_weights()
+        m.get_layer("predictions").set_weights([kernel, rng.normal(size=3).astype(np.float32)])
+    assert tap_layers(members[1]) == ["conv3_relu2", "conv4_relu2"]  # conv5 is what the features pool
+    lite0, _ = build_efficientnet_lite0(3, 64, weights=None)
+    lite0_taps = tap_layers(lite0)
+    assert [t.split("_")[0] for t in lite0_taps] == ["conv3", "conv4", "conv5"]
+    assert lite0_taps[-1].endswith("project_bn")  # before the head convolution the features pool
+
+    x = rng.uniform(0, 255, (4, 40, 40, 3)).astype(np.float32)
+    plain = build_ensemble(members, 40)
+    tapped = build_ensemble(members, 40, with_taps=True)
+    widths = [m.get_layer("features").output.shape[-1] + sum(m.get_layer(t).output.shape[-1] for t in tap_layers(m))
+              for m in members]
+    assert tapped.get_layer("features").output.shape[-1] == sum(widths)
+    path = save_model(tapped, new_card(name="tapped", classes=["a", "b", "c"], input_size=40,
+                                       architecture="ensemble", weights_origin="random"), tmp_path / "tapped.keras")
+    loaded, _ = load_model(path)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), plain.predict(x, verbose=0), rtol=1e-4, atol=1e-6)
+
+    feats = keras.Model(loaded.input, loaded.get_layer("features").output).predict(x, verbose=0)
+    second = members[1]  # its own size: no resizing between the input and its layers
+    own = keras.Model(second.input, [second.get_layer("features").output]
+                      + [second.get_layer(t).output for t in tap_layers(second)]).predict(x, verbose=0)
+    expected = np.concatenate([own[0]] + [a.mean(axis=(1, 2)) for a in own[1:]], axis=1)
+    np.testing.assert_allclose(feats[:, widths[0]:], expected, rtol=1e-4, atol=1e-5)
+
+    for part, member, size in zip(take_apart(loaded, head_biases(members)), members, (32, 40)):
+        xi = keras.ops.convert_to_numpy(keras.ops.image.resize(x, (size, size), antialias=True))
+        np.testing.assert_allclose(part.predict(xi, verbose=0), member.predict(xi, verbose=0), rtol=1e-4, atol=1e-6)

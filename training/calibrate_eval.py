@@ -98,19 +98,20 @@ def draw(y: np.ndarray, groups: np.ndarray, k: int, rng: np.random.Generator):
 
 def evaluate_fold(name: str, run_dirs: list[Path], lab_dir: Path, draws: int, out, methods=METHODS,
                   extractor=None, framing: str | None = None, offsets: dict[str, float] | None = None,
-                  joint_head: float | None = None) -> None:
+                  joint_head: float | None = None, with_taps: bool = False) -> None:
     """``framing``: the cut in use, as a card's ``test_framing`` sets it
     (default: as trained); ``offsets``: logit offsets, as a card's
     ``class_offsets`` (those of classes the fold's model lacks left out);
     ``joint_head``: the joined head fitted again with this C
-    (``crosslab.joint_fold_model``), as the shipped file's is."""
+    (``crosslab.joint_fold_model``; ``with_taps``: on the members' features
+    and pooled taps), as the shipped file's is."""
     if joint_head is None:
         model, card = joined_model(run_dirs)
     else:
         from crosslab import joint_fold_model
 
         spec = json.loads((ROOT / "training" / "protocol_base.json").read_text())
-        model, card, _ = joint_fold_model(spec, run_dirs, framing, joint_head)
+        model, card, _ = joint_fold_model(spec, run_dirs, framing, joint_head, with_taps)
     shift_head(model, card["classes"], known(card["classes"], offsets or {}))
     classes = card["classes"]
     pixels, y, groups = new_lab(lab_dir, classes, card["input_size"], framing or framing_of(card))
@@ -185,6 +186,8 @@ def table(rows: list[dict]) -> str:
 
 
 def main() -> int:
+    from crosslab import add_joint_head_args, check_joint_head_args
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", nargs="*", default=["compact"],
                         help="crosslab variants; A+B: their fold models joined")
@@ -199,11 +202,10 @@ def main() -> int:
     parser.add_argument("--framing", choices=tuple(FRAMINGS), help="cut the cells this way (default: as trained)")
     parser.add_argument("--class-offset", action="append", default=[], metavar="CLASS=NUMBER",
                         help="that class's logit offset, as a card's class_offsets; runs are named <...>+offsets<class><offset>...")
-    parser.add_argument("--joint-head", type=float, metavar="C",
-                        help="fit the joined head again on the fold's training cells (crosslab.py --joint-head); "
-                             "runs are named <...>+joint<C>")
+    add_joint_head_args(parser)  # runs are named <...>+joint<C>[taps]
     parser.add_argument("--table", action="store_true")
     args = parser.parse_args()
+    check_joint_head_args(parser, args)
     offsets = parse_offsets(args.class_offset)
     runs = Path(args.runs)
     results = runs / RESULTS
@@ -216,7 +218,7 @@ def main() -> int:
                 parser.error("no generic feature extractor: build it with training/generic_features.py")
         suffix = (("+imagenet" if extractor is not None else "") + (f"+{args.framing}" if args.framing else "")
                   + (f"+offsets{describe(offsets).replace(' ', '')}" if offsets else "")
-                  + (f"+joint{args.joint_head:g}" if args.joint_head is not None else ""))
+                  + (f"+joint{args.joint_head:g}" + ("taps" if args.taps else "") if args.joint_head is not None else ""))
         with open(results, "a") as out:
             for variant in args.variants:
                 for lab in args.labs:
@@ -224,7 +226,7 @@ def main() -> int:
                     if all(RunLayout(run).best_weights.exists() for run in run_dirs):
                         evaluate_fold(f"crosslab_{variant}{suffix}_{lab}", run_dirs,
                                       Path(args.datasets).resolve() / lab, args.draws, out, args.methods, extractor,
-                                      args.framing, offsets, args.joint_head)
+                                      args.framing, offsets, args.joint_head, args.taps)
     rows = [json.loads(line) for line in results.read_text().splitlines()] if results.exists() else []
     print(table(rows))
     return 0

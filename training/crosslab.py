@@ -188,18 +188,20 @@ def ensemble_fold(spec: dict, members: list[str], held: str, runs: Path, views: 
     return row
 
 
-def joint_fold_model(spec: dict, run_dirs: list[Path], cut: str | None = None, C: float = JOINT_HEAD_C):
+def joint_fold_model(spec: dict, run_dirs: list[Path], cut: str | None = None, C: float = JOINT_HEAD_C,
+                     with_taps: bool = False):
     """(model, card, data) of one fold's models (``crosslab_<variant>_<held>``
-    folders) joined as the shipped file joins them, the head fitted again
-    on their joined features of the fold's training cells (those the
-    members trained on, cut ``cut``: as the model is used; by default as the
-    members were trained) by ``engine.train.joint_head``; ``data``: the
-    fold's split."""
+    folders) joined as the shipped file joins them (``with_taps``: each
+    member's pooled mid-level activations beside its features), the head
+    fitted again on their joined features of the fold's training cells
+    (those the members trained on, cut ``cut``: as the model is used; by
+    default as the members were trained) by ``engine.train.joint_head``;
+    ``data``: the fold's split."""
     from run_models import joined_model
 
     held = run_dirs[0].name.rsplit("_", 1)[1]
     first = run_dirs[0].name[len("crosslab_"):-len(held) - 1]
-    model, card = joined_model(run_dirs)
+    model, card = joined_model(run_dirs, with_taps)
     cfg = variant_config(spec, next(r["overrides"] for r in read_rows(run_dirs[0].parent) if r["variant"] == first))
     base = (ROOT / spec["datasets_dir"]).resolve()
     data = prepare_for(cfg, [base / s for s in spec["crosslab_labs"] if s != held])
@@ -208,12 +210,40 @@ def joint_fold_model(spec: dict, run_dirs: list[Path], cut: str | None = None, C
     return model, card, data
 
 
+def add_joint_head_args(parser) -> None:
+    """``--joint-head C`` and ``--taps``, as every protocol script takes them."""
+    parser.add_argument("--joint-head", type=float, metavar="C",
+                        help="fit the joined head again on the fold's training cells "
+                             f"(engine.train.joint_head; its usual C is {JOINT_HEAD_C:g})")
+    parser.add_argument("--taps", action="store_true",
+                        help="with --joint-head: each member's pooled mid-level activations join its features "
+                             "(engine.models.ensemble.tap_layers)")
+
+
+def check_joint_head_args(parser, args) -> None:
+    if args.taps and args.joint_head is None:
+        parser.error("--taps needs --joint-head: only a fitted head weighs the taps")
+
+
+def joint_head_of(args) -> dict:
+    """What a result row records of ``--joint-head`` / ``--taps``: the
+    ``joint_head`` entry of shipped_model.json's form, or nothing."""
+    if args.joint_head is None:
+        return {}
+    return {"joint_head": {"C": args.joint_head, **({"taps": True} if args.taps else {})}}
+
+
+def joint_head_name(C: float, with_taps: bool) -> str:
+    return f" (joint head C={C:g}{', taps' if with_taps else ''})"
+
+
 def joint_head_fold(spec: dict, members: list[str], held: str, runs: Path, framing: str | None = None,
-                    offsets: dict[str, float] | None = None, C: float = JOINT_HEAD_C) -> dict:
+                    offsets: dict[str, float] | None = None, C: float = JOINT_HEAD_C, with_taps: bool = False) -> dict:
     """:func:`joint_fold_model` scored as :func:`ensemble_fold` scores."""
     t0 = time.monotonic()
     rows = read_rows(runs)
-    model, card, data = joint_fold_model(spec, [runs / f"crosslab_{m}_{held}" for m in members], framing, C)
+    model, card, data = joint_fold_model(spec, [runs / f"crosslab_{m}_{held}" for m in members], framing, C,
+                                         with_taps)
     classes, size, cut = card["classes"], card["input_size"], framing or framing_of(card)
     shift_head(model, classes, known(classes, offsets or {}))
     clf = Classifier(model, card)
@@ -221,8 +251,8 @@ def joint_head_fold(spec: dict, members: list[str], held: str, runs: Path, frami
     common = [c for c in COMMON_FIVE if c in classes]
     x, y = lab_arrays(base / held, common, size, cut)
     y = np.asarray([classes.index(common[i]) for i in y])
-    row = {"variant": ensemble_name(members, 1, framing, offsets) + f" (joint head C={C:g})",
-           "overrides": {"ensemble": members, "joint_head": {"C": C}, **({"framing": framing} if framing else {}),
+    row = {"variant": ensemble_name(members, 1, framing, offsets) + joint_head_name(C, with_taps),
+           "overrides": {"ensemble": members, "joint_head": {"C": C, **({"taps": True} if with_taps else {})}, **({"framing": framing} if framing else {}),
                          **({"class_offsets": offsets} if offsets else {})}, "held_out": held,
            "unseen": brief_metrics(compute_metrics(y, clf.predict_arrays(x), classes)),
            "train_seconds": sum(r["train_seconds"] for r in rows if r["variant"] in members and r["held_out"] == held),
@@ -317,11 +347,10 @@ def main() -> int:
                         help="added to that class's logit for the --ensemble rows (a shipped file's class_offsets)")
     parser.add_argument("--one-lab-offset", type=float, metavar="NUMBER",
                         help="added to the logit of every class that only one of a fold's training labs teaches")
-    parser.add_argument("--joint-head", type=float, metavar="C",
-                        help="for the --ensemble rows: fit the joined head again on the fold's training cells "
-                             f"(engine.train.joint_head; its usual C is {JOINT_HEAD_C:g})")
+    add_joint_head_args(parser)
     parser.add_argument("--table", action="store_true", help="print the table of every row so far")
     args = parser.parse_args()
+    check_joint_head_args(parser, args)
     offsets = parse_offsets(args.class_offset)
     spec = json.loads(Path(args.config).read_text())
     runs = Path(args.runs)
@@ -343,13 +372,13 @@ def main() -> int:
         for held in args.labs or spec["crosslab_labs"]:
             name = ensemble_name(members, args.views, args.framing, offsets, args.one_lab_offset)
             if args.joint_head is not None:
-                name += f" (joint head C={args.joint_head:g})"
+                name += joint_head_name(args.joint_head, args.taps)
             if any(r["variant"] == name and r["held_out"] == held for r in rows):
                 continue
             if args.joint_head is not None:
                 if args.views != 1 or args.one_lab_offset is not None:
                     raise SystemExit("--joint-head is scored with one view and the --class-offset offsets")
-                row = joint_head_fold(spec, members, held, runs, args.framing, offsets, args.joint_head)
+                row = joint_head_fold(spec, members, held, runs, args.framing, offsets, args.joint_head, args.taps)
             else:
                 row = ensemble_fold(spec, members, held, runs, args.views, args.framing, offsets,
                                     args.one_lab_offset)

@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 from crosslab import (  # noqa: E402
-    PBC_TRAIN, PBC_VAL, _pbc_subset, joint_fold_model, one_lab_classes, read_rows, recut_split, variant_config,
+    PBC_TRAIN, PBC_VAL, _pbc_subset, add_joint_head_args, check_joint_head_args, joint_fold_model, joint_head_of, one_lab_classes, read_rows, recut_split, variant_config,
 )
 from recipe import COMMON_FIVE, lab_cells, source_rows  # noqa: E402
 from run_models import joined_model  # noqa: E402
@@ -116,9 +116,9 @@ def main() -> int:
                         help="that offset on every class one of the fold's training labs teaches (crosslab's rule)")
     parser.add_argument("--unfamiliar-offset", type=float, action="append", default=[], metavar="NUMBER",
                         help="score the labels with that much more on those classes where the warning fires")
-    parser.add_argument("--joint-head", type=float, metavar="C",
-                        help="fit the joined head again on the fold's training cells (crosslab.py --joint-head)")
+    add_joint_head_args(parser)
     args = parser.parse_args()
+    check_joint_head_args(parser, args)
     offsets = parse_offsets(args.class_offset)
     tta = args.views == 4
     spec = json.loads(Path(args.config).read_text())
@@ -133,7 +133,8 @@ def main() -> int:
         if args.joint_head is None:
             model, card = joined_model(run_dirs)
         else:
-            model, card, _ = joint_fold_model(spec, run_dirs, args.framing or cfg.framing, args.joint_head)
+            model, card, _ = joint_fold_model(spec, run_dirs, args.framing or cfg.framing, args.joint_head,
+                                             args.taps)
         taught = one_lab_classes(base, [lab for lab in spec["crosslab_labs"] if lab != held], card["classes"])
         if args.one_lab_offset is not None:
             offsets = {c: args.one_lab_offset for c in taught}
@@ -145,7 +146,7 @@ def main() -> int:
         probs, stats = clf.predict_arrays(x, tta=tta), surroundings_stats(paths)
         rng = np.random.default_rng(1)
         row = {"variant": args.variant, "views": args.views, "framing": framing,
-               **({"joint_head": {"C": args.joint_head}} if args.joint_head is not None else {}),
+               **joint_head_of(args),
                **({"class_offsets": offsets} if offsets else {}),
                "held_out": held, "threshold": check["colour"]["threshold"],
                "fires_on_unseen_lab": fire_rates(probs, stats, check, rng),

@@ -52,13 +52,14 @@ def one_cell_photos() -> list[tuple[Path, str]]:
 
 
 def classifier_for(source: str, framing: str | None = None, offsets: dict[str, float] | None = None,
-                   joint_head: float | None = None) -> Classifier:
+                   joint_head: float | None = None, with_taps: bool = False) -> Classifier:
     """A model file, a crosslab run folder, or run folders joined by "+"
     into one model, as the shipped ensemble joins its members; ``framing``:
     the cut in use, as a card's ``test_framing`` sets it; ``offsets``: logit
     offsets as a card's ``class_offsets`` (those of classes the model lacks
     are left out); ``joint_head``: the joined run folders' head fitted again
-    on their fold's training cells with this C, as the shipped file's is."""
+    on their fold's training cells with this C, as the shipped file's is
+    (``with_taps``: on the members' features and pooled taps)."""
     if source.endswith(".keras"):
         opened = Classifier.open(source)
         model, card = opened.model, opened.card
@@ -67,7 +68,7 @@ def classifier_for(source: str, framing: str | None = None, offsets: dict[str, f
 
         spec = json.loads((ROOT / "training" / "protocol_base.json").read_text())
         model, card, _ = joint_fold_model(spec, [Path(s) for s in source.split("+")], framing,
-                                          joint_head)
+                                          joint_head, with_taps)
     else:
         from run_models import joined_model
 
@@ -110,6 +111,8 @@ def score(clf: Classifier, photos: list[tuple[Path, str]], mode: str, tta: bool,
 
 
 def main() -> None:
+    from crosslab import add_joint_head_args, check_joint_head_args, joint_head_of
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("models", nargs="+", help="crosslab run folders (A+B: joined) or model files")
     ap.add_argument("--views", type=int, choices=(1, 4), help="test-time views (default: the model card's; 4 for "
@@ -117,19 +120,19 @@ def main() -> None:
     ap.add_argument("--framing", choices=tuple(FRAMINGS), help="cut the cells this way (default: the model's)")
     ap.add_argument("--class-offset", action="append", default=[], metavar="CLASS=NUMBER",
                     help="set that class's logit offset (a shipped file's class_offsets)")
-    ap.add_argument("--joint-head", type=float, metavar="C",
-                    help="fit joined run folders' head again on their fold's training cells (crosslab.py --joint-head)")
+    add_joint_head_args(ap)
     ap.add_argument("--unfamiliar-offset", type=float, metavar="NUMBER",
                     help="also score field mode as the app labels a warned folder (see above)")
     args = ap.parse_args()
+    check_joint_head_args(ap, args)
     photos = one_cell_photos()
     offsets = parse_offsets(args.class_offset)
     for source in args.models:
-        clf = classifier_for(source, args.framing, offsets, args.joint_head)
+        clf = classifier_for(source, args.framing, offsets, args.joint_head, args.taps)
         tta = clf.default_tta if args.views is None else args.views == 4
         row = {"model": source, "framing": clf.framing, "views": 4 if tta else 1,
                **({"class_offsets": offsets} if offsets else {}),
-               **({"joint_head": {"C": args.joint_head}} if args.joint_head is not None else {}),
+               **joint_head_of(args),
                "one input per photo": score(clf, photos, "cells", tta), "field mode": score(clf, photos, "fields", tta)}
         if args.unfamiliar_offset is not None:
             row["unfamiliar_offset"] = args.unfamiliar_offset

@@ -28,22 +28,22 @@ def best_epoch_model(run_dir: str | Path):
     return model, card
 
 
-def join(loaded: list[tuple]):
+def join(loaded: list[tuple], with_taps: bool = False):
     """(model, card) pairs joined into one model (``engine.models.ensemble``)
     at the largest member's input size, as the shipped model joins its
-    members; the card is the first member's at that size. One pair is
-    returned as it is."""
-    if len(loaded) == 1:
+    members; the card is the first member's at that size. One pair without
+    taps is returned as it is."""
+    if len(loaded) == 1 and not with_taps:
         return loaded[0]
     from wbc_desktop.engine.models.ensemble import build_ensemble
 
     size = max(card["input_size"] for _, card in loaded)
-    return build_ensemble([m for m, _ in loaded], size), dict(loaded[0][1], input_size=size)
+    return build_ensemble([m for m, _ in loaded], size, with_taps=with_taps), dict(loaded[0][1], input_size=size)
 
 
-def joined_model(run_dirs: list[str | Path]):
+def joined_model(run_dirs: list[str | Path], with_taps: bool = False):
     """(model, card) of one run, or of several runs' models joined into one."""
-    return join([best_epoch_model(run) for run in run_dirs])
+    return join([best_epoch_model(run) for run in run_dirs], with_taps)
 
 
 def best_model(run_dir: str | Path):

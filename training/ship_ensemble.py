@@ -20,7 +20,8 @@ With ``joint_head`` in the config (``{"C": 0.01, "count_as": {"pbc": 2400}}``)
 the joined head is fitted again on the members' features of the split's
 training cells, cut as the model is used (``engine.train.joint_head``;
 ``count_as``: a source's cells weighted to count as that many, as the
-protocol's folds held them). The members' own heads are then no longer in
+protocol's folds held them; ``"taps": true``: on each member's pooled
+mid-level activations too, ``engine.models.ensemble.tap_layers``). The members' own heads are then no longer in
 the file, so its card names the commit whose shipped file still kept them
 (``members_from``), and taking a member apart reads that file from git.
 """
@@ -212,11 +213,12 @@ def load_members(member_specs: list[dict], shipped: Path) -> list[tuple]:
     return loaded
 
 
-def fit_joint_head(model, data, cut: str, size: int, spec: dict) -> dict:
-    """The joined head fitted again on the training split's cells (cut as
-    the model is used); returns what the card keeps of it, with the file
-    that keeps the members' own heads (looked for before they are gone)."""
-    kept = kept_members(model, ROOT / spec["output"])
+def fit_joint_head(model, plain, data, cut: str, size: int, spec: dict) -> dict:
+    """The joined head of ``model`` fitted again on the training split's
+    cells (cut as the model is used); returns what the card keeps of it,
+    with the file that keeps the members' own heads (looked for on
+    ``plain``, the members joined without taps, before their heads are gone)."""
+    kept = kept_members(plain, ROOT / spec["output"])
     if kept is None:
         print("no committed file keeps these members with their own heads: the card names none, and joining "
               "them again will need their own model files", flush=True)
@@ -226,8 +228,8 @@ def fit_joint_head(model, data, cut: str, size: int, spec: dict) -> dict:
     for s in spec["sources"]:
         sources[source_rows(data.train.paths, s)] = s
     refit_head(model, recut(data.train.paths, size, cut), data.train.y, C, count_as(sources, counts))
-    return {"C": C, "count_as": counts, "cells": {s: int((sources == s).sum()) for s in spec["sources"]},
-            "members_from": kept}
+    return {"C": C, "count_as": counts, **({"taps": True} if settings.get("taps") else {}),
+            "cells": {s: int((sources == s).sum()) for s in spec["sources"]}, "members_from": kept}
 
 
 def main() -> int:
@@ -272,8 +274,12 @@ def main() -> int:
     model, joined_card = join(loaded)
     size = joined_card["input_size"]
     data = prepare_for(configs[0], [base / s for s in spec["sources"]])
-    joint = ({JOINT: fit_joint_head(model, data, spec.get("test_framing") or framing_of(cards[0]), size, spec)}
-             if spec.get(JOINT) else {})
+    joint = {}
+    if spec.get(JOINT):
+        tapped = join(loaded, with_taps=True)[0] if spec[JOINT].get("taps") else model
+        joint = {JOINT: fit_joint_head(tapped, model, data, spec.get("test_framing") or framing_of(cards[0]), size,
+                                       spec)}
+        model = tapped
     shift_head(model, joined_card["classes"], offsets)
     in_use = {**({"test_framing": spec["test_framing"]} if spec.get("test_framing") else {}),
               **({"class_offsets": offsets} if offsets else {}),
@@ -283,7 +289,9 @@ def main() -> int:
     card = new_card(
         name=spec["name"], classes=cards[0]["classes"], input_size=size, framing=framing_of(cards[0]),
         architecture="ensemble of " + " and ".join(f"{c['name']}: {c['architecture']}" for c in cards)
-                     + ("; features joined, one head fitted on them" if joint else "; features joined, logits averaged"),
+                     + ("; features joined" + (" with each member's pooled mid-level activations" if
+                                                  joint.get(JOINT, {}).get("taps") else "")
+                        + ", one head fitted on them" if joint else "; features joined, logits averaged"),
         weights_origin="; ".join(f"{c['name']}: {c['weights_origin']}" for c in cards),
         parameters={"total": total, "trainable": trainable},
         members=[member_entry(m, c) for m, c in loaded],
