@@ -102,6 +102,38 @@ def test_a_joined_base_gives_each_member_the_same_say_and_its_lab_model_matches_
     np.testing.assert_allclose(ours, predict(head, lab_features(joined, test), idx), atol=1e-4)  # the saved graph too
 
 
+def test_the_lab_head_sees_the_members_own_features_of_a_base_joined_with_taps(trained_model_path, lab):
+    """A base whose members carry pooled mid-level taps: the lab head gets
+    the same features as from the join without them, and the lab model it
+    saves answers as its numpy twin does."""
+    import keras
+
+    from wbc_desktop.engine.data.dataset import decode_images, scan_labeled
+    from wbc_desktop.engine.infer.classify import Classifier
+    from wbc_desktop.engine.models.ensemble import build_ensemble
+    from wbc_desktop.engine.train.calibrate import calibrate, fit_head, lab_features, member_widths, own_widths, predict
+
+    opened = Classifier.open(trained_model_path)
+    other = keras.models.clone_model(opened.model)
+    other.set_weights([w * 3.0 for w in opened.model.get_weights()])
+    plain = build_ensemble([opened.model, other], opened.size)
+    tapped = build_ensemble([opened.model, other], opened.size, with_taps=True)
+    width = opened.model.get_layer("features").output.shape[-1]
+    assert own_widths(tapped) == [width, width] and member_widths(tapped)[0] > width
+    data = scan_labeled(lab[0])
+    names = [data.classes[i] for i in data.labels]
+    pixels = decode_images(data.paths, opened.size).pixels
+    feats = lab_features(tapped, pixels).feats
+    np.testing.assert_allclose(feats, lab_features(plain, pixels).feats, atol=1e-5)
+    base = Classifier(tapped, dict(opened.card, test_views=1))
+    result = calibrate(base, data.paths, names, pixels, np.arange(len(names)), method="logistic", generic=False)
+    test = decode_images(scan_labeled(lab[1]).paths, base.size).pixels[:16]
+    idx = [base.classes.index(c) for c in result.labelled_classes]
+    head = fit_head("logistic", feats, np.asarray([idx.index(base.classes.index(n)) for n in names]), len(idx))
+    ours = Classifier(result.model, result.card).predict_arrays(test, tta=True)
+    np.testing.assert_allclose(ours, predict(head, lab_features(tapped, test), idx), atol=1e-4)
+
+
 def test_wbc_calibrate_improves_a_tinted_lab_and_says_how_sure(trained_model_path, lab, tmp_path, capsys):
     from wbc_desktop.engine.data.dataset import decode_images, scan_labeled
     from wbc_desktop.engine.infer.classify import Classifier

@@ -93,13 +93,25 @@ def member_widths(model) -> list[int]:
     return widths or [int(model.get_layer("features").output.shape[-1])]
 
 
-def _members_unit(feats: np.ndarray, widths: Sequence[int]) -> np.ndarray:
-    """Each member's block at unit length, the whole at unit length: every
-    member has the same say in the lab head. Scaled as one block, a fourth
-    member's 1,280 Lite0 features crowded the others out and the head lost a
-    point at k = 10; block by block it gained 1.7 (training/RESULTS.md)."""
+def own_widths(model) -> list[int]:
+    """How many of each member block's first values are the member's own
+    features: a member joined with taps (``models.ensemble``) carries its
+    pooled mid-level activations after them, which the lab head leaves out
+    (with them in its blocks it lost 0.9 points at k = 10, training/RESULTS.md)."""
+    widths = member_widths(model)
+    if "member0" not in {layer.name for layer in model.layers}:
+        return widths
+    return [int(model.get_layer(f"member{i}").get_layer("features").output.shape[-1]) for i in range(len(widths))]
+
+
+def _members_unit(feats: np.ndarray, widths: Sequence[int], own: Sequence[int]) -> np.ndarray:
+    """Each member's own features (the first ``own`` of its block of
+    ``widths``) at unit length, the whole at unit length: every member has
+    the same say in the lab head. Scaled as one block, a fourth member's
+    1,280 Lite0 features crowded the others out and the head lost a point at
+    k = 10; block by block it gained 1.7 (training/RESULTS.md)."""
     parts = np.split(feats, np.cumsum(widths)[:-1], axis=-1)
-    return np.concatenate([_unit(part) for part in parts], axis=-1) / np.sqrt(len(widths))
+    return np.concatenate([_unit(part[..., :n]) for part, n in zip(parts, own)], axis=-1) / np.sqrt(len(widths))
 
 
 def lab_features(model, pixels: np.ndarray, batch_size: int = 32, cancel: CancelToken | None = None,
@@ -114,7 +126,7 @@ def lab_features(model, pixels: np.ndarray, batch_size: int = 32, cancel: Cancel
 
     from ..infer.classify import tta_views
 
-    widths = member_widths(model)
+    widths, own_width = member_widths(model), own_widths(model)
     both = keras.Model(model.input, [model.get_layer("features").output, model.output])
     feats, probs = [], []
     for start in range(0, len(pixels), batch_size):
@@ -123,14 +135,14 @@ def lab_features(model, pixels: np.ndarray, batch_size: int = 32, cancel: Cancel
         x = pixels[start:start + batch_size].astype(np.float32)
         views = [np.ascontiguousarray(v) for v in tta_views(x)]
         outs = [both.predict_on_batch(v) for v in views]
-        own = [_members_unit(np.asarray(f), widths) for f, _ in outs]
+        own = [_members_unit(np.asarray(f), widths, own_width) for f, _ in outs]
         if extractor is not None:
             own = [np.concatenate([f, _unit(np.asarray(extractor.predict_on_batch(v)))], axis=-1)
                    for f, v in zip(own, views)]
         feats.append(np.stack(own))
         probs.append(np.stack([np.asarray(p) for _, p in outs]))
     if not feats:
-        width = model.get_layer("features").output.shape[-1] + (extractor.output_shape[-1] if extractor else 0)
+        width = sum(own_width) + (extractor.output_shape[-1] if extractor else 0)
         return LabFeatures(np.zeros((4, 0, width), np.float32), np.zeros((4, 0, model.output_shape[-1]), np.float32))
     return LabFeatures(np.concatenate(feats, axis=1), np.concatenate(probs, axis=1))
 
@@ -253,10 +265,16 @@ def build_model(base_model, head: Head, labelled_idx: Sequence[int], extractor=N
                              dtype="float32")
         return layer, [weights.astype(np.float32)] + ([bias.astype(np.float32)] if bias is not None else [])
 
-    joined, widths = base_model.get_layer("features"), member_widths(base_model)
-    if len(widths) > 1:  # as _members_unit
-        feats = layers.Rescaling(1 / np.sqrt(len(widths)), name="own_unit")(layers.Concatenate(name="own_blocks")(
-            [layers.UnitNormalization(name=f"member{i}_unit")(x) for i, x in enumerate(joined.input)]))
+    joined, widths, own = base_model.get_layer("features"), member_widths(base_model), own_widths(base_model)
+    taken = []  # each member's own features out of a block that also holds its taps
+    if len(widths) > 1 or own != widths:  # as _members_unit
+        blocks = []
+        for i, (x, width, mine) in enumerate(zip(joined.input, widths, own)):
+            if mine < width:
+                taken.append(fixed(f"member{i}_own", mine, np.eye(width, mine, dtype=np.float32)))
+                x = taken[-1][0](x)
+            blocks.append(layers.UnitNormalization(name=f"member{i}_unit")(x))
+        feats = layers.Rescaling(1 / np.sqrt(len(widths)), name="own_unit")(layers.Concatenate(name="own_blocks")(blocks))
     else:
         feats = layers.UnitNormalization(name="own_unit")(joined.output)
     if extractor is not None:
@@ -272,7 +290,7 @@ def build_model(base_model, head: Head, labelled_idx: Sequence[int], extractor=N
         [mass_layer(probs), scatter_layer(q)])])
     model = keras.Model(base_model.input, out, name=f"{base_model.name}_lab")
     for layer, weights in ((head_layer, head_w), (mass_layer, mass_w), (keep_layer, keep_w),
-                           (scatter_layer, scatter_w)):
+                           (scatter_layer, scatter_w), *taken):
         layer.set_weights(weights)
     return model
 
