@@ -225,12 +225,15 @@ def check_joint_head_args(parser, args) -> None:
         parser.error("--taps needs --joint-head: only a fitted head weighs the taps")
 
 
+def joint_head_entry(C: float, with_taps: bool) -> dict:
+    """A joint head's settings as shipped_model.json's ``joint_head`` holds them."""
+    return {"C": C, **({"taps": True} if with_taps else {})}
+
+
 def joint_head_of(args) -> dict:
     """What a result row records of ``--joint-head`` / ``--taps``: the
-    ``joint_head`` entry of shipped_model.json's form, or nothing."""
-    if args.joint_head is None:
-        return {}
-    return {"joint_head": {"C": args.joint_head, **({"taps": True} if args.taps else {})}}
+    ``joint_head`` entry, or nothing."""
+    return {} if args.joint_head is None else {"joint_head": joint_head_entry(args.joint_head, args.taps)}
 
 
 def joint_head_name(C: float, with_taps: bool) -> str:
@@ -252,7 +255,8 @@ def joint_head_fold(spec: dict, members: list[str], held: str, runs: Path, frami
     x, y = lab_arrays(base / held, common, size, cut)
     y = np.asarray([classes.index(common[i]) for i in y])
     row = {"variant": ensemble_name(members, 1, framing, offsets) + joint_head_name(C, with_taps),
-           "overrides": {"ensemble": members, "joint_head": {"C": C, **({"taps": True} if with_taps else {})}, **({"framing": framing} if framing else {}),
+           "overrides": {"ensemble": members, "joint_head": joint_head_entry(C, with_taps),
+                         **({"framing": framing} if framing else {}),
                          **({"class_offsets": offsets} if offsets else {})}, "held_out": held,
            "unseen": brief_metrics(compute_metrics(y, clf.predict_arrays(x), classes)),
            "train_seconds": sum(r["train_seconds"] for r in rows if r["variant"] in members and r["held_out"] == held),

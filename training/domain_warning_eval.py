@@ -38,7 +38,8 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 from crosslab import (  # noqa: E402
-    PBC_TRAIN, PBC_VAL, _pbc_subset, add_joint_head_args, check_joint_head_args, joint_fold_model, joint_head_of, one_lab_classes, read_rows, recut_split, variant_config,
+    PBC_TRAIN, PBC_VAL, _pbc_subset, add_joint_head_args, check_joint_head_args, joint_fold_model, joint_head_of,
+    one_lab_classes, read_rows, recut_split, variant_config,
 )
 from recipe import COMMON_FIVE, lab_cells, source_rows  # noqa: E402
 from run_models import joined_model  # noqa: E402
