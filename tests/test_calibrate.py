@@ -78,8 +78,8 @@ def test_a_joined_base_gives_each_member_the_same_say_and_its_lab_model_matches_
 
     from wbc_desktop.engine.data.dataset import decode_images, scan_labeled
     from wbc_desktop.engine.infer.classify import Classifier
-    from wbc_desktop.engine.models.ensemble import build_ensemble
-    from wbc_desktop.engine.train.calibrate import calibrate, fit_head, lab_features, member_widths, predict
+    from wbc_desktop.engine.models.ensemble import build_ensemble, member_widths
+    from wbc_desktop.engine.train.calibrate import calibrate, fit_head, lab_features, predict
 
     opened = Classifier.open(trained_model_path)
     other = keras.models.clone_model(opened.model)  # a second member, its weights drawn anew and scaled up
@@ -110,8 +110,8 @@ def test_the_lab_head_sees_the_members_own_features_of_a_base_joined_with_taps(t
 
     from wbc_desktop.engine.data.dataset import decode_images, scan_labeled
     from wbc_desktop.engine.infer.classify import Classifier
-    from wbc_desktop.engine.models.ensemble import build_ensemble
-    from wbc_desktop.engine.train.calibrate import calibrate, fit_head, lab_features, member_widths, own_widths, predict
+    from wbc_desktop.engine.models.ensemble import build_ensemble, member_widths, own_widths
+    from wbc_desktop.engine.train.calibrate import calibrate, fit_head, lab_features, predict
 
     opened = Classifier.open(trained_model_path)
     other = keras.models.clone_model(opened.model)

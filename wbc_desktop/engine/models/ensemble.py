@@ -74,19 +74,38 @@ def head_biases(members: list[keras.Model]) -> list[list[float]]:
     return [member.get_layer("predictions").get_weights()[1].tolist() for member in members]
 
 
+def member_widths(model: keras.Model) -> list[int]:
+    """The widths of the joined members' feature blocks, or the one block of
+    a single network."""
+    names = {layer.name for layer in model.layers}
+    widths = []
+    while f"member{len(widths)}" in names:
+        widths.append(int(model.get_layer(f"member{len(widths)}").output.shape[-1]))
+    return widths or [int(model.get_layer("features").output.shape[-1])]
+
+
+def own_widths(model: keras.Model) -> list[int]:
+    """How many of each member block's first values are the member's own
+    features: a member joined ``with_taps`` carries its pooled mid-level
+    activations after them."""
+    widths = member_widths(model)
+    if "member0" not in {layer.name for layer in model.layers}:
+        return widths
+    return [int(model.get_layer(f"member{i}").get_layer("features").output.shape[-1]) for i in range(len(widths))]
+
+
 def take_apart(model: keras.Model, biases: list[list[float]]) -> list[keras.Model]:
     """The members of a model ``build_ensemble`` made, each with its own head
     again (``biases``: ``head_biases`` of the members, as its card keeps them)."""
     weights = model.get_layer("predictions").get_weights()[0] * len(biases)
-    members, start = [], 0
-    for i, bias in enumerate(biases):
+    starts = np.cumsum([0, *member_widths(model)])
+    members = []
+    for i, (bias, width) in enumerate(zip(biases, own_widths(model))):
         body = model.get_layer(f"member{i}")
         own = keras.Model(body.input, body.get_layer("features").output)  # without any taps
-        width = own.output.shape[-1]
         inputs = keras.Input(body.input.shape[1:], name="image")
         features = layers.Identity(name="features")(own(inputs))
         head = layers.Dense(len(bias), activation="softmax", dtype="float32", name="predictions")
         members.append(keras.Model(inputs, head(features), name=f"member{i}"))
-        head.set_weights([weights[start:start + width], np.asarray(bias, np.float32)])
-        start += body.output.shape[-1]
+        head.set_weights([weights[starts[i]:starts[i] + width], np.asarray(bias, np.float32)])
     return members

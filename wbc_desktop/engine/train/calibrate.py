@@ -83,30 +83,12 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-6)
 
 
-def member_widths(model) -> list[int]:
-    """The widths of the joined members' feature blocks (``models.ensemble``),
-    or the one block of a single network."""
-    names = {layer.name for layer in model.layers}
-    widths = []
-    while f"member{len(widths)}" in names:
-        widths.append(int(model.get_layer(f"member{len(widths)}").output.shape[-1]))
-    return widths or [int(model.get_layer("features").output.shape[-1])]
-
-
-def own_widths(model) -> list[int]:
-    """How many of each member block's first values are the member's own
-    features: a member joined with taps (``models.ensemble``) carries its
-    pooled mid-level activations after them, which the lab head leaves out
-    (with them in its blocks it lost 0.9 points at k = 10, training/RESULTS.md)."""
-    widths = member_widths(model)
-    if "member0" not in {layer.name for layer in model.layers}:
-        return widths
-    return [int(model.get_layer(f"member{i}").get_layer("features").output.shape[-1]) for i in range(len(widths))]
-
-
 def _members_unit(feats: np.ndarray, widths: Sequence[int], own: Sequence[int]) -> np.ndarray:
     """Each member's own features (the first ``own`` of its block of
-    ``widths``) at unit length, the whole at unit length: every member has
+    ``widths``, ``models.ensemble.own_widths``: a block joined with taps
+    carries them after, and with them in its blocks the lab head lost 0.9
+    points at k = 10, training/RESULTS.md) at unit length, the whole at unit
+    length: every member has
     the same say in the lab head. Scaled as one block, a fourth member's
     1,280 Lite0 features crowded the others out and the head lost a point at
     k = 10; block by block it gained 1.7 (training/RESULTS.md)."""
@@ -125,6 +107,7 @@ def lab_features(model, pixels: np.ndarray, batch_size: int = 32, cancel: Cancel
     import keras
 
     from ..infer.classify import tta_views
+    from ..models.ensemble import member_widths, own_widths
 
     widths, own_width = member_widths(model), own_widths(model)
     both = keras.Model(model.input, [model.get_layer("features").output, model.output])
@@ -253,6 +236,8 @@ def build_model(base_model, head: Head, labelled_idx: Sequence[int], extractor=N
     (the model's own, and the generic ``extractor``'s beside them)."""
     import keras
     from keras import layers
+
+    from ..models.ensemble import member_widths, own_widths
 
     n, k = base_model.output_shape[-1], len(labelled_idx)
     mask = np.zeros(n, np.float32)
