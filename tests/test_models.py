@@ -179,7 +179,7 @@ def test_an_ensemble_averages_its_members_logits_and_comes_apart_again(tmp_path)
     every member again, exactly, also after the file's round trip."""
     import tensorflow as tf
 
-    from wbc_desktop.engine.models.ensemble import build_ensemble, head_biases, take_apart
+    from wbc_desktop.engine.models.ensemble import build_ensemble, head_biases, take_apart, tap_layers
     from wbc_desktop.engine.models.modelfile import load_model, new_card, save_model
 
     keras.utils.set_random_seed(3)
@@ -201,6 +201,7 @@ def test_an_ensemble_averages_its_members_logits_and_comes_apart_again(tmp_path)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), expected, rtol=1e-4, atol=1e-6)
 
     parts = take_apart(loaded, head_biases(members))
+    assert [tap_layers(part) for part in parts] == [tap_layers(m) for m in members]  # stages reachable by name
     for part, xi, p in zip(parts, inputs, alone):
         np.testing.assert_allclose(part.predict(xi, verbose=0), p, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(build_ensemble(parts, 40).predict(x, verbose=0), expected, rtol=1e-4, atol=1e-6)
@@ -212,7 +213,9 @@ def test_taps_join_each_members_pooled_mid_level_activations_and_change_no_answe
     weight, so the answers are those of the join without them, also after
     the file's round trip, and the members still come apart exactly."""
     from wbc_desktop.engine.models.efficientnet_lite import build_efficientnet_lite0
-    from wbc_desktop.engine.models.ensemble import build_ensemble, head_biases, take_apart, tap_layers
+    from wbc_desktop.engine.models.ensemble import (
+        build_ensemble, head_biases, member_widths, take_apart, tap_layers,
+    )
     from wbc_desktop.engine.models.modelfile import load_model, new_card, save_model
 
     keras.utils.set_random_seed(4)
@@ -245,6 +248,16 @@ def test_taps_join_each_members_pooled_mid_level_activations_and_change_no_answe
     expected = np.concatenate([own[0]] + [a.mean(axis=(1, 2)) for a in own[1:]], axis=1)
     np.testing.assert_allclose(feats[:, widths[0]:], expected, rtol=1e-4, atol=1e-5)
 
-    for part, member, size in zip(take_apart(loaded, head_biases(members)), members, (32, 40)):
+    parts = take_apart(loaded, head_biases(members))
+    assert [tap_layers(part) for part in parts] == [tap_layers(m) for m in members]  # joined again, taps and all
+    assert member_widths(build_ensemble(parts, 40, with_taps=True)) == widths
+    inputs = keras.Input((32, 32, 3))  # a member around its network as one nested layer: stages out of reach
+    own = keras.Model(members[0].input, members[0].get_layer("features").output)
+    features = keras.layers.Identity(name="features")(own(inputs))
+    nested = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="predictions")(features),
+                         name="nested")
+    with pytest.raises(ValueError, match="nested: no conv3/conv4/conv5 stage to tap"):
+        build_ensemble([nested, members[1]], 40, with_taps=True)
+    for part, member, size in zip(parts, members, (32, 40)):
         xi = keras.ops.convert_to_numpy(keras.ops.image.resize(x, (size, size), antialias=True))
         np.testing.assert_allclose(part.predict(xi, verbose=0), member.predict(xi, verbose=0), rtol=1e-4, atol=1e-6)

@@ -37,8 +37,10 @@ def tap_layers(member: keras.Model) -> list[str]:
 def _member_body(member: keras.Model, name: str, with_taps: bool) -> keras.Model:
     features = member.get_layer("features").output
     if with_taps:
-        pooled = [layers.GlobalAveragePooling2D(name=f"{tap}_mean")(member.get_layer(tap).output)
-                  for tap in tap_layers(member)]
+        taps = tap_layers(member)
+        if not taps:  # a member whose stages are hidden in a nested layer would join silently without them
+            raise ValueError(f"{member.name}: no conv3/conv4/conv5 stage to tap")
+        pooled = [layers.GlobalAveragePooling2D(name=f"{tap}_mean")(member.get_layer(tap).output) for tap in taps]
         features = layers.Concatenate(name="features_and_taps")([features, *pooled])
     return keras.Model(member.input, features, name=name)
 
@@ -96,16 +98,17 @@ def own_widths(model: keras.Model) -> list[int]:
 
 def take_apart(model: keras.Model, biases: list[list[float]]) -> list[keras.Model]:
     """The members of a model ``build_ensemble`` made, each with its own head
-    again (``biases``: ``head_biases`` of the members, as its card keeps them)."""
+    again (``biases``: ``head_biases`` of the members, as its card keeps them).
+    Each is built on its block's own layers, not around the block as one
+    nested layer, so its stages stay reachable by name as in its own file:
+    ``tap_layers`` finds nothing in a nested block, and a model joined again
+    ``with_taps`` from such members had lost three members' taps."""
     weights = model.get_layer("predictions").get_weights()[0] * len(biases)
     starts = np.cumsum([0, *member_widths(model)])
     members = []
     for i, (bias, width) in enumerate(zip(biases, own_widths(model))):
         body = model.get_layer(f"member{i}")
-        own = keras.Model(body.input, body.get_layer("features").output)  # without any taps
-        inputs = keras.Input(body.input.shape[1:], name="image")
-        features = layers.Identity(name="features")(own(inputs))
         head = layers.Dense(len(bias), activation="softmax", dtype="float32", name="predictions")
-        members.append(keras.Model(inputs, head(features), name=f"member{i}"))
+        members.append(keras.Model(body.input, head(body.get_layer("features").output), name=f"member{i}"))
         head.set_weights([weights[starts[i]:starts[i] + width], np.asarray(bias, np.float32)])
     return members
