@@ -251,13 +251,23 @@ def test_taps_join_each_members_pooled_mid_level_activations_and_change_no_answe
     parts = take_apart(loaded, head_biases(members))
     assert [tap_layers(part) for part in parts] == [tap_layers(m) for m in members]  # joined again, taps and all
     assert member_widths(build_ensemble(parts, 40, with_taps=True)) == widths
-    inputs = keras.Input((32, 32, 3))  # a member around its network as one nested layer: stages out of reach
-    own = keras.Model(members[0].input, members[0].get_layer("features").output)
-    features = keras.layers.Identity(name="features")(own(inputs))
-    nested = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="predictions")(features),
-                         name="nested")
+    def wrapped(member):  # a member around its network as one nested layer, as take_apart once made them
+        inputs = keras.Input(member.input.shape[1:])
+        own = keras.Model(member.input, member.get_layer("features").output)
+        features = keras.layers.Identity(name="features")(own(inputs))
+        head = keras.layers.Dense(3, activation="softmax", name="predictions")
+        outer = keras.Model(inputs, head(features), name="nested")
+        head.set_weights(member.get_layer("predictions").get_weights())
+        return outer
+
+    nested = wrapped(wrapped(members[0]))  # v7's file held three members two wrappings deep
     with pytest.raises(ValueError, match="nested: no conv3/conv4/conv5 stage to tap"):
         build_ensemble([nested, members[1]], 40, with_taps=True)
+    unwrapped = take_apart(build_ensemble([nested, members[1]], 40), head_biases(members))[0]
+    assert tap_layers(unwrapped) == tap_layers(members[0])
+    xi = keras.ops.convert_to_numpy(keras.ops.image.resize(x, (32, 32), antialias=True))
+    np.testing.assert_allclose(unwrapped.predict(xi, verbose=0), members[0].predict(xi, verbose=0),
+                               rtol=1e-4, atol=1e-6)
     for part, member, size in zip(parts, members, (32, 40)):
         xi = keras.ops.convert_to_numpy(keras.ops.image.resize(x, (size, size), antialias=True))
         np.testing.assert_allclose(part.predict(xi, verbose=0), member.predict(xi, verbose=0), rtol=1e-4, atol=1e-6)

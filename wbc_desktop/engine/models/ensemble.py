@@ -96,6 +96,16 @@ def own_widths(model: keras.Model) -> list[int]:
     return [int(model.get_layer(f"member{i}").get_layer("features").output.shape[-1]) for i in range(len(widths))]
 
 
+def _network_of(body: keras.Model) -> keras.Model:
+    """The network inside a member block. Before members were taken apart on
+    their own layers, each came out wrapped around its network as one nested
+    layer, under an identity named ``features``, and each later join wrapped
+    it again (v7's file holds three members two wrappings deep)."""
+    while isinstance(body.get_layer("features"), layers.Identity):
+        body = next(layer for layer in body.layers if isinstance(layer, keras.Model))
+    return body
+
+
 def take_apart(model: keras.Model, biases: list[list[float]]) -> list[keras.Model]:
     """The members of a model ``build_ensemble`` made, each with its own head
     again (``biases``: ``head_biases`` of the members, as its card keeps them).
@@ -107,7 +117,7 @@ def take_apart(model: keras.Model, biases: list[list[float]]) -> list[keras.Mode
     starts = np.cumsum([0, *member_widths(model)])
     members = []
     for i, (bias, width) in enumerate(zip(biases, own_widths(model))):
-        body = model.get_layer(f"member{i}")
+        body = _network_of(model.get_layer(f"member{i}"))
         head = layers.Dense(len(bias), activation="softmax", dtype="float32", name="predictions")
         members.append(keras.Model(body.input, head(body.get_layer("features").output), name=f"member{i}"))
         head.set_weights([weights[starts[i]:starts[i] + width], np.asarray(bias, np.float32)])
