@@ -385,6 +385,18 @@ def test_a_warned_folder_asks_more_evidence_of_the_cards_unfamiliar_classes():
     plain = folder_check(folder(other), dict(card, unfamiliar_offsets={}))  # a card without: warned, not re-weighed
     assert "changed label" not in plain.notice and not plain.changed
 
+    # a temperature softens a warned folder's confidences and keeps every label; its own lab's folder stands
+    soft = folder_check(folder(other), dict(card, unfamiliar_offsets={}, unfamiliar_temperature=2.0))
+    assert "softened (temperature 2" in soft.notice and not soft.changed
+    assert soft.caution == "unfamiliar-lab caution: temperature 2"
+    assert [p.label for p in soft.predictions[:60]] == called
+    np.testing.assert_allclose(soft.predictions[0].probs, softmax(np.log(probs[:1]) / 2.0)[0], atol=1e-6)
+    assert all(p.confidence < q.confidence for p, q in zip(soft.predictions[:60], folder(other)[:60]))
+    both = folder_check(folder(other), dict(card, unfamiliar_temperature=2.0))
+    assert [p.label for p in both.predictions] == [p.label for p in warned.predictions]
+    assert both.caution == "unfamiliar-lab caution: lymphocyte -6; temperature 2"
+    assert folder_check(folder(own[:60]), dict(card, unfamiliar_temperature=2.0)).notice is None
+
 
 def test_classify_reads_the_stain_from_the_view_its_card_names(trained_model_path, lab):
     from wbc_desktop.engine.data.preprocess import load_square
@@ -506,3 +518,34 @@ def test_app_relabels_a_warned_folder_and_records_the_caution(qtbot, settings, t
     assert "changed label" in window.review.notice.text()
     assert window.review.counts.last["counts"]["lymphocyte"] == 0  # the count shown is the relabelled one
     window.grab().save(str(tmp_path / "caution.png"))
+
+
+def test_app_shows_a_warned_folders_softened_confidences(qtbot, settings, trained_model_path, tmp_path):
+    """A card's unfamiliar_temperature changes no label but every confidence
+    on a warned folder: the app shows the softened ones, as the CSV has them."""
+    import shutil
+
+    from conftest import open_window
+    from wbc_desktop.engine.data.dataset import collect_images
+    from wbc_desktop.engine.infer.classify import Classifier, folder_check
+    from wbc_desktop.engine.models.modelfile import default_views, update_card
+
+    soft = tmp_path / "soft.keras"
+    shutil.copy(trained_model_path, soft)
+    update_card(soft, domain_check={"confidence": {"threshold": 0.999}, "folder_cells": 50},
+                unfamiliar_temperature=3.0)
+    folder = _tinted_lab(tmp_path / "other", 10, 4)
+    clf = Classifier.open(soft)
+    raw = list(clf.classify_collected(*collect_images([str(folder)]), tta=default_views(clf.card) == 4))
+    expected = {p.path: p for p in folder_check(raw, clf.card).predictions}
+    window = open_window(qtbot, settings, soft)
+    with qtbot.waitSignal(window.job_finished, timeout=60000):
+        window.open_paths([str(folder)])
+    session = window.cells.session
+    assert session.model_name.endswith("; unfamiliar-lab caution: temperature 3")
+    assert "softened (temperature 3" in window.review.notice.text()
+    for item in session.items:
+        raw_conf = next(p.confidence for p in raw if p.path == item.path)
+        assert item.final_label == expected[item.path].label
+        assert item.confidence == pytest.approx(expected[item.path].confidence, abs=1e-5)
+        assert item.confidence < raw_conf

@@ -98,7 +98,8 @@ def test_the_offset_rule_finds_the_classes_that_one_training_lab_teaches(tmp_pat
 
 def test_the_protocol_scores_warned_folders_as_the_app_relabels_them():
     """``domain_warning_eval.labelled_accuracy``: where the warning fires the
-    caution's labels count, elsewhere the model's own."""
+    caution's labels count, elsewhere the model's own; a temperature changes
+    no label and brings confident mistakes under the review flag."""
     from domain_warning_eval import labelled_accuracy
 
     truth = np.arange(60) % 3
@@ -117,6 +118,14 @@ def test_the_protocol_scores_warned_folders_as_the_app_relabels_them():
     assert silent["plain"] == silent["as_labelled"] == pytest.approx(2 / 3, abs=0.1)
     warned = labelled_accuracy(probs, stats + 3.0, truth, check(5.0), CLASSES, caution, rng)
     assert warned["plain"] == pytest.approx(2 / 3, abs=0.1) and warned["as_labelled"] == 1.0
+
+    sure = np.full((60, 3), 0.01)  # confident, a third of them wrong: a temperature brings them under the flag
+    sure[np.arange(60), (truth + (truth == 0)) % 3] = 0.98
+    as_is = labelled_accuracy(sure, stats + 3.0, truth, check(5.0), CLASSES, {}, np.random.default_rng(1))
+    softer = labelled_accuracy(sure, stats + 3.0, truth, check(5.0), CLASSES, {}, np.random.default_rng(1), 4.0)
+    assert as_is["as_labelled"] == softer["as_labelled"] == pytest.approx(2 / 3, abs=0.1)
+    assert as_is["flagged"] == as_is["errors_flagged"] == 0.0 and softer["errors_flagged"] == 1.0
+    assert softer["ece"] < as_is["ece"]
 
 
 def test_a_card_without_member_biases_is_rejoined_exactly_with_a_new_member_but_never_split(tmp_path):

@@ -22,6 +22,10 @@ added to the logits of the classes that only one of the fold's training
 labs teaches (``crosslab.one_lab_classes``, as a card's
 ``unfamiliar_offsets``). Other random folders (``FOLDERS`` of each kind)
 are scored before and after, so misses and false alarms count as they come.
+``--unfamiliar-temperature T`` (one or more) scores the confidences there
+too, with the logits divided by T as a card's ``unfamiliar_temperature``
+does: the calibration error of the folders' cells and what the app's
+review flag catches (``confidence_unseen_lab``; T=1 is the model as is).
 """
 
 from __future__ import annotations
@@ -47,11 +51,15 @@ from run_models import joined_model  # noqa: E402
 from wbc_desktop.engine.infer.classify import Classifier, folder_verdict  # noqa: E402
 from wbc_desktop.engine.infer.domain_check import FOLDER_CELLS, MIN_CELLS, unlike_training  # noqa: E402
 from wbc_desktop.engine.locate.framing import FRAMINGS  # noqa: E402
-from wbc_desktop.engine.models.class_offsets import UNFAMILIAR_OFFSETS, known, parse_offsets, shift_head  # noqa: E402
+from wbc_desktop.engine.models.class_offsets import (  # noqa: E402
+    UNFAMILIAR_OFFSETS, UNFAMILIAR_TEMPERATURE, known, parse_offsets, shift_head,
+)
+from wbc_desktop.engine.train.evaluation import expected_calibration_error  # noqa: E402
 from wbc_desktop.engine.train.trainer import reference_for, surroundings_stats  # noqa: E402
 from wbc_desktop.engine.train.finetune import prepare_for  # noqa: E402
 
 FOLDERS = 300
+FLAG = 0.70  # the app's default review flag: cells below it are flagged
 
 
 def fire_rates(probs: np.ndarray, stats: np.ndarray, check: dict, rng: np.random.Generator,
@@ -87,19 +95,29 @@ def fold_check(spec: dict, cfg, held: str, model, framing: str, tta: bool) -> tu
 
 
 def labelled_accuracy(probs: np.ndarray, stats: np.ndarray, labels: np.ndarray, check: dict, classes: list[str],
-                      caution: dict[str, float], rng: np.random.Generator) -> dict:
+                      caution: dict[str, float], rng: np.random.Generator, temperature: float = 1.0) -> dict:
     """Mean accuracy of random folders' labels (``labels``: indices into
     ``classes``) as the model gives them, and as the folder's verdict
-    (``folder_verdict``, with ``caution`` as the card's unfamiliar offsets)
-    leaves them."""
-    card = {"classes": classes, "domain_check": check, UNFAMILIAR_OFFSETS: caution}
-    plain, verdict = [], []
+    (``folder_verdict``, with ``caution`` and ``temperature`` as the card's
+    unfamiliar offsets and temperature) leaves them; and how honest the
+    verdict's confidences are (the expected calibration error of the
+    folders' cells, pooled) and what the app's review flag (cells below
+    ``FLAG``) catches: the share of cells flagged, and of wrong labels."""
+    card = {"classes": classes, "domain_check": check, UNFAMILIAR_OFFSETS: caution,
+            UNFAMILIAR_TEMPERATURE: temperature}
+    plain, verdict, shown, truth = [], [], [], []
     for _ in range(FOLDERS):
         pick = rng.choice(len(probs), min(FOLDER_CELLS, len(probs)), replace=False)
         _, labelled = folder_verdict(probs[pick], stats[pick], card)
         plain.append(np.mean(probs[pick].argmax(axis=1) == labels[pick]))
         verdict.append(np.mean(labelled.argmax(axis=1) == labels[pick]))
-    return {"plain": round(float(np.mean(plain)), 4), "as_labelled": round(float(np.mean(verdict)), 4)}
+        shown.append(labelled)
+        truth.append(labels[pick])
+    shown, truth = np.concatenate(shown), np.concatenate(truth)
+    flagged, wrong = shown.max(axis=1) < FLAG, shown.argmax(axis=1) != truth
+    return {"plain": round(float(np.mean(plain)), 4), "as_labelled": round(float(np.mean(verdict)), 4),
+            "ece": round(expected_calibration_error(shown, truth), 4), "flagged": round(float(flagged.mean()), 4),
+            "errors_flagged": round(float(flagged[wrong].mean()) if wrong.any() else 1.0, 4)}
 
 
 def main() -> int:
@@ -117,6 +135,9 @@ def main() -> int:
                         help="that offset on every class one of the fold's training labs teaches (crosslab's rule)")
     parser.add_argument("--unfamiliar-offset", type=float, action="append", default=[], metavar="NUMBER",
                         help="score the labels with that much more on those classes where the warning fires")
+    parser.add_argument("--unfamiliar-temperature", type=float, action="append", default=[], metavar="T",
+                        help="with each --unfamiliar-offset, score the confidences with the logits divided by T "
+                             "where the warning fires (calibration error, review flags)")
     add_joint_head_args(parser)
     args = parser.parse_args()
     check_joint_head_args(parser, args)
@@ -159,6 +180,10 @@ def main() -> int:
             row["accuracy_unseen_lab"] = {  # its own draws: the rates above stay as they were measured
                 v: labelled_accuracy(probs, stats, truth, check, clf.classes, c, np.random.default_rng(2))
                 for v, c in cautions.items()}
+            row["confidence_unseen_lab"] = {
+                f"{v} T={t:g}": labelled_accuracy(probs, stats, truth, check, clf.classes, c,
+                                                  np.random.default_rng(2), t)
+                for v, c in cautions.items() for t in [1.0, *args.unfamiliar_temperature]}
         for lab in spec["crosslab_labs"]:
             rows_ = source_rows(data.test.paths, lab)
             if len(rows_):  # a lab the fold trained on: its held-out test cells

@@ -37,7 +37,7 @@ from wbc_desktop.engine.infer.classify import Classifier  # noqa: E402
 import numpy as np  # noqa: E402
 
 from wbc_desktop.engine.data.dataset import decode_images, scan_labeled  # noqa: E402
-from wbc_desktop.engine.models.class_offsets import UNFAMILIAR_OFFSETS, describe  # noqa: E402
+from wbc_desktop.engine.models.class_offsets import UNFAMILIAR_OFFSETS, UNFAMILIAR_TEMPERATURE, describe  # noqa: E402
 from wbc_desktop.engine.train.evaluation import evaluate_files, format_metrics, write_report  # noqa: E402
 from wbc_desktop.engine.models.modelfile import (  # noqa: E402
     default_views, framing_of, read_card, save_model, update_card, views_phrase,
@@ -280,6 +280,10 @@ def write_markdown_card(card: dict, unseen: dict, path: Path) -> None:
         *(["- On a folder that the folder warning finds unlike the training labs, these are added to the same "
            "logits, and the result names it: " + describe(card[UNFAMILIAR_OFFSETS])]
           if card.get(UNFAMILIAR_OFFSETS) else []),
+        *([f"- On such a folder the logits are also divided by {card[UNFAMILIAR_TEMPERATURE]:g} (chosen on the "
+           "cross-lab protocol: on a lab it never saw the model is surer than it is right), so more of its cells "
+           "are flagged for review; labels do not change"]
+          if card.get(UNFAMILIAR_TEMPERATURE, 1.0) != 1.0 else []),
         "", "## Held-out test splits (grouped, de-duplicated, never used for choices)", "",
         "| data | n | accuracy | balanced acc. | macro-F1 | recall per class |", "|---|---|---|---|---|---|",
     ]

@@ -51,7 +51,9 @@ from run_models import join  # noqa: E402
 from wbc_desktop.engine.infer.classify import Classifier  # noqa: E402
 from wbc_desktop.engine.models.ensemble import head_biases, take_apart  # noqa: E402
 from wbc_desktop.engine.models.builders import count_params  # noqa: E402
-from wbc_desktop.engine.models.class_offsets import UNFAMILIAR_OFFSETS, offset_vector, shift_head  # noqa: E402
+from wbc_desktop.engine.models.class_offsets import (  # noqa: E402
+    UNFAMILIAR_OFFSETS, UNFAMILIAR_TEMPERATURE, offset_vector, shift_head,
+)
 from wbc_desktop.engine.models.modelfile import (  # noqa: E402
     default_views, framing_of, load_model, new_card, read_card, save_model, update_card,
 )
@@ -248,7 +250,8 @@ def main() -> int:
     if args.refresh_card:
         out = ROOT / spec["output"]
         settings = {"name": spec["name"], "test_framing": spec.get("test_framing"), "test_views": default_views(spec),
-                    UNFAMILIAR_OFFSETS: spec.get(UNFAMILIAR_OFFSETS, {})}
+                    UNFAMILIAR_OFFSETS: spec.get(UNFAMILIAR_OFFSETS, {}),
+                    UNFAMILIAR_TEMPERATURE: spec.get(UNFAMILIAR_TEMPERATURE, 1.0)}
         applied = read_card(out).get("class_offsets", {})
         if offsets != applied:  # the weights change: load, shift and save once, card included
             model, card = load_model(out)
@@ -283,7 +286,7 @@ def main() -> int:
     shift_head(model, joined_card["classes"], offsets)
     in_use = {**({"test_framing": spec["test_framing"]} if spec.get("test_framing") else {}),
               **({"class_offsets": offsets} if offsets else {}),
-              **({UNFAMILIAR_OFFSETS: spec[UNFAMILIAR_OFFSETS]} if spec.get(UNFAMILIAR_OFFSETS) else {})}
+              **{key: spec[key] for key in (UNFAMILIAR_OFFSETS, UNFAMILIAR_TEMPERATURE) if spec.get(key)}}
     clf = Classifier(model, dict(joined_card, **in_use))
     trainable, total = count_params(model)
     card = new_card(

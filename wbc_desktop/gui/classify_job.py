@@ -39,6 +39,7 @@ def classification(classifier, sources: list[str], adapt: bool, tta: bool,
         if chunk:
             yield chunk
         check = folder_check(done, model.card)  # only for a folder classified to its end
-        yield {"notice": check.notice, "changed": check.changed, "caution": check.caution}
+        yield {"notice": check.notice, "caution": check.caution,
+               "revised": [p for p in check.predictions if p.ok] if check.caution else []}
 
     return job

@@ -10,7 +10,7 @@ from PySide6.QtWidgets import (
 )
 
 from .. import __version__
-from ..engine.models.class_offsets import UNFAMILIAR_OFFSETS, describe
+from ..engine.models.class_offsets import UNFAMILIAR_OFFSETS, UNFAMILIAR_TEMPERATURE, describe
 from ..engine.models.modelfile import default_views, views_phrase
 from ..paths import APP_NAME
 from .report_pdf import REPORT_FIELDS
@@ -144,6 +144,9 @@ def card_html(card: dict) -> str:
     if card.get(UNFAMILIAR_OFFSETS):
         lines.append(f"<p><b>On a folder unlike its training labs:</b> {html.escape(describe(card[UNFAMILIAR_OFFSETS]))} "
                      "more (the folder warning re-weighs its cells; the result names it)</p>")
+    if card.get(UNFAMILIAR_TEMPERATURE, 1.0) != 1.0:
+        lines.append(f"<p><b>Confidence on such a folder:</b> logits divided by {card[UNFAMILIAR_TEMPERATURE]:g} "
+                     "(on labs it never saw it is surer than it is right; more cells are flagged for review)</p>")
     if card.get("calibration"):
         lines.append(_calibration_html(card["calibration"]))
     if tm:

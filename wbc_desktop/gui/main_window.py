@@ -406,7 +406,7 @@ class MainWindow(ModelActions, ExportActions, QMainWindow):
         if session is not self.state.session:
             return
         if isinstance(chunk, dict) and "notice" in chunk:  # the job's last word: is the folder unlike training?
-            self._relabel(session, chunk["changed"], chunk["caution"])
+            self._relabel(session, chunk["revised"], chunk["caution"])
             if chunk["notice"]:
                 self.review.show_notice(f"<b>Note:</b> {html.escape(chunk['notice'][0].upper() + chunk['notice'][1:])} "
                                         "<a href='calibrate'>Propose cells to label for calibration</a>")
@@ -421,15 +421,15 @@ class MainWindow(ModelActions, ExportActions, QMainWindow):
         self._job_done += sum(1 for p in chunk if p.cell is None or p.cell.index == 0)  # files: a photo has many cells
         self._show_progress("Classifying")
 
-    def _relabel(self, session: ReviewSession, changed: list, caution: str | None) -> None:
-        """The folder's verdict re-weighed some cells' labels (see
-        ``folder_check``); the technologist's review of them stays, and the
-        session's model name records how the labels were made."""
+    def _relabel(self, session: ReviewSession, revised: list, caution: str | None) -> None:
+        """The folder's verdict re-weighed its cells (``folder_check``: some
+        labels, or every confidence); the technologist's review of them
+        stays, and the session's model name records how the labels were made."""
         if caution:
             session.model_name = f"{session.model_name}; {caution}"
-        for pred in changed:
+        for pred in revised:
             self.state.cells.add_item(ReviewItem.from_prediction(pred))
-        if changed:
+        if revised:
             self.review.refresh_counts()
             self.review.refresh_detail()
             self.review.review_changed.emit()

@@ -20,7 +20,7 @@ from ..io.csvio import CELL_COLUMNS, cell_columns, write_csv
 from ..data.dataset import Skipped, collect_images, sample_in_order
 from ..io.imageio import ImageReadError
 from ..progress import CancelToken
-from ..models.class_offsets import UNFAMILIAR_OFFSETS, describe, known, shift_probs
+from ..models.class_offsets import UNFAMILIAR_OFFSETS, UNFAMILIAR_TEMPERATURE, describe, known, shift_probs, temper
 from ..models.modelfile import default_views, framing_of, views_phrase
 from .cells import NO_WHITE_CELL, Box, CellCut, cut_cells, view_of
 from .domain_check import SURROUNDINGS, colour_stats, stain_view, unlike_training
@@ -216,25 +216,32 @@ def _cells_with_stats(path: Path, size: int, framing: str, mode: str,
 class FolderCheck:
     """What a whole folder says of its cells: the once-per-folder warning,
     and the predictions as it leaves them. On a folder the warning fires on,
-    a card's ``unfamiliar_offsets`` re-weigh every cell (``caution`` says
-    how, for the record of how labels were made; ``changed`` holds the cells
-    whose label it changed)."""
+    a card's ``unfamiliar_offsets`` and ``unfamiliar_temperature`` re-weigh
+    every cell (``caution`` says how, for the record of how labels were
+    made; ``changed`` holds the cells whose label it changed)."""
     notice: str | None
     predictions: list[Prediction]
     changed: list[Prediction]
     caution: str | None = None
 
 
+def _caution(card: dict) -> tuple[dict[str, float], float]:
+    """The card's offsets for the classes it has, and its temperature (1: none)."""
+    return known(card["classes"], card.get(UNFAMILIAR_OFFSETS, {})), float(card.get(UNFAMILIAR_TEMPERATURE, 1.0))
+
+
 def folder_verdict(probs: np.ndarray, stats: np.ndarray | None, card: dict) -> tuple[str | None, np.ndarray]:
     """The folder's warning (``unlike_training``) and its cells' probabilities
     as the verdict leaves them: shifted by the card's ``unfamiliar_offsets``
-    where the warning fires, else as they are. The rule the protocol scores
+    and softened by its ``unfamiliar_temperature`` where the warning fires,
+    else as they are. The rule the protocol scores
     (``training/domain_warning_eval.py``) and the app applies."""
     notice = unlike_training(probs, stats, card)
-    offsets = known(card["classes"], card.get(UNFAMILIAR_OFFSETS, {}))
-    if notice is None or not offsets:
+    offsets, temperature = _caution(card)
+    if notice is None or (not offsets and temperature == 1.0):
         return notice, probs
-    return notice, shift_probs(probs, card["classes"], offsets)
+    shifted = shift_probs(probs, card["classes"], offsets) if offsets else probs
+    return notice, temper(shifted, temperature) if temperature != 1.0 else shifted
 
 
 def folder_check(predictions: Sequence[Prediction], card: dict) -> FolderCheck:
@@ -247,7 +254,7 @@ def folder_check(predictions: Sequence[Prediction], card: dict) -> FolderCheck:
     if verdict is probs:  # nothing re-weighed
         return FolderCheck(notice, list(predictions), [])
     classes = list(card["classes"])
-    offsets = known(classes, card[UNFAMILIAR_OFFSETS])
+    offsets, temperature = _caution(card)
     shifted = iter(verdict)
     revised = []
     for p in predictions:
@@ -257,10 +264,17 @@ def folder_check(predictions: Sequence[Prediction], card: dict) -> FolderCheck:
             p = replace(p, label=classes[k], confidence=float(row[k]), probs=row)
         revised.append(p)
     changed = [new for old, new in zip(predictions, revised) if new.ok and new.label != old.label]
-    named = " or ".join(filter(None, (", ".join(list(offsets)[:-1]), list(offsets)[-1])))
-    notice += (f". On a folder like this it asks for more evidence before it answers {named} (logit offsets "
-               f"{describe(offsets)}): {len(changed)} of {len(ok)} cells changed label")
-    return FolderCheck(notice, revised, changed, f"unfamiliar-lab caution: {describe(offsets)}")
+    how = []
+    if offsets:
+        named = " or ".join(filter(None, (", ".join(list(offsets)[:-1]), list(offsets)[-1])))
+        notice += (f". On a folder like this it asks for more evidence before it answers {named} (logit offsets "
+                   f"{describe(offsets)}): {len(changed)} of {len(ok)} cells changed label")
+        how.append(describe(offsets))
+    if temperature != 1.0:
+        notice += (f". Its confidences are softened (temperature {temperature:g}: on labs it never saw it is "
+                   f"surer than it is right), so more of its cells are flagged for review")
+        how.append(f"temperature {temperature:g}")
+    return FolderCheck(notice, revised, changed, f"unfamiliar-lab caution: {'; '.join(how)}")
 
 
 def write_predictions_csv(path: str | os.PathLike, predictions: Sequence[Prediction], classes: Sequence[str], model_name: str = "") -> None:

@@ -10,7 +10,10 @@ much was added (``class_offsets``) so that it can be changed or taken back.
 A card may also hold ``unfamiliar_offsets``: more of the same, added only to
 a folder that the folder warning (``infer.domain_check``) finds unlike the
 training labs. There the one-lab classes are least to be trusted, while on
-the training labs' own folders they cost accuracy (PBC's ig recall).
+the training labs' own folders they cost accuracy (PBC's ig recall). And an
+``unfamiliar_temperature``: on such a folder every logit is divided by it,
+because on a lab it never saw the model is surer than it is right (its
+confidences, not its labels, change; more cells fall below the review flag).
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-UNFAMILIAR_OFFSETS = "unfamiliar_offsets"  # the card's key
+UNFAMILIAR_OFFSETS = "unfamiliar_offsets"  # the card's keys
+UNFAMILIAR_TEMPERATURE = "unfamiliar_temperature"
 
 
 def parse_offsets(items: Sequence[str]) -> dict[str, float]:
@@ -61,3 +65,12 @@ def shift_probs(probs: np.ndarray, classes: Sequence[str], offsets: Mapping[str,
     average probabilities, which this then shifts as one."""
     shifted = np.asarray(probs, np.float64) * np.exp(offset_vector(classes, offsets))
     return (shifted / shifted.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def temper(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """Logits divided by ``temperature`` behind probabilities already
+    computed: softmax(z / t) is p ** (1 / t), normalised. The order of the
+    classes, so every label, stays."""
+    logp = np.log(np.maximum(np.asarray(probs, np.float64), 1e-30)) / temperature
+    softened = np.exp(logp - logp.max(axis=-1, keepdims=True))
+    return (softened / softened.sum(axis=-1, keepdims=True)).astype(np.float32)
