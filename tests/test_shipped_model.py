@@ -82,5 +82,7 @@ def test_shipped_model_card_renders_in_the_app():
         assert f"{name} {shift:+g}" in html
     for name, shift in card.get("unfamiliar_offsets", {}).items():  # and what a warned folder adds
         assert f"{name} {shift:+g}" in html.split("On a folder unlike its training labs:")[1]
+    if card.get("unfamiliar_temperature", 1.0) != 1.0:  # and how much it softens such a folder's confidences
+        assert f"logits divided by {card['unfamiliar_temperature']:g}" in html.split("Confidence on such a folder:")[1]
     for member in card.get("members", []):  # an ensemble names its members and how each scored alone
         assert f"{member['name']} (alone: test split accuracy {member['test_metrics']['accuracy']:.1%}" in html
