@@ -88,10 +88,9 @@ def _members_unit(feats: np.ndarray, widths: Sequence[int], own: Sequence[int]) 
     ``widths``, ``models.ensemble.own_widths``: a block joined with taps
     carries them after, and with them in its blocks the lab head lost 0.9
     points at k = 10, training/RESULTS.md) at unit length, the whole at unit
-    length: every member has
-    the same say in the lab head. Scaled as one block, a fourth member's
-    1,280 Lite0 features crowded the others out and the head lost a point at
-    k = 10; block by block it gained 1.7 (training/RESULTS.md)."""
+    length: every member has the same say in the lab head. Scaled as one
+    block, a fourth member's 1,280 Lite0 features crowded the others out and
+    the head lost a point at k = 10; block by block it gained 1.7."""
     parts = np.split(feats, np.cumsum(widths)[:-1], axis=-1)
     return np.concatenate([_unit(part[..., :n]) for part, n in zip(parts, own)], axis=-1) / np.sqrt(len(widths))
 
