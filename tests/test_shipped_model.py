@@ -56,6 +56,15 @@ def test_cli_uses_shipped_model_by_default(tmp_path, capsys):
     capsys.readouterr()
     assert main(["info", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["classes"] == list(CANONICAL_CLASSES)
+    assert main(["info"]) == 0  # the readable card of an ensemble: its members, its test splits, new labs, cautions
+    out, card = capsys.readouterr().out, read_card(SHIPPED)
+    assert all(f"member: {m['name']}" in out for m in card.get("members", []))
+    assert all(f"test split, {source}: accuracy {m['accuracy']:.4f}" in out
+               for source, m in card["test_metrics_by_source"].items())
+    assert all(f"lab never seen in training, {lab}: accuracy {m['accuracy']:.4f}" in out
+               for lab, m in card["unseen_lab_evaluations"].items())
+    if card.get("unfamiliar_temperature", 1.0) != 1.0:
+        assert f"logits divided by {card['unfamiliar_temperature']:g}" in out
 
 
 def test_shipped_model_reads_real_pbc_files_the_way_it_was_trained():

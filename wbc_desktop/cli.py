@@ -278,6 +278,7 @@ def cmd_check(args) -> int:
 
 
 def cmd_info(args) -> int:
+    from .engine.models.class_offsets import UNFAMILIAR_OFFSETS, UNFAMILIAR_TEMPERATURE, describe
     from .engine.models.modelfile import default_views, read_card
 
     card = read_card(_default_model(args.model))
@@ -289,12 +290,31 @@ def cmd_info(args) -> int:
     print(f"input: {card['input_size']} px, {card.get('preprocessing', {}).get('resize', '')}; "
           f"test-time views by default: {default_views(card)}")
     print(f"weights: {card.get('weights_origin')}; created {card.get('created')} by engine {card.get('engine_version')}")
-    td = card.get("training_data")
-    if td:
+    td = card.get("training_data") or {}
+    if "counts" in td:  # an ensemble's card keeps its members' instead
         print(f"training data: {td.get('root')}  train/val/test: " + "/".join(str(sum(td['counts'][s].values())) for s in ('train', 'val', 'test')))
-    tm = card.get("test_metrics")
-    if tm:
-        print(f"test: accuracy {tm['accuracy']:.4f}, balanced accuracy {tm['balanced_accuracy']:.4f}, macro-F1 {tm['macro_f1']:.4f} (n={tm['n']})")
+    for member in card.get("members", []):
+        print(f"member: {member['name']}")
+
+    def scores(title: str, m: dict) -> str:
+        return (f"{title}: accuracy {m['accuracy']:.4f}, balanced accuracy {m['balanced_accuracy']:.4f}, "
+                f"macro-F1 {m['macro_f1']:.4f} (n={m['n']})")
+
+    if card.get("test_metrics") and not card.get("test_metrics_by_source"):
+        print(scores("test", card["test_metrics"]))
+    for source, m in card.get("test_metrics_by_source", {}).items():
+        print(scores(f"test split, {source}", m))
+    for lab, m in card.get("unseen_lab_evaluations", {}).items():
+        print(scores(f"lab never seen in training, {lab}", m))
+    if card.get("class_offsets"):
+        print(f"logit offsets: {describe(card['class_offsets'])}")
+    caution = []
+    if card.get(UNFAMILIAR_OFFSETS):
+        caution.append(f"offsets {describe(card[UNFAMILIAR_OFFSETS])} more")
+    if card.get(UNFAMILIAR_TEMPERATURE, 1.0) != 1.0:
+        caution.append(f"logits divided by {card[UNFAMILIAR_TEMPERATURE]:g}")
+    if caution:
+        print("on a folder unlike its training labs: " + "; ".join(caution))
     for key in ("evaluations", "limitations", "data_credits"):
         if card.get(key):
             print(f"{key.replace('_', ' ')}: {json.dumps(card[key]) if not isinstance(card[key], str) else card[key]}")
