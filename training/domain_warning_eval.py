@@ -25,7 +25,8 @@ are scored before and after, so misses and false alarms count as they come.
 ``--unfamiliar-temperature T`` (one or more) scores the confidences there
 too, with the logits divided by T as a card's ``unfamiliar_temperature``
 does: the calibration error of the folders' cells and what the app's
-review flag catches (``confidence_unseen_lab``; T=1 is the model as is).
+review flag catches (``confidence_unseen_lab``; the same figures without a
+temperature are in ``accuracy_unseen_lab``).
 """
 
 from __future__ import annotations
@@ -180,10 +181,11 @@ def main() -> int:
             row["accuracy_unseen_lab"] = {  # its own draws: the rates above stay as they were measured
                 v: labelled_accuracy(probs, stats, truth, check, clf.classes, c, np.random.default_rng(2))
                 for v, c in cautions.items()}
-            row["confidence_unseen_lab"] = {
+            row.update({"confidence_unseen_lab": {  # T=1 is accuracy_unseen_lab's row
                 f"{v} T={t:g}": labelled_accuracy(probs, stats, truth, check, clf.classes, c,
                                                   np.random.default_rng(2), t)
-                for v, c in cautions.items() for t in [1.0, *args.unfamiliar_temperature]}
+                for v, c in cautions.items() for t in args.unfamiliar_temperature}} if args.unfamiliar_temperature
+                else {})
         for lab in spec["crosslab_labs"]:
             rows_ = source_rows(data.test.paths, lab)
             if len(rows_):  # a lab the fold trained on: its held-out test cells

@@ -37,7 +37,7 @@ from wbc_desktop.engine.infer.classify import Classifier  # noqa: E402
 import numpy as np  # noqa: E402
 
 from wbc_desktop.engine.data.dataset import decode_images, scan_labeled  # noqa: E402
-from wbc_desktop.engine.models.class_offsets import UNFAMILIAR_OFFSETS, UNFAMILIAR_TEMPERATURE, describe  # noqa: E402
+from wbc_desktop.engine.models.class_offsets import describe, unfamiliar_caution  # noqa: E402
 from wbc_desktop.engine.train.evaluation import evaluate_files, format_metrics, write_report  # noqa: E402
 from wbc_desktop.engine.models.modelfile import (  # noqa: E402
     default_views, framing_of, read_card, save_model, update_card, views_phrase,
@@ -261,6 +261,7 @@ def write_markdown_card(card: dict, unseen: dict, path: Path) -> None:
         return f"| {name} | {m['n']} | {m['accuracy']:.4f} | {m['balanced_accuracy']:.4f} | {m['macro_f1']:.4f} | {rec} |"
 
     views = views_phrase(default_views(card))
+    unfamiliar_offsets, temperature = unfamiliar_caution(card)
     lines = [
         f"# Model card: {card['name']}", "",
         f"- File: `{path.with_suffix('.keras').name}` ({path.with_suffix('.keras').stat().st_size / 1e6:.1f} MB); "
@@ -278,12 +279,10 @@ def write_markdown_card(card: dict, unseen: dict, path: Path) -> None:
            "elsewhere they drew other cells): " + describe(card["class_offsets"])]
           if card.get("class_offsets") else []),
         *(["- On a folder that the folder warning finds unlike the training labs, these are added to the same "
-           "logits, and the result names it: " + describe(card[UNFAMILIAR_OFFSETS])]
-          if card.get(UNFAMILIAR_OFFSETS) else []),
-        *([f"- On such a folder the logits are also divided by {card[UNFAMILIAR_TEMPERATURE]:g} (chosen on the "
+           "logits, and the result names it: " + describe(unfamiliar_offsets)] if unfamiliar_offsets else []),
+        *([f"- On such a folder the logits are also divided by {temperature:g} (chosen on the "
            "cross-lab protocol: on a lab it never saw the model is surer than it is right), so more of its cells "
-           "are flagged for review; labels do not change"]
-          if card.get(UNFAMILIAR_TEMPERATURE, 1.0) != 1.0 else []),
+           "are flagged for review; labels do not change"] if temperature != 1.0 else []),
         "", "## Held-out test splits (grouped, de-duplicated, never used for choices)", "",
         "| data | n | accuracy | balanced acc. | macro-F1 | recall per class |", "|---|---|---|---|---|---|",
     ]

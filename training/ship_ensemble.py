@@ -45,7 +45,7 @@ from recipe import (  # noqa: E402
     CREDITS, LIMITATIONS, WITH_A_GPU, brief_metrics, classify_speed, protocol_folds, source_rows, train_config,
     write_markdown_card,
 )
-from crosslab import recut, recut_split  # noqa: E402
+from crosslab import joint_head_entry, recut, recut_split  # noqa: E402
 from run_models import join  # noqa: E402
 
 from wbc_desktop.engine.infer.classify import Classifier  # noqa: E402
@@ -230,7 +230,7 @@ def fit_joint_head(model, plain, data, cut: str, size: int, spec: dict) -> dict:
     for s in spec["sources"]:
         sources[source_rows(data.train.paths, s)] = s
     refit_head(model, recut(data.train.paths, size, cut), data.train.y, C, count_as(sources, counts))
-    return {"C": C, "count_as": counts, **({"taps": True} if settings.get("taps") else {}),
+    return {**joint_head_entry(C, bool(settings.get("taps"))), "count_as": counts,
             "cells": {s: int((sources == s).sum()) for s in spec["sources"]}, "members_from": kept}
 
 
@@ -289,12 +289,12 @@ def main() -> int:
               **{key: spec[key] for key in (UNFAMILIAR_OFFSETS, UNFAMILIAR_TEMPERATURE) if spec.get(key)}}
     clf = Classifier(model, dict(joined_card, **in_use))
     trainable, total = count_params(model)
+    joined = ("; features joined, logits averaged" if not joint else
+              "; features joined" + (" with each member's pooled mid-level activations" if joint[JOINT].get("taps")
+                                     else "") + ", one head fitted on them")
     card = new_card(
         name=spec["name"], classes=cards[0]["classes"], input_size=size, framing=framing_of(cards[0]),
-        architecture="ensemble of " + " and ".join(f"{c['name']}: {c['architecture']}" for c in cards)
-                     + ("; features joined" + (" with each member's pooled mid-level activations" if
-                                                  joint.get(JOINT, {}).get("taps") else "")
-                        + ", one head fitted on them" if joint else "; features joined, logits averaged"),
+        architecture="ensemble of " + " and ".join(f"{c['name']}: {c['architecture']}" for c in cards) + joined,
         weights_origin="; ".join(f"{c['name']}: {c['weights_origin']}" for c in cards),
         parameters={"total": total, "trainable": trainable},
         members=[member_entry(m, c) for m, c in loaded],

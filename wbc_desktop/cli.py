@@ -278,7 +278,7 @@ def cmd_check(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from .engine.models.class_offsets import UNFAMILIAR_OFFSETS, UNFAMILIAR_TEMPERATURE, describe
+    from .engine.models.class_offsets import describe, unfamiliar_caution
     from .engine.models.modelfile import default_views, read_card
 
     card = read_card(_default_model(args.model))
@@ -308,11 +308,9 @@ def cmd_info(args) -> int:
         print(scores(f"lab never seen in training, {lab}", m))
     if card.get("class_offsets"):
         print(f"logit offsets: {describe(card['class_offsets'])}")
-    caution = []
-    if card.get(UNFAMILIAR_OFFSETS):
-        caution.append(f"offsets {describe(card[UNFAMILIAR_OFFSETS])} more")
-    if card.get(UNFAMILIAR_TEMPERATURE, 1.0) != 1.0:
-        caution.append(f"logits divided by {card[UNFAMILIAR_TEMPERATURE]:g}")
+    offsets, temperature = unfamiliar_caution(card)
+    caution = ([f"offsets {describe(offsets)} more"] if offsets else []) + (
+        [f"logits divided by {temperature:g}"] if temperature != 1.0 else [])
     if caution:
         print("on a folder unlike its training labs: " + "; ".join(caution))
     for key in ("evaluations", "limitations", "data_credits"):

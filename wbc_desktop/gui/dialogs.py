@@ -10,7 +10,7 @@ from PySide6.QtWidgets import (
 )
 
 from .. import __version__
-from ..engine.models.class_offsets import UNFAMILIAR_OFFSETS, UNFAMILIAR_TEMPERATURE, describe
+from ..engine.models.class_offsets import describe, unfamiliar_caution
 from ..engine.models.modelfile import default_views, views_phrase
 from ..paths import APP_NAME
 from .report_pdf import REPORT_FIELDS
@@ -141,11 +141,12 @@ def card_html(card: dict) -> str:
     if card.get("class_offsets"):
         lines.append(f"<p><b>Logit offsets:</b> {html.escape(describe(card['class_offsets']))} (classes that only one training lab taught need more "
                      "evidence before they are answered)</p>")
-    if card.get(UNFAMILIAR_OFFSETS):
-        lines.append(f"<p><b>On a folder unlike its training labs:</b> {html.escape(describe(card[UNFAMILIAR_OFFSETS]))} "
+    offsets, temperature = unfamiliar_caution(card)
+    if offsets:
+        lines.append(f"<p><b>On a folder unlike its training labs:</b> {html.escape(describe(offsets))} "
                      "more (the folder warning re-weighs its cells; the result names it)</p>")
-    if card.get(UNFAMILIAR_TEMPERATURE, 1.0) != 1.0:
-        lines.append(f"<p><b>Confidence on such a folder:</b> logits divided by {card[UNFAMILIAR_TEMPERATURE]:g} "
+    if temperature != 1.0:
+        lines.append(f"<p><b>Confidence on such a folder:</b> logits divided by {temperature:g} "
                      "(on labs it never saw it is surer than it is right; more cells are flagged for review)</p>")
     if card.get("calibration"):
         lines.append(_calibration_html(card["calibration"]))

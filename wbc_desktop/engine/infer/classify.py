@@ -20,7 +20,7 @@ from ..io.csvio import CELL_COLUMNS, cell_columns, write_csv
 from ..data.dataset import Skipped, collect_images, sample_in_order
 from ..io.imageio import ImageReadError
 from ..progress import CancelToken
-from ..models.class_offsets import UNFAMILIAR_OFFSETS, UNFAMILIAR_TEMPERATURE, describe, known, shift_probs, temper
+from ..models.class_offsets import describe, shift_probs, temper, unfamiliar_caution
 from ..models.modelfile import default_views, framing_of, views_phrase
 from .cells import NO_WHITE_CELL, Box, CellCut, cut_cells, view_of
 from .domain_check import SURROUNDINGS, colour_stats, stain_view, unlike_training
@@ -225,11 +225,6 @@ class FolderCheck:
     caution: str | None = None
 
 
-def _caution(card: dict) -> tuple[dict[str, float], float]:
-    """The card's offsets for the classes it has, and its temperature (1: none)."""
-    return known(card["classes"], card.get(UNFAMILIAR_OFFSETS, {})), float(card.get(UNFAMILIAR_TEMPERATURE, 1.0))
-
-
 def folder_verdict(probs: np.ndarray, stats: np.ndarray | None, card: dict) -> tuple[str | None, np.ndarray]:
     """The folder's warning (``unlike_training``) and its cells' probabilities
     as the verdict leaves them: shifted by the card's ``unfamiliar_offsets``
@@ -237,7 +232,7 @@ def folder_verdict(probs: np.ndarray, stats: np.ndarray | None, card: dict) -> t
     else as they are. The rule the protocol scores
     (``training/domain_warning_eval.py``) and the app applies."""
     notice = unlike_training(probs, stats, card)
-    offsets, temperature = _caution(card)
+    offsets, temperature = unfamiliar_caution(card)
     if notice is None or (not offsets and temperature == 1.0):
         return notice, probs
     shifted = shift_probs(probs, card["classes"], offsets) if offsets else probs
@@ -254,7 +249,7 @@ def folder_check(predictions: Sequence[Prediction], card: dict) -> FolderCheck:
     if verdict is probs:  # nothing re-weighed
         return FolderCheck(notice, list(predictions), [])
     classes = list(card["classes"])
-    offsets, temperature = _caution(card)
+    offsets, temperature = unfamiliar_caution(card)
     shifted = iter(verdict)
     revised = []
     for p in predictions:

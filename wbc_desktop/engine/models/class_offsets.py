@@ -37,6 +37,13 @@ def known(classes: Sequence[str], offsets: Mapping[str, float]) -> dict[str, flo
     return {c: v for c, v in offsets.items() if c in classes}
 
 
+def unfamiliar_caution(card: Mapping) -> tuple[dict[str, float], float]:
+    """What a card changes on a folder unlike its training labs: its
+    ``unfamiliar_offsets`` for the classes it has, and its
+    ``unfamiliar_temperature`` (1: none)."""
+    return known(card["classes"], card.get(UNFAMILIAR_OFFSETS, {})), float(card.get(UNFAMILIAR_TEMPERATURE, 1.0))
+
+
 def describe(offsets: Mapping[str, float]) -> str:
     return ", ".join(f"{c} {v:+g}" for c, v in offsets.items())
 
