@@ -18,7 +18,8 @@ from scipy import ndimage as ndi
 from .red_cells import red_cell_diameter
 from .stain import otsu_threshold, saturation, white_balanced
 
-LOCALISER_VERSION = "sat-otsu-v2"  # part of the decode cache key of re-cut crops
+LOCALISER_VERSION = "sat-otsu-v3"  # part of the decode cache key of re-cut crops
+MIN_SPLIT_PIXELS = 100  # fewer pixels above the threshold than this are not split again
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,10 @@ class LocaliserSettings:
 
     min_threshold: float = 0.30  # saturation below this is never nucleus, whatever Otsu says
     min_contrast: float = 0.05  # a cell's mean nucleus saturation must clear the threshold by this
+    # ... and this share of the way from the threshold to the one that splits
+    # the pixels above it in two: where a violet stain lifts red cells above
+    # the threshold, that split falls between them and the nuclei
+    upper_share: float = 0.25
     min_area: float = 0.20  # nucleus area, in red-cell areas
     merge_distance: float = 0.35  # lobes closer than twice this (red-cell diameters) are one cell
     margin: float = 0.25  # box = nucleus box grown by this many red-cell diameters (the cytoplasm)
@@ -117,7 +122,11 @@ def _nuclei(balanced: np.ndarray, valid: np.ndarray, d: float, s: LocaliserSetti
     if not valid.any():
         return []
     sat = saturation(balanced, valid)
-    threshold = max(s.min_threshold, otsu_threshold(sat[valid]))
+    tissue = sat[valid]
+    threshold = max(s.min_threshold, otsu_threshold(tissue))
+    above = tissue[tissue > threshold]
+    upper = otsu_threshold(above) if above.size >= MIN_SPLIT_PIXELS else threshold
+    least_score = threshold + max(s.min_contrast, s.upper_share * (upper - threshold))
     nucleus = ndi.binary_opening(sat > threshold)
     joined = ndi.binary_dilation(nucleus, iterations=max(1, int(s.merge_distance * d)))
     labels, _ = ndi.label(joined)
@@ -129,7 +138,7 @@ def _nuclei(balanced: np.ndarray, valid: np.ndarray, d: float, s: LocaliserSetti
         if mask.sum() < min_pixels:
             continue
         score = float(sat[region][mask].mean())
-        if score < threshold + s.min_contrast:
+        if score < least_score:
             continue
         ys, xs = np.nonzero(mask)
         y0, y1 = ys.min() + region[0].start, ys.max() + region[0].start + 1
