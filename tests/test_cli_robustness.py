@@ -158,6 +158,9 @@ def test_tensorflow_start_up_lines_only_with_verbose(tmp_path, tiny_model_path):
     slide = _cells(tmp_path / "slide", 2)
     env = dict(os.environ)
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    # TensorFlow prints its oneDNN line at start-up only on the CPUs it turns oneDNN on for by default
+    # (AVX-512 VNNI/BF16 and later: not an AVX2-only one); asked to, on every x86 CPU
+    env["TF_ENABLE_ONEDNN_OPTS"] = "1"
     cmd = [sys.executable, "-m", "wbc_desktop.cli", "classify", str(slide), "--model", str(tiny_model_path)]
     quiet = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
     assert quiet.returncode == 0 and "classified 2 cells in 2 images" in quiet.stderr

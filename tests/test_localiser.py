@@ -215,4 +215,5 @@ def test_real_field_photos(source):
     count = DetectionCount()
     for photo, boxes in zip(photos, truth):
         count.add([c.centre for c in find_white_cells(np.asarray(Image.open(photo).convert("RGB"))).cells], boxes)
-    assert count.recall >= 0.93 and count.precision >= 0.93, (count.recall, count.precision)
+    # precision on Raabin: 124 of 130 detections white cells without upper_share (0.954), 124 of 128 with it
+    assert count.recall >= 0.93 and count.precision >= 0.96, (count.recall, count.precision)
