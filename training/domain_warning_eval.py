@@ -181,11 +181,11 @@ def main() -> int:
             row["accuracy_unseen_lab"] = {  # its own draws: the rates above stay as they were measured
                 v: labelled_accuracy(probs, stats, truth, check, clf.classes, c, np.random.default_rng(2))
                 for v, c in cautions.items()}
-            row.update({"confidence_unseen_lab": {  # T=1 is accuracy_unseen_lab's row
-                f"{v} T={t:g}": labelled_accuracy(probs, stats, truth, check, clf.classes, c,
-                                                  np.random.default_rng(2), t)
-                for v, c in cautions.items() for t in args.unfamiliar_temperature}} if args.unfamiliar_temperature
-                else {})
+            if args.unfamiliar_temperature:  # T=1 is accuracy_unseen_lab's row
+                row["confidence_unseen_lab"] = {
+                    f"{v} T={t:g}": labelled_accuracy(probs, stats, truth, check, clf.classes, c,
+                                                      np.random.default_rng(2), t)
+                    for v, c in cautions.items() for t in args.unfamiliar_temperature}
         for lab in spec["crosslab_labs"]:
             rows_ = source_rows(data.test.paths, lab)
             if len(rows_):  # a lab the fold trained on: its held-out test cells
