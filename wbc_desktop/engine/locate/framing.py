@@ -54,7 +54,7 @@ def cell_square(rgb: np.ndarray, cell: WhiteCell, framing: str, size: int | None
         square = rgb[sy0:sy1, sx0:sx1]
     else:
         valid = channel_max(rgb) > PADDING_LEVEL
-        fill = background_colour(rgb.astype(np.float32), valid) if valid.any() else np.zeros(3)
+        fill = background_colour(rgb, valid) if valid.any() else np.zeros(3)
         square = np.empty((side, side, 3), np.uint8)
         square[:] = np.round(fill).astype(np.uint8)
         square[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = rgb[sy0:sy1, sx0:sx1]

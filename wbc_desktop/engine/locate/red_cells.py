@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from .morphology import fill_holes, opening
 from .stain import darkness, otsu_threshold
 
 MIN_RADIUS_PX = 2.0
@@ -20,7 +21,7 @@ def red_cell_diameter(balanced: np.ndarray, valid: np.ndarray) -> float | None:
     if not valid.any():
         return None
     foreground = (dark > max(0.04, otsu_threshold(dark[valid]))) & valid
-    foreground = ndi.binary_fill_holes(ndi.binary_opening(foreground))
+    foreground = fill_holes(opening(foreground))
     labels, n = ndi.label(foreground)
     if n == 0:
         return None

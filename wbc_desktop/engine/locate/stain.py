@@ -27,17 +27,22 @@ def channel_min(x: np.ndarray) -> np.ndarray:
 def white_balanced(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The image scaled so that its background is white (float32, 0-255),
     and the mask of pixels that are tissue or background, not black padding."""
-    x = rgb.astype(np.float32)
     valid = channel_max(rgb) > PADDING_LEVEL
     if not valid.any():
-        return x, valid
-    return np.minimum(x * (255.0 / (background_colour(x, valid) + 1.0)), 255.0), valid
+        return rgb.astype(np.float32), valid
+    gain = 255.0 / (background_colour(rgb, valid) + 1.0)
+    # a table per channel: the same float32 products, without multiplying along a last axis of length 3
+    table = np.minimum(np.arange(256, dtype=np.float32)[:, None] * gain, 255.0)
+    out = np.empty(rgb.shape, np.float32)
+    for c in range(3):
+        out[..., c] = table[rgb[..., c], c]
+    return out, valid
 
 
 def background_colour(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Mean colour of the brightest tenth of the tissue: the bare slide
     (from every 7th pixel: as good, and the localiser runs for every file)."""
-    pixels = x.reshape(-1, 3)[np.flatnonzero(valid)[::7]]  # = x[valid][::7] without gathering every pixel
+    pixels = x.reshape(-1, 3)[np.flatnonzero(valid)[::7]].astype(np.float32)  # = x[valid][::7], not every pixel
     brightness = pixels.sum(axis=-1)
     return pixels[brightness >= np.percentile(brightness, 90)].mean(axis=0)
 

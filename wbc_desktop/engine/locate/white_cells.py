@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage as ndi
 
+from .morphology import dilate, opening
 from .red_cells import red_cell_diameter
 from .stain import otsu_threshold, saturation, white_balanced
 
@@ -127,8 +128,8 @@ def _nuclei(balanced: np.ndarray, valid: np.ndarray, d: float, s: LocaliserSetti
     above = tissue[tissue > threshold]
     upper = otsu_threshold(above) if above.size >= MIN_SPLIT_PIXELS else threshold
     least_score = threshold + max(s.min_contrast, s.upper_share * (upper - threshold))
-    nucleus = ndi.binary_opening(sat > threshold)
-    joined = ndi.binary_dilation(nucleus, iterations=max(1, int(s.merge_distance * d)))
+    nucleus = opening(sat > threshold)
+    joined = dilate(nucleus, iterations=max(1, int(s.merge_distance * d)))
     labels, _ = ndi.label(joined)
     min_pixels = s.min_area * np.pi / 4 * d * d
     h, w = nucleus.shape
