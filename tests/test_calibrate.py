@@ -34,9 +34,15 @@ def test_calibrated_model_matches_its_numpy_twin_and_keeps_unlabelled_classes(tr
     from wbc_desktop.engine.models.generic_features import load_generic_extractor
     from wbc_desktop.engine.train.calibrate import calibrate, fit_head, lab_features, predict
 
+    from wbc_desktop.engine.models.class_offsets import shift_head
+    from wbc_desktop.engine.models.modelfile import inference_copy
+
     opened = Classifier.open(trained_model_path)
-    # a one-view base model, used on cells cut closer than it was trained on (as the shipped model is)
-    base = Classifier(opened.model, dict(opened.card, test_views=1, test_framing="cell_close"), trained_model_path)
+    # a one-view base model, used on cells cut closer than it was trained on (as the shipped model is), with
+    # more caution on a folder unlike its training labs for a class the lab will label and one it will not
+    unfamiliar = {"neutrophil": -0.3, "lymphocyte": -0.5}
+    base = Classifier(opened.model, dict(opened.card, test_views=1, test_framing="cell_close",
+                                         unfamiliar_offsets=unfamiliar), trained_model_path)
     data = scan_labeled(lab[0])
     keep = [i for i, lbl in enumerate(data.labels) if data.classes[lbl] != "lymphocyte"]  # one class unlabelled
     paths = [data.paths[i] for i in keep]
@@ -46,27 +52,42 @@ def test_calibrated_model_matches_its_numpy_twin_and_keeps_unlabelled_classes(tr
     assert result.labelled_classes == ["neutrophil", "eosinophil"]
     assert ("ImageNet" in result.card["calibration"]["features"]) == generic
     assert result.card["calibration"]["classes_kept_from_base"] == ["lymphocyte"]
+    # the unlabelled class keeps the base's caution in the head, since this lab's folders will not warn;
+    # the labelled class's caution stays for the folders that do
+    assert result.card["calibration"]["kept_caution"] == {"lymphocyte": -0.5}
+    assert result.card["class_offsets"] == {"lymphocyte": -0.5}
+    assert result.card["unfamiliar_offsets"] == {"neutrophil": -0.3}
+    from wbc_desktop.gui.dialogs import calibration_facts_html
+
+    assert "keep the caution the base model takes on a lab it never saw (logit offsets lymphocyte -0.5)" in \
+        calibration_facts_html(result.card["calibration"])
     assert Classifier(result.model, result.card).default_views == 4  # its head was fitted on four views
     assert Classifier(result.model, result.card).framing == "cell_close"  # and on cells cut as its base cuts them
     test = decode_images(scan_labeled(lab[1]).paths, base.size).pixels[:24]
     ours = Classifier(result.model, result.card).predict_arrays(test, tta=True)
     np.testing.assert_allclose(ours.sum(axis=1), 1.0, atol=1e-5)
-    before = base.predict_arrays(test, tta=True)
+    cautious = inference_copy(base.model, always=True)
+    shift_head(cautious, base.classes, {"lymphocyte": -0.5})
+    before = Classifier(cautious, base.card).predict_arrays(test, tta=True)
     lymph = base.classes.index("lymphocyte")
-    np.testing.assert_allclose(ours[:, lymph], before[:, lymph], atol=1e-5)  # the base model's answer, untouched
+    np.testing.assert_allclose(ours[:, lymph], before[:, lymph], atol=1e-5)  # the base's answer, with its caution
+    assert not np.allclose(base.predict_arrays(test, tta=True)[:, lymph], before[:, lymph], atol=1e-3)
+    assert np.array_equal(base.model.get_layer("predictions").get_weights()[1],
+                          opened.model.get_layer("predictions").get_weights()[1])  # the caller's model untouched
     extractor = load_generic_extractor() if generic else None
-    feats = lab_features(base.model, pixels, extractor=extractor)
+    feats = lab_features(cautious, pixels, extractor=extractor)
     assert feats.feats.shape[-1] == base.model.get_layer("features").output.shape[-1] + (1280 if generic else 0)
     local = np.asarray([["neutrophil", "eosinophil"].index(n) for n in names])
     head = fit_head("logistic", feats.feats, local, 2)
     idx = [base.classes.index("neutrophil"), base.classes.index("eosinophil")]
-    np.testing.assert_allclose(ours, predict(head, lab_features(base.model, test, extractor=extractor), idx),
+    np.testing.assert_allclose(ours, predict(head, lab_features(cautious, test, extractor=extractor), idx),
                                atol=1e-4)
     # calibrating the lab model again starts over from its base: the same cells give the same model,
     # with one head and one generic extractor, and the card names the first base
     lab_clf = Classifier(result.model, result.card)
     again = calibrate(lab_clf, paths, names, pixels, np.arange(len(paths)), method="logistic", generic=generic)
     assert again.card["calibration"]["base_model"] == base.name and again.card["name"] == result.card["name"]
+    assert again.card["class_offsets"] == {"lymphocyte": -0.5} and again.card["unfamiliar_offsets"] == {"neutrophil": -0.3}
     assert sum(layer.name == "lab_head" for layer in again.model.layers) == 1
     assert sum(layer.name == "imagenet_lite0_features" for layer in again.model.layers) == int(generic)
     np.testing.assert_allclose(Classifier(again.model, again.card).predict_arrays(test, tta=True), ours, atol=1e-5)

@@ -45,12 +45,14 @@ from run_models import joined_model  # noqa: E402
 from wbc_desktop.engine.data.dataset import decode_images, scan_labeled  # noqa: E402
 from wbc_desktop.engine.data.prepare import duplicate_groups  # noqa: E402
 from wbc_desktop.engine.models.batchnorm import recalibrate_batchnorm  # noqa: E402
-from wbc_desktop.engine.models.class_offsets import describe, known, parse_offsets, shift_head  # noqa: E402
+from wbc_desktop.engine.models.class_offsets import (  # noqa: E402
+    UNFAMILIAR_OFFSETS, describe, known, parse_offsets, shift_head, shift_probs,
+)
 from wbc_desktop.engine.locate.framing import FRAMINGS  # noqa: E402
 from wbc_desktop.engine.models.modelfile import framing_of, inference_copy  # noqa: E402
 from wbc_desktop.engine.train.run_layout import RunLayout  # noqa: E402
 from wbc_desktop.engine.train.calibrate import (  # noqa: E402
-    METHODS, cross_validated_estimate, fit_head, lab_features, predict,
+    METHODS, LabFeatures, cross_validated_estimate, fit_head, kept_caution, lab_features, predict,
 )
 
 KS = (3, 5, 10, 25)
@@ -98,13 +100,16 @@ def draw(y: np.ndarray, groups: np.ndarray, k: int, rng: np.random.Generator):
 
 def evaluate_fold(name: str, run_dirs: list[Path], lab_dir: Path, draws: int, out, methods=METHODS,
                   extractor=None, framing: str | None = None, offsets: dict[str, float] | None = None,
-                  joint_head: float | None = None, with_taps: bool = False) -> None:
+                  joint_head: float | None = None, with_taps: bool = False,
+                  unfamiliar: dict[str, float] | None = None) -> None:
     """``framing``: the cut in use, as a card's ``test_framing`` sets it
     (default: as trained); ``offsets``: logit offsets, as a card's
     ``class_offsets`` (those of classes the fold's model lacks left out);
     ``joint_head``: the joined head fitted again with this C
     (``crosslab.joint_fold_model``; ``with_taps``: on the members' features
-    and pooled taps), as the shipped file's is."""
+    and pooled taps), as the shipped file's is; ``unfamiliar``: a card's
+    ``unfamiliar_offsets``, which a lab model keeps on the classes the draw
+    did not label (``calibrate.kept_caution``)."""
     if joint_head is None:
         model, card = joined_model(run_dirs)
     else:
@@ -132,8 +137,12 @@ def evaluate_fold(name: str, run_dirs: list[Path], lab_dir: Path, draws: int, ou
             if len(present) < 2 or len(rest) == 0:
                 continue
             local = np.asarray([present.index(v) for v in y[labelled]])
+            caution = kept_caution({"classes": classes, UNFAMILIAR_OFFSETS: known(classes, unfamiliar or {})},
+                                   [classes[i] for i in present])
             for method in methods:
                 lab = adapted if method == "adabn_logistic" else plain
+                if caution:  # what the lab model's shifted head gives, view by view
+                    lab = LabFeatures(lab.feats, shift_probs(lab.base_probs, classes, caution))
                 unlabelled = plain.feats[:, rest] if method == "spreading" else None
                 t1 = time.monotonic()
                 estimate = cross_validated_estimate(method, lab.take(labelled), y[labelled], groups[labelled],
@@ -203,10 +212,13 @@ def main() -> int:
     parser.add_argument("--class-offset", action="append", default=[], metavar="CLASS=NUMBER",
                         help="that class's logit offset, as a card's class_offsets; runs are named <...>+offsets<class><offset>...")
     add_joint_head_args(parser)  # runs are named <...>+joint<C>[taps]
+    parser.add_argument("--unfamiliar-offset", action="append", default=[], metavar="CLASS=NUMBER",
+                        help="a card's unfamiliar_offsets: the lab model keeps them on the classes a draw does not "
+                             "label; runs are named <...>+kept<class><offset>...")
     parser.add_argument("--table", action="store_true")
     args = parser.parse_args()
     check_joint_head_args(parser, args)
-    offsets = parse_offsets(args.class_offset)
+    offsets, unfamiliar = parse_offsets(args.class_offset), parse_offsets(args.unfamiliar_offset)
     runs = Path(args.runs)
     results = runs / RESULTS
     if not args.table:
@@ -218,7 +230,8 @@ def main() -> int:
                 parser.error("no generic feature extractor: build it with training/generic_features.py")
         suffix = (("+imagenet" if extractor is not None else "") + (f"+{args.framing}" if args.framing else "")
                   + (f"+offsets{describe(offsets).replace(' ', '')}" if offsets else "")
-                  + (f"+joint{args.joint_head:g}" + ("taps" if args.taps else "") if args.joint_head is not None else ""))
+                  + (f"+joint{args.joint_head:g}" + ("taps" if args.taps else "") if args.joint_head is not None else "")
+                  + (f"+kept{describe(unfamiliar).replace(' ', '')}" if unfamiliar else ""))
         with open(results, "a") as out:
             for variant in args.variants:
                 for lab in args.labs:
@@ -226,7 +239,7 @@ def main() -> int:
                     if all(RunLayout(run).best_weights.exists() for run in run_dirs):
                         evaluate_fold(f"crosslab_{variant}{suffix}_{lab}", run_dirs,
                                       Path(args.datasets).resolve() / lab, args.draws, out, args.methods, extractor,
-                                      args.framing, offsets, args.joint_head, args.taps)
+                                      args.framing, offsets, args.joint_head, args.taps, unfamiliar)
     rows = [json.loads(line) for line in results.read_text().splitlines()] if results.exists() else []
     print(table(rows))
     return 0

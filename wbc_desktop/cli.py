@@ -215,6 +215,7 @@ def cmd_tune(args) -> int:
 
 def cmd_calibrate(args) -> int:
     from .engine.infer.classify import Classifier
+    from .engine.models.class_offsets import describe
     from .engine.models.modelfile import save_model
     from .engine.train.calibrate import MIN_PER_CLASS, calibrate_folder
 
@@ -230,6 +231,8 @@ def cmd_calibrate(args) -> int:
     result.card["name"] = args.name or result.card["name"]
     save_model(result.model, result.card, out)
     kept = ", ".join(cal["classes_kept_from_base"]) or "none"
+    if cal["kept_caution"]:
+        kept += f" (with the base model's caution on an unfamiliar lab: {describe(cal['kept_caution'])})"
     if cal["set_aside"]:
         print(f"warning: too few labelled cells to fit (under {MIN_PER_CLASS}), left to the base model: "
               + ", ".join(f"{c} ({n})" for c, n in cal["set_aside"].items()), file=sys.stderr)

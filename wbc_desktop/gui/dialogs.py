@@ -116,10 +116,13 @@ def calibration_facts_html(cal: dict) -> str:
     few = cal.get("set_aside") or {}
     set_aside = (" Too few labelled cells to fit, so left to the base model too: "
                  + ", ".join(f"{html.escape(c)} {n}" for c, n in few.items()) + ".") if few else ""
+    caution = cal.get("kept_caution")
+    caution = (f" They keep the caution the base model takes on a lab it never saw (logit offsets "
+               f"{html.escape(describe(caution))}), since this lab's folders no longer warn.") if caution else ""
     return (f"<p><b>Estimated accuracy on the lab's other cells: {est['accuracy']:.0%}</b> (95 % interval "
             f"{est['ci95'][0]:.0%}-{est['ci95'][1]:.0%}, cross-validated on {est['n']} labelled cells in "
             f"{est['folds']} folds).</p><p>Labelled: {labelled}. Classes left as the base model sees them: "
-            f"{html.escape(kept)}.{set_aside} Fitted on {html.escape(features)}.</p>")
+            f"{html.escape(kept)}.{caution}{set_aside} Fitted on {html.escape(features)}.</p>")
 
 
 def _calibration_html(cal: dict) -> str:

@@ -22,7 +22,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-UNFAMILIAR_OFFSETS = "unfamiliar_offsets"  # the card's keys
+CLASS_OFFSETS = "class_offsets"  # the card's keys
+UNFAMILIAR_OFFSETS = "unfamiliar_offsets"
 UNFAMILIAR_TEMPERATURE = "unfamiliar_temperature"
 
 

@@ -7,7 +7,8 @@ go further that way, and the lab model classifies with the same four
 views, whatever its base model's default). The
 lab's classes that have no labelled cell keep the base model's answer: the
 new head only shares out, among the labelled classes, the probability the
-base model gave to them all. The calibrated model is an ordinary model
+base model gave to them all (with the caution the base takes on a lab it
+never saw, ``kept_caution``). The calibrated model is an ordinary model
 file (standard Keras layers, safe-mode loadable) with a card saying what
 it was made from.
 
@@ -29,6 +30,7 @@ from typing import Sequence
 import numpy as np
 
 from ..infer.domain_check import STAIN_SIDE, SURROUNDINGS, colour_stats, stain_view, with_lab
+from ..models.class_offsets import CLASS_OFFSETS, UNFAMILIAR_OFFSETS, shift_head
 from ..progress import CancelToken, Progress, ProgressFn, no_progress
 
 METHODS = ("logistic", "prototype", "adabn_logistic", "spreading")
@@ -279,6 +281,25 @@ def build_model(base_model, head: Head, labelled_idx: Sequence[int], extractor=N
     return model
 
 
+def kept_caution(card: dict, labelled: Sequence[str]) -> dict[str, float]:
+    """The base card's ``unfamiliar_offsets`` of the classes the lab did not
+    label. A lab model keeps the base's answers for those classes, but its
+    folder warning knows the lab (``with_lab``), so the caution the base took
+    on that lab's folders would be lost exactly there; it stays in the lab
+    model's head instead (k-shot protocol, training/RESULTS.md)."""
+    return {c: v for c, v in card.get(UNFAMILIAR_OFFSETS, {}).items() if c in card["classes"] and c not in labelled}
+
+
+def base_offsets(card: dict) -> dict:
+    """The class and unfamiliar offsets of a lab model's base (a model's own
+    where it is no lab model): calibrating again starts from them, not from
+    the lab model's, so the kept classes' caution is never added twice."""
+    kept = card.get("calibration", {}).get("kept_caution", {})
+    classes = {c: round(v - kept.get(c, 0.0), 6) for c, v in card.get(CLASS_OFFSETS, {}).items()}
+    return {CLASS_OFFSETS: {c: v for c, v in classes.items() if v != 0.0},
+            UNFAMILIAR_OFFSETS: {**card.get(UNFAMILIAR_OFFSETS, {}), **kept}}
+
+
 def set_aside_classes(labelled_classes: Sequence[str]) -> tuple[dict[str, int], dict[str, int]]:
     """Labelled cells per class, split into the classes with too few to fit
     (left to the base model) and those the head is fitted on."""
@@ -323,13 +344,20 @@ def calibrate(classifier, labelled_paths: Sequence[Path], labelled_classes: Sequ
     labelled_idx = [classes.index(c) for c in classes if c in counts]
     y = np.asarray([classes.index(c) for c in labelled_classes])
     model = base_of(classifier.model)
+    base = dict(classifier.card, **base_offsets(classifier.card))
+    caution = kept_caution(base, counts)
+    offsets = {c: base[CLASS_OFFSETS].get(c, 0.0) + caution.get(c, 0.0)
+               for c in classes if c in base[CLASS_OFFSETS] or c in caution}
+    applied = classifier.card.get(CLASS_OFFSETS, {})
+    if offsets != applied or method == "adabn_logistic":
+        model = inference_copy(model, always=True)  # the caller's model stays as it is
+        shift_head(model, classes, offsets, applied)
     before = classifier.card.get("calibration", {})
     base_name = before.get("base_model", classifier.name)
     base_file = before.get("base_model_file") or (str(classifier.model_path) if classifier.model_path else None)
     lab_pixels = pixels if unlabelled_pixels is None else np.concatenate([pixels, unlabelled_pixels])
     if method == "adabn_logistic":
         progress(Progress("calibrate", 0, 3, "re-estimating normalisation statistics on the lab's cells"))
-        model = inference_copy(model, always=True)
         recalibrate_batchnorm(model, lab_pixels)
     extractor = load_generic_extractor() if generic else None
     progress(Progress("calibrate", 1, 3, f"features of {len(pixels)} labelled cells"))
@@ -358,9 +386,12 @@ def calibrate(classifier, labelled_paths: Sequence[Path], labelled_classes: Sequ
             "labelled_files": [str(p) for p in labelled_paths],
             "unlabelled_cells": 0 if unlabelled_pixels is None else int(len(unlabelled_pixels)),
             "classes_kept_from_base": [c for c in classes if c not in counts],
+            "kept_caution": caution,
             "estimate": estimate,
         },
         "test_views": LAB_MODEL_VIEWS,
+        CLASS_OFFSETS: offsets,
+        UNFAMILIAR_OFFSETS: {c: v for c, v in base[UNFAMILIAR_OFFSETS].items() if c not in caution},
     })
     for stale in ("test_metrics", "test_metrics_by_source", "test_metrics_one_view_by_source",
                   "test_metrics_four_views_by_source", "unseen_lab_evaluations", "test_time_options"):
