@@ -313,6 +313,34 @@ def test_calibration_result_warns_of_kept_classes_the_lab_model_still_calls():
     assert kept_class_caution([], {"lymphocyte": 40}) == ""
 
 
+def test_calibration_result_shows_its_whole_text(qtbot, tmp_path):
+    """The result's wrapped text once lost its last line (the note that the
+    base model is one click away) when the facts ran to more lines."""
+    from PySide6.QtWidgets import QLabel
+
+    from wbc_desktop.gui.calibration_flow import CalibrationResultDialog
+    from wbc_desktop.gui.dialogs import calibration_facts_html
+
+    five = ("neutrophil", "eosinophil", "basophil", "lymphocyte", "monocyte")
+    cal = {"estimate": {"accuracy": 0.8, "ci95": [0.61, 0.91], "n": 25, "folds": 3},
+           "labelled_cells": {c: 5 for c in five}, "classes_kept_from_base": ["ig", "erythroblast", "platelet"],
+           "kept_caution": {"ig": -0.5, "erythroblast": -0.5, "platelet": -0.5},
+           "features": "the base model's features and generic image features (ImageNet EfficientNet-Lite0, frozen, "
+                       "pooled, cells enlarged to 224 px)"}
+    rows = "".join(f"<tr><td>{c}</td><td align='right'>14</td><td align='right'>14</td></tr>" for c in five + ("ig",))
+    text = (calibration_facts_html(cal) + "<p>How the count of this folder changes (reviewed cells keep your "
+            "labels):</p><table border='1' cellspacing='0' cellpadding='3'><tr><th>class</th><th>base model</th>"
+            f"<th>lab model</th></tr>{rows}<tr><td><b>Total WBC</b></td><td align='right'>70</td>"
+            "<td align='right'>70</td></tr></table><p>The base model stays in the model list, one click away.</p>")
+    dialog = CalibrationResultDialog(text)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    label = dialog.findChild(QLabel)
+    assert label.height() >= label.heightForWidth(label.width()) > 0
+    dialog.grab().save(str(tmp_path / "calibration_result.png"))
+
+
 def test_folder_warning_fires_on_another_stain_and_not_on_the_own_lab_in_any_class_mix():
     from wbc_desktop.engine.infer.domain_check import colour_distance, colour_stats, reference_from, unlike_training
 

@@ -47,6 +47,11 @@ class CalibrationResultDialog(QDialog):
         layout = QVBoxLayout(self)
         text = QLabel(html_text)
         text.setWordWrap(True)
+        # a wrapped label's size hint is taken at its own preferred width, not the one the dialog gives it,
+        # so its last lines were cut off: fix the width, then ask for the height that width needs
+        width = min(max(text.sizeHint().width(), 520), 640)
+        text.setFixedWidth(width)
+        text.setMinimumHeight(text.heightForWidth(width))
         layout.addWidget(text)
         buttons = QDialogButtonBox()
         buttons.addButton("Use the lab model for this folder and future ones", QDialogButtonBox.AcceptRole)
