@@ -4,7 +4,6 @@ almost every field, so that sizes can be judged without knowing the camera."""
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from .morphology import fill_holes, opening
 from .stain import darkness, otsu_threshold
@@ -17,6 +16,8 @@ def red_cell_diameter(balanced: np.ndarray, valid: np.ndarray) -> float | None:
     radius. Touching red cells form one blob, yet its inscribed circle is
     still about one cell wide, so crowded smears measure right; pale centres
     are filled first. None when nothing cell-like is visible."""
+    from scipy import ndimage as ndi
+
     dark = darkness(balanced)
     if not valid.any():
         return None

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage as ndi
 
 from .morphology import dilate, opening
 from .red_cells import red_cell_diameter
@@ -120,6 +119,8 @@ def _measure(rgb: np.ndarray, scale: float, with_red_cells: bool = True):
 
 def _nuclei(balanced: np.ndarray, valid: np.ndarray, d: float, s: LocaliserSettings):
     """(x0, y0, x1, y1, score, at_border) per white cell, in work pixels."""
+    from scipy import ndimage as ndi  # here, as in red_cells and morphology: the app's window shows 0.45 s sooner
+
     if not valid.any():
         return []
     sat = saturation(balanced, valid)
