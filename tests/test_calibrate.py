@@ -247,6 +247,23 @@ def test_a_class_with_too_few_labels_is_left_to_the_base_model(trained_model_pat
                                base.predict_arrays(x, tta=True)[:, lymph], atol=1e-5)
 
 
+def test_cli_says_which_kept_classes_keep_the_base_models_caution(trained_model_path, tmp_path, capsys):
+    from wbc_desktop.engine.models.modelfile import load_model, save_model
+
+    model, card = load_model(trained_model_path)
+    cautious = save_model(model, dict(card, unfamiliar_offsets={"lymphocyte": -0.5, "neutrophil": -0.3}),
+                          tmp_path / "cautious.keras")
+    lab = _tinted_lab(tmp_path / "lab", 4, 8)
+    for cell in (lab / "lymphocyte").iterdir():
+        cell.unlink()  # the lab labels no lymphocyte
+    out = tmp_path / "lab.keras"
+    assert main(["calibrate", str(lab), "--model", str(cautious), "--out", str(out), "--own-features-only"]) == 0
+    assert "classes kept from the base model: lymphocyte (with the base model's caution on an unfamiliar lab: " \
+           "lymphocyte -0.5)" in capsys.readouterr().err
+    _, lab_card = load_model(out)
+    assert lab_card["class_offsets"] == {"lymphocyte": -0.5} and lab_card["unfamiliar_offsets"] == {"neutrophil": -0.3}
+
+
 def test_app_proposes_cells_calibrates_and_uses_the_lab_model(qtbot, settings, trained_model_path, tmp_path,
                                                                monkeypatch):
     import time
