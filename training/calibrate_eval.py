@@ -137,7 +137,7 @@ def evaluate_fold(name: str, run_dirs: list[Path], lab_dir: Path, draws: int, ou
             if len(present) < 2 or len(rest) == 0:
                 continue
             local = np.asarray([present.index(v) for v in y[labelled]])
-            caution = kept_caution({"classes": classes, UNFAMILIAR_OFFSETS: known(classes, unfamiliar or {})},
+            caution = kept_caution({"classes": classes, UNFAMILIAR_OFFSETS: unfamiliar or {}},
                                    [classes[i] for i in present])
             for method in methods:
                 lab = adapted if method == "adabn_logistic" else plain

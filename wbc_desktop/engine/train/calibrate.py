@@ -30,7 +30,7 @@ from typing import Sequence
 import numpy as np
 
 from ..infer.domain_check import STAIN_SIDE, SURROUNDINGS, colour_stats, stain_view, with_lab
-from ..models.class_offsets import CLASS_OFFSETS, UNFAMILIAR_OFFSETS, shift_head
+from ..models.class_offsets import CLASS_OFFSETS, UNFAMILIAR_OFFSETS, shift_head, unfamiliar_caution
 from ..progress import CancelToken, Progress, ProgressFn, no_progress
 
 METHODS = ("logistic", "prototype", "adabn_logistic", "spreading")
@@ -287,7 +287,7 @@ def kept_caution(card: dict, labelled: Sequence[str]) -> dict[str, float]:
     folder warning knows the lab (``with_lab``), so the caution the base took
     on that lab's folders would be lost exactly there; it stays in the lab
     model's head instead (k-shot protocol, training/RESULTS.md)."""
-    return {c: v for c, v in card.get(UNFAMILIAR_OFFSETS, {}).items() if c in card["classes"] and c not in labelled}
+    return {c: v for c, v in unfamiliar_caution(card)[0].items() if c not in labelled}
 
 
 def base_offsets(card: dict) -> dict:
