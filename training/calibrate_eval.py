@@ -140,7 +140,7 @@ def evaluate_fold(name: str, run_dirs: list[Path], lab_dir: Path, draws: int, ou
             caution = kept_caution({"classes": classes, UNFAMILIAR_OFFSETS: unfamiliar or {}},
                                    [classes[i] for i in present])
             for method in methods:
-                lab = adapted if method == "adabn_logistic" else plain
+                lab = unshifted = adapted if method == "adabn_logistic" else plain
                 if caution:  # what the lab model's shifted head gives, view by view
                     lab = LabFeatures(lab.feats, shift_probs(lab.base_probs, classes, caution))
                 unlabelled = plain.feats[:, rest] if method == "spreading" else None
@@ -163,6 +163,9 @@ def evaluate_fold(name: str, run_dirs: list[Path], lab_dir: Path, draws: int, ou
                        "base_on_scored": round(float(np.mean(plain.base_probs.mean(axis=0)[rest].argmax(axis=1)
                                                              == y[rest])), 4),
                        "fit_seconds": round(time.monotonic() - t1, 2)}
+                if caution:  # the same head, the kept classes answered by the base as it is
+                    without = predict(head, unshifted.take(rest), present)
+                    row["held_out_without_caution"] = round(float(np.mean(without.argmax(axis=1) == y[rest])), 4)
                 print(json.dumps(row), flush=True)
                 out.write(json.dumps(row) + "\n")
                 out.flush()
@@ -186,9 +189,11 @@ def table(rows: list[dict]) -> str:
             gap = np.array([r["estimate"] - r["held_out"] for r in rs])
             among = [r["held_out_labelled_classes"] for r in rs if "held_out_labelled_classes" in r]
             one_view = [r["held_out_one_view"] for r in rs if "held_out_one_view" in r]
+            without = [r["held_out_without_caution"] for r in rs if "held_out_without_caution" in r]
             cells.append(f"{held.mean():.3f} ± {held.std():.3f} (est. {gap.mean():+.3f})"
                          + (f" [{np.mean(among):.3f}]" if among else "")
-                         + (f" {{one view {np.mean(one_view):.3f}}}" if one_view else ""))
+                         + (f" {{one view {np.mean(one_view):.3f}}}" if one_view else "")
+                         + (f" <without the kept caution {np.mean(without):.3f}>" if without else ""))
         base = np.mean([r["base_on_scored"] for r in mine])
         lines.append(f"| {run.replace('crosslab_', '')} | {k} | {base:.3f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
