@@ -54,6 +54,18 @@ def test_fast_path_equals_plain_keras_predict(tmp_path, tiny_model_path):
     assert tta.shape == (37, 3) and np.allclose(tta.sum(axis=1), 1, atol=1e-5)
 
 
+def test_warm_up_traces_the_forward_pass_once_for_every_batch_after_it(tiny_model_path):
+    clf = Classifier.open(tiny_model_path)
+    traces = clf._forward.experimental_get_tracing_count
+    assert traces() == 0
+    clf.warm_up()
+    assert traces() == 1
+    x = np.random.default_rng(0).integers(0, 255, (19, 32, 32, 3), dtype=np.uint8)
+    clf.predict_arrays(x, batch_size=8)  # batches of 8 and 3
+    clf.predict_arrays(x, tta=True)
+    assert traces() == 1
+
+
 def test_results_stream_in_order_and_cancel_stops(tmp_path, tiny_model_path):
     rng = np.random.default_rng(0)
     folder = tmp_path / "many"

@@ -94,6 +94,14 @@ def test_open_session_is_refused_while_a_classification_runs(qtbot, settings, tm
     assert [it.path for it in window.cells.session.items] == ["/x/other.png"]
 
 
+def test_a_loaded_model_is_warmed_up_in_the_background(qtbot, settings, tiny_model_path):
+    window = _window(qtbot, settings, tiny_model_path)  # returns once the model is usable
+    traced = window.state.classifier._forward.experimental_get_tracing_count
+    qtbot.waitUntil(lambda: traced() == 1 and "prepare model" not in window.state.jobs.running.values(),
+                    timeout=60000)
+    assert not window.state.jobs.busy  # it never held up the app's exclusive jobs
+
+
 def test_every_action_declares_its_states(qtbot, settings, trained_model_path, tmp_path):
     window = _window(qtbot, settings, trained_model_path)
     actions = [getattr(window, n) for n in dir(window) if n.startswith("act_")]

@@ -76,6 +76,10 @@ def new_lab(folder: Path, classes: list[str], size: int, framing: str, seed: int
     return decoded.pixels[ok], y, groups[ok]
 
 
+def accuracy(probs: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean(probs.argmax(axis=1) == y))
+
+
 def draw(y: np.ndarray, groups: np.ndarray, k: int, rng: np.random.Generator):
     """k labelled cells per class from random whole groups; returns the
     labelled rows and the rows left to score (other groups only)."""
@@ -128,7 +132,7 @@ def evaluate_fold(name: str, run_dirs: list[Path], lab_dir: Path, draws: int, ou
         recalibrate_batchnorm(adapted_model, pixels)  # the lab's own cells, unlabelled: what --unlabelled gives
         adapted = lab_features(adapted_model, pixels, extractor=extractor)
     feature_seconds = time.monotonic() - t0
-    base_acc = float(np.mean(plain.base_probs.mean(axis=0).argmax(axis=1) == y))
+    base_acc = accuracy(plain.base_probs.mean(axis=0), y)
     for k in KS:
         for d in range(draws):
             rng = np.random.default_rng(1000 * k + d)
@@ -149,7 +153,7 @@ def evaluate_fold(name: str, run_dirs: list[Path], lab_dir: Path, draws: int, ou
                                                     present, unlabelled)
                 head = fit_head(method, lab.feats[:, labelled], local, len(present), unlabelled)
                 probs = predict(head, lab.take(rest), present)
-                held_out = float(np.mean(probs.argmax(axis=1) == y[rest]))
+                held_out = accuracy(probs, y[rest])
                 one_view = predict(head, lab.take(rest).first_view(), present)  # the model's other default
                 # as when every class the lab holds has labelled cells (the hidden
                 # hospitals' check labels all eight): the answer among those classes
@@ -159,13 +163,12 @@ def evaluate_fold(name: str, run_dirs: list[Path], lab_dir: Path, draws: int, ou
                        "labelled": int(len(labelled)), "scored": int(len(rest)), "classes_labelled": len(present),
                        "estimate": round(estimate["accuracy"], 4), "ci95": estimate["ci95"],
                        "held_out": round(held_out, 4), "held_out_labelled_classes": round(held_out_labelled, 4),
-                       "held_out_one_view": round(float(np.mean(one_view.argmax(axis=1) == y[rest])), 4),
-                       "base_on_scored": round(float(np.mean(plain.base_probs.mean(axis=0)[rest].argmax(axis=1)
-                                                             == y[rest])), 4),
+                       "held_out_one_view": round(accuracy(one_view, y[rest]), 4),
+                       "base_on_scored": round(accuracy(plain.base_probs.mean(axis=0)[rest], y[rest]), 4),
                        "fit_seconds": round(time.monotonic() - t1, 2)}
                 if caution:  # the same head, the kept classes answered by the base as it is
                     without = predict(head, unshifted.take(rest), present)
-                    row["held_out_without_caution"] = round(float(np.mean(without.argmax(axis=1) == y[rest])), 4)
+                    row["held_out_without_caution"] = round(accuracy(without, y[rest]), 4)
                 print(json.dumps(row), flush=True)
                 out.write(json.dumps(row) + "\n")
                 out.flush()

@@ -69,3 +69,5 @@ class AppState(QObject):
         self.classifier, self.model_path = classifier, path
         self.model_changed.emit(classifier)
         self.flags_changed.emit()
+        # usable now; a classification started meanwhile waits for the same trace
+        self.jobs.start(call_in_thread(classifier.warm_up), "prepare model", exclusive=False)

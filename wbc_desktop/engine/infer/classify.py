@@ -70,6 +70,12 @@ class Classifier:
             reduce_retracing=True,
         )
 
+    def warm_up(self) -> None:
+        """Trace and optimise the forward pass on one blank cell. The first
+        call does this once, seconds for an ensemble on a slow CPU; done while
+        the user is still choosing a folder, it stays out of the first result."""
+        self._forward(np.zeros((1, self.size, self.size, 3), np.float32))
+
     @property
     def default_tta(self) -> bool:
         """Whether to average the four views when the user does not say."""
