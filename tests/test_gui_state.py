@@ -96,8 +96,7 @@ def test_open_session_is_refused_while_a_classification_runs(qtbot, settings, tm
 
 def test_a_loaded_model_is_warmed_up_in_the_background(qtbot, settings, tiny_model_path):
     window = _window(qtbot, settings, tiny_model_path)  # returns once the model is usable
-    traced = window.state.classifier._forward.experimental_get_tracing_count
-    qtbot.waitUntil(lambda: traced() == 1 and "prepare model" not in window.state.jobs.running.values(),
+    qtbot.waitUntil(lambda: window.state.classifier.warm and "prepare model" not in window.state.jobs.running.values(),
                     timeout=60000)
     assert not window.state.jobs.busy  # it never held up the app's exclusive jobs
 
