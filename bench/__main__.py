@@ -37,9 +37,6 @@ def main() -> None:
             f"| {m['model']}: end-to-end classify with its default views ({m['default_views']}) | "
             f"{m['e2e_default_ips']:.1f} img/s | goal >= 50 for the shipped model |",
             f"| {m['model']}: bare batched forward | {m['bare_ips']:.1f} img/s | naive per-image predict {m['naive_ips']:.1f} img/s |",
-            f"| {m['model']}: warmed up as the app does after a load (weights frozen, {m['warm_up_s']:.1f} s) | "
-            f"{m['warm_e2e_ips']:.1f} img/s end to end, {m['warm_bare_ips']:.1f} bare | "
-            f"{m['warm_e2e_ips'] / m['e2e_ips']:.2f}x / {m['warm_bare_ips'] / m['bare_ips']:.2f}x before |",
             f"| {m['model']}: decode + resize, one core | {m['decode_ms']:.2f} ms/img | "
             f"end-to-end ceiling with decoding sharing the cores: {m['e2e_ceiling']:.2f}x bare |",
             f"| {m['model']}: forward GFLOP/s | {m['gflops']:.0f} ({m['gflop_per_image']:.2f} GFLOP/img) | "

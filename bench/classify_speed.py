@@ -86,18 +86,7 @@ def bench_model(model_path: Path, files: list[Path], naive_n: int) -> dict:
         clf.model.predict(x[i:i + 1].astype(np.float32), verbose=0)
     naive = naive_n / (time.perf_counter() - t0)
     flops = model_flops(clf.model)
-
-    t0 = time.perf_counter()
-    clf.warm_up()  # what the app does after a load: the frozen graph
-    warm_up_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    clf.predict_arrays(x)
-    warm_bare = len(x) / (time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    list(clf.classify(files, batch_size=32))
-    warm_e2e = len(files) / (time.perf_counter() - t0)
     return {"model": clf.name, "size": clf.size, "e2e_ips": e2e, "e2e_tta_ips": e2e_tta, "bare_ips": bare, "naive_ips": naive,
-            "warm_up_s": warm_up_s, "warm_bare_ips": warm_bare, "warm_e2e_ips": warm_e2e,
             "default_views": clf.default_views, "e2e_default_ips": e2e_tta if clf.default_tta else e2e,
             "decode_ms": decode_s * 1e3, "e2e_ceiling": e2e_ceiling(decode_s, bare),
             "gflop_per_image": flops / 1e9, "gflops": flops * bare / 1e9}

@@ -72,25 +72,12 @@ class Classifier:
         self.warm = False  # see :meth:`warm_up`
 
     def warm_up(self) -> None:
-        """Trace the forward pass and freeze the weights into it as constants.
-        The first call traces anyway (seconds for an ensemble on a slow CPU);
-        frozen, the graph optimiser also folds BatchNorm into the convolutions,
-        1.1-1.2x faster (``bench.forward_levers``), for about 5 s more. Worth
-        it where that time is idle, as in the app while the user picks a
-        folder, not before a one-off run. A classification started meanwhile
-        runs on the plain graph until the frozen one is ready; the model must
-        not change afterwards (nothing here changes a loaded one: AdaBN and
-        calibration work on copies)."""
-        import tensorflow as tf
-        from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
-
-        graph = convert_variables_to_constants_v2(self._forward.get_concrete_function())
-
-        def frozen(x):
-            return graph(tf.convert_to_tensor(x))[0]
-
-        frozen(np.zeros((1, self.size, self.size, 3), np.float32))  # its own one-time optimisation
-        self._forward = frozen
+        """Trace and optimise the forward pass on one blank cell. The first
+        call does this once, seconds for an ensemble on a slow CPU; done while
+        the user is still choosing a folder, it stays out of the first result.
+        (Freezing the weights into the graph as well runs it 1.1-1.3x faster
+        but doubles the app's peak memory: ``bench.forward_levers``.)"""
+        self._forward(np.zeros((1, self.size, self.size, 3), np.float32))
         self.warm = True
 
     @property
