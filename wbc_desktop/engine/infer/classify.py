@@ -75,8 +75,8 @@ class Classifier:
         """Trace and optimise the forward pass on one blank cell. The first
         call does this once, seconds for an ensemble on a slow CPU; done while
         the user is still choosing a folder, it stays out of the first result.
-        (Freezing the weights into the graph as well runs it 1.1-1.3x faster
-        but doubles the app's peak memory: ``bench.forward_levers``.)"""
+        (Freezing the weights into the graph as well runs it 1.2x faster but
+        adds about 730 MB to the app's peak memory: ``bench.forward_levers``.)"""
         self._forward(np.zeros((1, self.size, self.size, 3), np.float32))
         self.warm = True
 
