@@ -3,9 +3,9 @@ taken (README, Performance): the traced graph's weights frozen into
 constants, and BatchNorm run as TensorFlow's fused op; both let the graph
 optimiser fold BatchNorm into the convolution before it. One process,
 batches of 32 alternated between the three graphs, medians; each graph's
-one-time cost (trace, trace and freeze, first call) and what freezing adds to the
-peak memory are printed too, since the app would pay them after every
-model load.
+one-time cost (trace, trace and freeze, first call) and what freezing adds
+to the peak memory are printed too, since the app would pay them after
+every model load.
 
     python -m bench.forward_levers
 """
@@ -26,7 +26,8 @@ from wbc_desktop.engine.infer.classify import Classifier
 from wbc_desktop.engine.models.modelfile import load_model
 
 model, card = load_model(paths.default_model_path())
-x = np.random.default_rng(0).integers(0, 256, (256, card['input_size'], card['input_size'], 3)).astype(np.uint8)
+size = card['input_size']
+x = np.random.default_rng(0).integers(0, 256, (256, size, size, 3)).astype(np.uint8)
 
 def timed(fn):
     t0 = time.perf_counter(); fn(); return time.perf_counter() - t0
@@ -37,7 +38,6 @@ def peak_mb():
 plain = Classifier(model, card)
 RESULT['plain_first_call_s'] = timed(plain.warm_up)
 before = peak_mb()
-size = card['input_size']
 traced = tf.function(lambda t: model(t, training=False), input_signature=[tf.TensorSpec([None, size, size, 3])])
 frozen_graph = []
 RESULT['freeze_s'] = timed(lambda: frozen_graph.append(convert_variables_to_constants_v2(traced.get_concrete_function())))

@@ -69,7 +69,11 @@ class Classifier:
             input_signature=[tf.TensorSpec([None, self.size, self.size, 3], tf.float32)],
             reduce_retracing=True,
         )
-        self.warm = False  # see :meth:`warm_up`
+
+    @property
+    def warm(self) -> bool:
+        """Whether the forward pass is traced (by :meth:`warm_up` or a first batch)."""
+        return self._forward.experimental_get_tracing_count() > 0
 
     def warm_up(self) -> None:
         """Trace and optimise the forward pass on one blank cell. The first
@@ -78,7 +82,6 @@ class Classifier:
         (Freezing the weights into the graph as well runs it 1.2x faster but
         adds about 730 MB to the app's peak memory: ``bench.forward_levers``.)"""
         self._forward(np.zeros((1, self.size, self.size, 3), np.float32))
-        self.warm = True
 
     @property
     def default_tta(self) -> bool:
