@@ -65,11 +65,13 @@ def main() -> None:
         f"| calibrate to a lab, 5 cells per class, own features only | {cal['own_calibrate_s']:.0f} s | goal <= 120 s |",
         f"| calibrate to a lab, 5 cells per class, own and generic features (the default) | "
         f"{cal['generic_calibrate_s']:.0f} s | goal <= 120 s |",
+        f"| calibrate to a lab, 5 cells per class and {cal['unlabelled_used']} of a folder's unlabelled cells "
+        f"(self-training) | {cal['self_training_calibrate_s']:.0f} s | goal <= 120 s |",
         f"| lab model classifying, {cal['views']} view(s): own features only | {cal['own_ips']:.1f} img/s | "
         f"{cal['own_ips'] / cal['base_ips']:.2f}x its base model |",
         f"| lab model classifying, {cal['views']} view(s): own and generic features | {cal['generic_ips']:.1f} img/s | "
         f"{cal['generic_ips'] / cal['base_ips']:.2f}x its base model |",
-        f"| peak memory, calibrating twice and classifying {cal['n_images']} images with each lab model | "
+        f"| peak memory, calibrating three times and classifying {cal['n_images']} images with two of the lab models | "
         f"{cal['peak_mb']:.0f} MB | goal < 1536 MB |",
     ]
     print("\n".join(lines))

@@ -155,20 +155,26 @@ def test_the_lab_head_sees_the_members_own_features_of_a_base_joined_with_taps(t
     np.testing.assert_allclose(ours, predict(head, lab_features(tapped, test), idx), atol=1e-4)
 
 
-def test_wbc_calibrate_improves_a_tinted_lab_and_says_how_sure(trained_model_path, lab, tmp_path, capsys):
+@pytest.mark.parametrize("method", [None, "adabn_logistic"], ids=["default (self-training)", "adabn"])
+def test_wbc_calibrate_improves_a_tinted_lab_and_says_how_sure(trained_model_path, lab, tmp_path, capsys, method):
     from wbc_desktop.engine.data.dataset import decode_images, scan_labeled
     from wbc_desktop.engine.infer.classify import Classifier
     from wbc_desktop.engine.models.modelfile import load_model, read_card
 
     out = tmp_path / "lab.keras"
     code = main(["calibrate", str(lab[0]), "--model", str(trained_model_path), "--out", str(out),
-                 "--unlabelled", str(lab[1]), "--method", "adabn_logistic"])
+                 "--unlabelled", str(lab[1])] + (["--method", method] if method else []))
     printed = capsys.readouterr()
     assert code == 0 and "estimated accuracy on this lab's other cells" in printed.out
     assert "generic image features" in printed.err  # the user is told what the head was fitted on
     model, card = load_model(out)  # safe mode: standard layers only
     cal = card["calibration"]
-    assert cal["method"] == "adabn_logistic" and cal["labelled_cells"] == {c: 6 for c in CLASSES}
+    assert cal["method"] == (method or "self_training") and cal["labelled_cells"] == {c: 6 for c in CLASSES}
+    # self-training also learnt from the unlabelled cells it was sure of, and says how many
+    assert (cal["pseudo_labelled_cells"] > 0) == (method is None)
+    assert cal["pseudo_label_sure"] == (0.8 if method is None else None)
+    assert cal["unlabelled_cells"] == 60 and cal["unlabelled_cells_looked_at"] == (60 if method is None else 0)
+    assert (f"learnt from {cal['pseudo_labelled_cells']} of 60 unlabelled cells" in printed.err) == (method is None)
     assert "ImageNet" in cal["features"]  # the shipped generic features join by default
     assert len(cal["labelled_files"]) == 18 and cal["unlabelled_cells"] == 60
     low, high = cal["estimate"]["ci95"]
@@ -208,6 +214,33 @@ def test_head_is_not_thrown_by_a_feature_that_the_few_labelled_cells_happen_to_s
     test = np.concatenate([np.where(test_y == 0, -1.0, 1.0)[:, None] + 0.3 * rng.normal(size=(100, 8)),
                            0.5 * rng.normal(size=(100, 1)), np.ones((100, 1))], axis=1)
     assert np.mean(head.probs(test).argmax(axis=1) == test_y) > 0.95
+
+
+def test_self_training_lets_the_labs_own_cells_correct_labelled_cells_that_lean_one_way():
+    """A technologist's few labelled neutrophils can happen to lean towards
+    the lymphocytes; the lab's unlabelled cells the first head is sure of
+    show where the classes really lie, and the refitted head follows them."""
+    from wbc_desktop.engine.train.calibrate import PSEUDO_LABEL_SURE, fit_head
+
+    rng = np.random.default_rng(0)
+    centres = 3.0 * np.eye(12)[:3] + 1.0
+
+    def cells(c, n, lean=0.0):
+        return centres[c] + lean * (centres[1] - centres[0]) + rng.normal(size=(n, 12))
+
+    y = np.repeat([0, 1, 2], 3)
+    labelled = np.concatenate([cells(0, 3, lean=0.6), cells(1, 3), cells(2, 3)])[None]
+    lab_y = np.repeat([0, 1, 2], 100)
+    lab = np.concatenate([cells(c, 100) for c in range(3)])
+    plain = fit_head("logistic", labelled, y, 3)
+    refitted = fit_head("self_training", labelled, y, 3, unlabelled=lab[None])
+    before, after = (np.mean(h.probs(lab).argmax(axis=1) == lab_y) for h in (plain, refitted))
+    assert after >= before + 0.03
+    # without unlabelled cells it is the logistic head; with cells it is unsure of only, too
+    alone = fit_head("self_training", labelled, y, 3)
+    np.testing.assert_allclose(alone.weight, plain.weight)
+    unsure = lab[np.max(plain.probs(lab), axis=1) < PSEUDO_LABEL_SURE]
+    np.testing.assert_allclose(fit_head("self_training", labelled, y, 3, unlabelled=unsure[None]).weight, plain.weight)
 
 
 def test_calibrate_refuses_too_few_cells_and_unknown_classes(trained_model_path, tmp_path, capsys):
@@ -306,6 +339,12 @@ def test_app_proposes_cells_calibrates_and_uses_the_lab_model(qtbot, settings, t
     assert "Estimated accuracy on the lab's other cells" in text and "base model" in text and "lab model" in text
     qtbot.waitUntil(lambda: window.classifier is not None and "calibrated" in window.classifier.name, timeout=60000)
     assert "calibration" in window.classifier.card
+    # by default the folder's other cells taught the head too, and the result says how many
+    cal = window.classifier.card["calibration"]
+    others = sum(it.error is None and it.reviewed is None for it in session.items)
+    assert cal["method"] == "self_training" and cal["unlabelled_cells_looked_at"] == others
+    assert 0 < cal["pseudo_labelled_cells"] <= others
+    assert f"Also fitted on {cal['pseudo_labelled_cells']} of {others} of the lab's unlabelled cells" in text
     from wbc_desktop.gui.dialogs import card_html
 
     card_text = card_html(window.classifier.card)  # the models page and About show where a lab model comes from

@@ -42,7 +42,7 @@ import numpy as np  # noqa: E402
 from recipe import COMMON_FIVE  # noqa: E402
 from run_models import joined_model  # noqa: E402
 
-from wbc_desktop.engine.data.dataset import decode_images, scan_labeled  # noqa: E402
+from wbc_desktop.engine.data.dataset import decode_images, sample_in_order, scan_labeled  # noqa: E402
 from wbc_desktop.engine.data.prepare import duplicate_groups  # noqa: E402
 from wbc_desktop.engine.models.batchnorm import recalibrate_batchnorm  # noqa: E402
 from wbc_desktop.engine.models.class_offsets import (  # noqa: E402
@@ -52,7 +52,8 @@ from wbc_desktop.engine.locate.framing import FRAMINGS  # noqa: E402
 from wbc_desktop.engine.models.modelfile import framing_of, inference_copy  # noqa: E402
 from wbc_desktop.engine.train.run_layout import RunLayout  # noqa: E402
 from wbc_desktop.engine.train.calibrate import (  # noqa: E402
-    METHODS, LabFeatures, cross_validated_estimate, fit_head, kept_caution, lab_features, predict,
+    LABELS_UNLABELLED, METHODS, PSEUDO_LABEL_POOL, LabFeatures, cross_validated_estimate, fit_head, kept_caution,
+    lab_features, predict,
 )
 
 KS = (3, 5, 10, 25)
@@ -147,7 +148,9 @@ def evaluate_fold(name: str, run_dirs: list[Path], lab_dir: Path, draws: int, ou
                 lab = unshifted = adapted if method == "adabn_logistic" else plain
                 if caution:  # what the lab model's shifted head gives, view by view
                     lab = LabFeatures(lab.feats, shift_probs(lab.base_probs, classes, caution))
-                unlabelled = plain.feats[:, rest] if method == "spreading" else None
+                # the lab's other cells, as many as the app looks at
+                pool = sample_in_order(rest, PSEUDO_LABEL_POOL, d)
+                unlabelled = plain.feats[:, pool] if method in LABELS_UNLABELLED else None
                 t1 = time.monotonic()
                 estimate = cross_validated_estimate(method, lab.take(labelled), y[labelled], groups[labelled],
                                                     present, unlabelled)

@@ -239,6 +239,9 @@ def cmd_calibrate(args) -> int:
     print(f"calibrated {clf.name} on {est['n']} labelled cells ({', '.join(f'{c} {n}' for c, n in cal['labelled_cells'].items())}) "
           f"by {args.method} on {cal['features']} in {time.monotonic() - t0:.0f} s; classes kept from the base model: "
           f"{kept}", file=sys.stderr)
+    if cal["pseudo_labelled_cells"]:
+        print(f"the head also learnt from {cal['pseudo_labelled_cells']} of {cal['unlabelled_cells_looked_at']} "
+              "unlabelled cells, those it was surest of, with the class it gave them", file=sys.stderr)
     print(f"estimated accuracy on this lab's other cells: {est['accuracy']:.1%} "
           f"(95 % interval {est['ci95'][0]:.1%}-{est['ci95'][1]:.1%}, {est['folds']}-fold cross-validation)")
     print(f"saved {out}", file=sys.stderr)
@@ -349,7 +352,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .engine.train.calibrate import DEFAULT_METHOD, METHODS
+    from .engine.train.calibrate import DEFAULT_METHOD, METHODS, PSEUDO_LABEL_POOL, USES_UNLABELLED
 
     parser = argparse.ArgumentParser(prog="wbc", description="White-blood-cell classification, offline.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -390,8 +393,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("calibrate", help="adapt a model to a lab from a few labelled cells per class")
     p.add_argument("labelled", help="the lab's labelled cells: <folder>/<class>/<image>, 3 or more per class")
     p.add_argument("--model", help="base model (default: the shipped model)")
-    p.add_argument("--unlabelled", nargs="*", help="the lab's unlabelled cells (folders or files), used by "
-                                                     "adabn_logistic and spreading")
+    p.add_argument("--unlabelled", nargs="*", help="the lab's unlabelled cells (folders or files): their stain joins "
+                                                     "the folder warning's references, and "
+                                                     f"{', '.join(USES_UNLABELLED)} learn from them (self_training "
+                                                     f"looks at a random {PSEUDO_LABEL_POOL}; without them it is "
+                                                     "the logistic head)")
     p.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
                    help=f"how to adapt (default {DEFAULT_METHOD}: the best on the k-shot protocol, training/RESULTS.md)")
     p.add_argument("--group-by", help="regex on file names: cells of one source image (one smear photo)")

@@ -10,7 +10,9 @@ new head only shares out, among the labelled classes, the probability the
 base model gave to them all (with the caution the base takes on a lab it
 never saw, ``kept_caution``). The calibrated model is an ordinary model
 file (standard Keras layers, safe-mode loadable) with a card saying what
-it was made from.
+it was made from. By default (``self_training``) the head is fitted again
+with the lab's unlabelled cells it is sure of, each with the class it gave
+them.
 
 The estimate is cross-validated on the labelled cells themselves, with the
 cells of one source image (or near-duplicate crops of one cell) always on
@@ -33,8 +35,16 @@ from ..infer.domain_check import STAIN_SIDE, SURROUNDINGS, colour_stats, stain_v
 from ..models.class_offsets import CLASS_OFFSETS, UNFAMILIAR_OFFSETS, shift_head, unfamiliar_caution
 from ..progress import CancelToken, Progress, ProgressFn, no_progress
 
-METHODS = ("logistic", "prototype", "adabn_logistic", "spreading")
-DEFAULT_METHOD = "logistic"
+METHODS = ("logistic", "self_training", "prototype", "adabn_logistic", "spreading")
+DEFAULT_METHOD = "self_training"
+LABELS_UNLABELLED = ("self_training", "spreading")  # the lab's unlabelled cells join the fit, labelled by it
+USES_UNLABELLED = LABELS_UNLABELLED + ("adabn_logistic",)  # adabn: their normalisation statistics
+# self-training: the lab's unlabelled cells the first head gives at least this probability join the refit
+# with that class (k-shot protocol, training/RESULTS.md)
+PSEUDO_LABEL_SURE = 0.8
+# ... out of at most this many of them, drawn at random: on the protocol 150 did as well as all of a lab's
+# 300-1,500, and each costs four views' features (about a second of the calibration per 10 cells)
+PSEUDO_LABEL_POOL = 200
 PROTOTYPE_SCALE = 16.0  # cosine similarity to logits: sharp enough to decide, soft enough to combine
 MIN_PER_CLASS = 3
 
@@ -45,6 +55,7 @@ class Head:
 
     weight: np.ndarray  # D x k
     bias: np.ndarray  # k
+    pseudo_labelled: int = 0  # the lab's unlabelled cells that joined the fit
 
     def probs(self, feats: np.ndarray) -> np.ndarray:
         logits = _unit(feats) @ self.weight + self.bias
@@ -134,25 +145,44 @@ def lab_features(model, pixels: np.ndarray, batch_size: int = 32, cancel: Cancel
 def fit_head(method: str, feats: np.ndarray, y: np.ndarray, k: int, unlabelled: np.ndarray | None = None,
              seed: int = 0) -> Head:
     """``feats``: views x cells x D of the labelled cells, ``y`` their index
-    among the ``k`` labelled classes; ``unlabelled``: views x cells x D."""
-    from sklearn.linear_model import LogisticRegression
-
+    among the ``k`` labelled classes; ``unlabelled``: views x cells x D of
+    the lab's other cells, which ``self_training`` and ``spreading`` add to
+    the fit with the labels they are sure of (a few labelled cells cannot
+    show the head how widely a class varies in this lab; the lab's own
+    cells can)."""
     if method == "prototype":
         means = np.stack([_unit(feats[:, y == c].reshape(-1, feats.shape[-1])).mean(axis=0) for c in range(k)])
         return Head(PROTOTYPE_SCALE * _unit(means).T, np.zeros(k))
+    head = _logistic(feats, y, k, seed)
+    if method not in LABELS_UNLABELLED or unlabelled is None or not unlabelled.shape[1]:
+        return head
+    if method == "spreading":
+        sure, labels = _spread_labels(feats, y, unlabelled)
+    else:
+        probs = np.mean([head.probs(view) for view in unlabelled], axis=0)
+        sure, labels = probs.max(axis=1) >= PSEUDO_LABEL_SURE, probs.argmax(axis=1)
+    head = _logistic(np.concatenate([feats, unlabelled[:, sure]], axis=1), np.concatenate([y, labels[sure]]), k, seed)
+    head.pseudo_labelled = int(sure.sum())
+    return head
+
+
+def _spread_labels(feats: np.ndarray, y: np.ndarray, unlabelled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Label propagation over a k-NN graph of the labelled and unlabelled
+    cells: which unlabelled cells it is sure of, and their labels."""
+    from sklearn.semi_supervised import LabelSpreading
+
+    pooled_l, pooled_u = _unit(feats.mean(axis=0)), _unit(unlabelled.mean(axis=0))
+    spread = LabelSpreading(kernel="knn", n_neighbors=min(7, len(pooled_l) + len(pooled_u) - 1), alpha=0.2)
+    spread.fit(np.concatenate([pooled_l, pooled_u]), np.concatenate([y, -np.ones(len(pooled_u), int)]))
+    dist = spread.label_distributions_[len(pooled_l):]
+    return dist.max(axis=1) >= 0.9, dist.argmax(axis=1)
+
+
+def _logistic(feats: np.ndarray, y: np.ndarray, k: int, seed: int) -> Head:
+    from sklearn.linear_model import LogisticRegression
+
     x = _unit(feats.reshape(-1, feats.shape[-1]))
     labels = np.tile(y, feats.shape[0])
-    if method == "spreading" and unlabelled is not None and unlabelled.shape[1]:
-        from sklearn.semi_supervised import LabelSpreading
-
-        pooled_l, pooled_u = _unit(feats.mean(axis=0)), _unit(unlabelled.mean(axis=0))
-        spread = LabelSpreading(kernel="knn", n_neighbors=min(7, len(pooled_l) + len(pooled_u) - 1), alpha=0.2)
-        spread.fit(np.concatenate([pooled_l, pooled_u]), np.concatenate([y, -np.ones(len(pooled_u), int)]))
-        dist = spread.label_distributions_[len(pooled_l):]
-        sure = dist.max(axis=1) >= 0.9  # only confident pseudo-labels join the labelled cells
-        extra = _unit(unlabelled[:, sure].reshape(-1, unlabelled.shape[-1]))
-        x = np.concatenate([x, extra])
-        labels = np.concatenate([labels, np.tile(dist[sure].argmax(axis=1), unlabelled.shape[0])])
     # centred, and scaled by one spread for all features: a spread per
     # feature, estimated from 3 cells a class, added noise (k-shot protocol:
     # 0.760 -> 0.783 at k = 3, level at k = 10 and 25)
@@ -319,6 +349,7 @@ def calibrate(classifier, labelled_paths: Sequence[Path], labelled_classes: Sequ
     the folder warning's references; ``generic``: fit on the shipped generic
     image features beside the model's own, where they are installed.
     Returns the calibrated model, its card and the estimate."""
+    from ..data.dataset import sample_in_order
     from ..models.batchnorm import recalibrate_batchnorm
     from ..models.generic_features import DESCRIPTION, load_generic_extractor
     from ..models.modelfile import inference_copy
@@ -363,8 +394,10 @@ def calibrate(classifier, labelled_paths: Sequence[Path], labelled_classes: Sequ
     progress(Progress("calibrate", 1, 3, f"features of {len(pixels)} labelled cells"))
     lab = lab_features(model, pixels, cancel=cancel, extractor=extractor)
     unlabelled = None
-    if method == "spreading" and unlabelled_pixels is not None and len(unlabelled_pixels):
-        unlabelled = lab_features(model, unlabelled_pixels, cancel=cancel, extractor=extractor).feats
+    if method in LABELS_UNLABELLED and unlabelled_pixels is not None and len(unlabelled_pixels):
+        pool = sample_in_order(unlabelled_pixels, PSEUDO_LABEL_POOL, seed)
+        progress(Progress("calibrate", 1, 3, f"features of {len(pool)} of the lab's unlabelled cells"))
+        unlabelled = lab_features(model, np.stack(pool), cancel=cancel, extractor=extractor).feats
     progress(Progress("calibrate", 2, 3, "cross-validating the estimate"))
     estimate = cross_validated_estimate(method, lab, y, groups, labelled_idx, unlabelled, seed)
     local = np.asarray([labelled_idx.index(v) for v in y])
@@ -385,6 +418,9 @@ def calibrate(classifier, labelled_paths: Sequence[Path], labelled_classes: Sequ
             "set_aside": few,
             "labelled_files": [str(p) for p in labelled_paths],
             "unlabelled_cells": 0 if unlabelled_pixels is None else int(len(unlabelled_pixels)),
+            "unlabelled_cells_looked_at": 0 if unlabelled is None else int(unlabelled.shape[1]),
+            "pseudo_labelled_cells": head.pseudo_labelled,
+            "pseudo_label_sure": PSEUDO_LABEL_SURE if method == "self_training" else None,
             "classes_kept_from_base": [c for c in classes if c not in counts],
             "kept_caution": caution,
             "estimate": estimate,
@@ -456,6 +492,24 @@ def calibrate_folder(classifier, labelled_dir: str | Path, *, unlabelled: Sequen
     return result
 
 
+def _read_cells(classifier, items, what: str, progress: ProgressFn, cancel: CancelToken | None):
+    """Review items' cells as the model sees them, and the items whose image
+    could be read (one unreadable file does not stop the calibration)."""
+    from ..io.imageio import ImageReadError
+
+    pixels, read = [], []
+    for i, it in enumerate(items):
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        try:
+            pixels.append(classifier.view(it.path, it.field_box))
+        except ImageReadError:
+            continue
+        read.append(it)
+        progress(Progress("decode", i + 1, len(items), f"reading {what} ({i + 1}/{len(items)})"))
+    return pixels, read
+
+
 def calibrate_session(classifier, session, *, method: str = DEFAULT_METHOD, tta: bool = True,
                       progress: ProgressFn = no_progress, cancel: CancelToken | None = None, seed: int = 0):
     """Calibrate to the cells of a review session: its reviewed cells are the
@@ -465,38 +519,23 @@ def calibrate_session(classifier, session, *, method: str = DEFAULT_METHOD, tta:
     from ..data.dataset import near_duplicate_pairs, perceptual_hash, sample_in_order
     from ..data.splits import source_groups
     from ..infer.classify import Classifier
-    from ..io.imageio import ImageReadError
     from ..review.differential import UNUSABLE
 
     labelled = [it for it in session.items if it.error is None and it.reviewed not in (None, UNUSABLE)
                 and it.reviewed in classifier.classes]
     others = [it for it in session.items if it.error is None and it.reviewed is None]
-    pixels, paths, names, lab_cells = [], [], [], []
-    for i, it in enumerate(labelled):
-        if cancel is not None:
-            cancel.raise_if_cancelled()
-        try:
-            pixels.append(classifier.view(it.path, it.field_box))
-        except ImageReadError:
-            continue
-        paths.append(it.path)
-        names.append(it.reviewed)
-        lab_cells.append((it.path, it.field_box))
-        progress(Progress("decode", i + 1, len(labelled), f"reading labelled cells ({i + 1}/{len(labelled)})"))
+    pixels, read = _read_cells(classifier, labelled, "labelled cells", progress, cancel)
     if not pixels:
         raise ValueError("no reviewed cells to calibrate on: label a few cells per class first")
+    paths, names = [it.path for it in read], [it.reviewed for it in read]
     pixels = np.stack(pixels)
     hashes = np.stack([perceptual_hash(p) for p in pixels])
     groups = source_groups(paths, None, near_duplicate_pairs(hashes, np.ones(len(paths), bool)))
-    unlabelled = sample_in_order(others, MAX_UNLABELLED, seed)
-    needs_unlabelled = method in ("adabn_logistic", "spreading")
-    extra = []
-    for it in unlabelled if needs_unlabelled else ():
-        try:
-            extra.append(classifier.view(it.path, it.field_box))
-        except ImageReadError:
-            continue
-        lab_cells.append((it.path, it.field_box))
+    # the cells a pseudo-labelling method looks at, or adabn's normalisation statistics
+    unlabelled = sample_in_order(others, PSEUDO_LABEL_POOL if method in LABELS_UNLABELLED else MAX_UNLABELLED, seed)
+    extra, read_extra = _read_cells(classifier, unlabelled if method in USES_UNLABELLED else [],
+                                    "the folder's other cells", progress, cancel)
+    lab_cells = [(it.path, it.field_box) for it in read + read_extra]
     stain = stain_of_lab(classifier, lab_cells, np.concatenate([pixels] + ([np.stack(extra)] if extra else [])))
     result = calibrate(classifier, paths, names, pixels, groups, method=method,
                        unlabelled_pixels=np.stack(extra) if extra else None, lab_stain=stain, progress=progress,
