@@ -43,7 +43,7 @@ USES_UNLABELLED = LABELS_UNLABELLED + ("adabn_logistic",)  # adabn: their normal
 # with that class (k-shot protocol, training/RESULTS.md)
 PSEUDO_LABEL_SURE = 0.8
 # ... out of at most this many of them, drawn at random: on the protocol 150 did as well as all of a lab's
-# 300-1,500, and each costs four views' features (about a second of the calibration per 10 cells)
+# 300-1,500, and each costs four views' features (200 added 45 s to a calibration on a 2-core PC)
 PSEUDO_LABEL_POOL = 200
 PROTOTYPE_SCALE = 16.0  # cosine similarity to logits: sharp enough to decide, soft enough to combine
 MIN_PER_CLASS = 3
