@@ -142,14 +142,13 @@ def evaluate_fold(name: str, run_dirs: list[Path], lab_dir: Path, draws: int, ou
             if len(present) < 2 or len(rest) == 0:
                 continue
             local = np.asarray([present.index(v) for v in y[labelled]])
+            pool = sample_in_order(rest, PSEUDO_LABEL_POOL, d)  # the lab's other cells, as many as the app looks at
             caution = kept_caution({"classes": classes, UNFAMILIAR_OFFSETS: unfamiliar or {}},
                                    [classes[i] for i in present])
             for method in methods:
                 lab = unshifted = adapted if method == "adabn_logistic" else plain
                 if caution:  # what the lab model's shifted head gives, view by view
                     lab = LabFeatures(lab.feats, shift_probs(lab.base_probs, classes, caution))
-                # the lab's other cells, as many as the app looks at
-                pool = sample_in_order(rest, PSEUDO_LABEL_POOL, d)
                 unlabelled = plain.feats[:, pool] if method in LABELS_UNLABELLED else None
                 t1 = time.monotonic()
                 estimate = cross_validated_estimate(method, lab.take(labelled), y[labelled], groups[labelled],
