@@ -76,6 +76,7 @@ def bench_model(model_path: Path, files: list[Path], naive_n: int) -> dict:
     results = list(clf.classify(files, batch_size=32))
     write_predictions_csv(Path(tempfile.mkdtemp()) / "p.csv", results, clf.classes, clf.name)
     e2e = len(files) / (time.perf_counter() - t0)
+    self_training_s, taught = self_training_time(results)
     t0 = time.perf_counter()
     list(clf.classify(files, batch_size=32, tta=True))
     e2e_tta = len(files) / (time.perf_counter() - t0)
@@ -87,9 +88,24 @@ def bench_model(model_path: Path, files: list[Path], naive_n: int) -> dict:
     naive = naive_n / (time.perf_counter() - t0)
     flops = model_flops(clf.model)
     return {"model": clf.name, "size": clf.size, "e2e_ips": e2e, "e2e_tta_ips": e2e_tta, "bare_ips": bare, "naive_ips": naive,
+            "n_images": len(files), "self_training_s": self_training_s, "self_training_cells": taught,
             "default_views": clf.default_views, "e2e_default_ips": e2e_tta if clf.default_tta else e2e,
             "decode_ms": decode_s * 1e3, "e2e_ceiling": e2e_ceiling(decode_s, bare),
             "gflop_per_image": flops / 1e9, "gflops": flops * bare / 1e9}
+
+
+def self_training_time(results) -> tuple[float, int]:
+    """Seconds of the self-training a warned folder gets once classified
+    (``infer.folder_training``), with every cell counted sure, the fit's worst
+    case, and how many cells it fitted on."""
+    from wbc_desktop.engine.infer.folder_training import self_trained
+
+    ok = [p for p in results if p.ok]
+    feats, probs = np.stack([p.features for p in ok]), np.stack([p.probs for p in ok])
+    sure = np.eye(probs.shape[1])[probs.argmax(axis=1)]
+    t0 = time.perf_counter()
+    _, taught = self_trained(feats, sure)
+    return time.perf_counter() - t0, sum(taught.values())
 
 
 def e2e_ceiling(decode_s: float, bare_ips: float, cores: int | None = None) -> float:

@@ -51,6 +51,17 @@ def make_labeled_folder(root: Path, per_class: int = 20, seed: int = 0, size: in
     return root
 
 
+def tinted_lab(root, per_class, seed, tint=(0.75, 1.0, 1.25)):
+    """Another lab's cells: the same morphology under another stain tint."""
+    rng = np.random.default_rng(seed)
+    for label in CLASSES:
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            px = np.asarray(cell_image(label, rng, 48), np.float32) * np.asarray(tint)
+            Image.fromarray(np.clip(px, 0, 255).astype(np.uint8)).save(root / label / f"{label[:3]}_{i:03d}.png")
+    return root
+
+
 def field_image(
     cells: list[tuple[str, int, int]],
     size: tuple[int, int] = (640, 480),

@@ -6,25 +6,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from synth import CLASSES, cell_image, make_labeled_folder
+from synth import CLASSES, cell_image, make_labeled_folder, tinted_lab
 from wbc_desktop.cli import main
-
-
-def _tinted_lab(root, per_class, seed, tint=(0.75, 1.0, 1.25)):
-    """Another lab's cells: the same morphology under another stain tint."""
-    rng = np.random.default_rng(seed)
-    for label in CLASSES:
-        (root / label).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            px = np.asarray(cell_image(label, rng, 48), np.float32) * np.asarray(tint)
-            Image.fromarray(np.clip(px, 0, 255).astype(np.uint8)).save(root / label / f"{label[:3]}_{i:03d}.png")
-    return root
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     root = tmp_path_factory.mktemp("lab")
-    return _tinted_lab(root / "labelled", 6, 21), _tinted_lab(root / "rest", 20, 22)
+    return tinted_lab(root / "labelled", 6, 21), tinted_lab(root / "rest", 20, 22)
 
 
 @pytest.mark.parametrize("generic", [False, True], ids=["own features", "own and generic features"])
@@ -156,7 +145,7 @@ def test_the_lab_head_sees_the_members_own_features_of_a_base_joined_with_taps(t
 
 
 @pytest.mark.parametrize("method", [None, "adabn_logistic"], ids=["default (self-training)", "adabn"])
-def test_wbc_calibrate_improves_a_tinted_lab_and_says_how_sure(trained_model_path, lab, tmp_path, capsys, method):
+def test_wbc_calibrate_improves_atinted_lab_and_says_how_sure(trained_model_path, lab, tmp_path, capsys, method):
     from wbc_desktop.engine.data.dataset import decode_images, scan_labeled
     from wbc_desktop.engine.infer.classify import Classifier
     from wbc_desktop.engine.models.modelfile import load_model, read_card
@@ -244,10 +233,10 @@ def test_self_training_lets_the_labs_own_cells_correct_labelled_cells_that_lean_
 
 
 def test_calibrate_refuses_too_few_cells_and_unknown_classes(trained_model_path, tmp_path, capsys):
-    few = _tinted_lab(tmp_path / "few", 2, 5)
+    few = tinted_lab(tmp_path / "few", 2, 5)
     code = main(["calibrate", str(few), "--model", str(trained_model_path), "--out", str(tmp_path / "m.keras")])
     assert code == 2 and "at least 3 labelled cells of each of two classes" in capsys.readouterr().err
-    odd = _tinted_lab(tmp_path / "odd", 4, 6)
+    odd = tinted_lab(tmp_path / "odd", 4, 6)
     (odd / "neutrophil").rename(odd / "smudge")
     code = main(["calibrate", str(odd), "--model", str(trained_model_path), "--out", str(tmp_path / "m.keras")])
     assert code == 2 and "does not know the classes ['smudge']" in capsys.readouterr().err
@@ -260,7 +249,7 @@ def test_a_class_with_too_few_labels_is_left_to_the_base_model(trained_model_pat
     from wbc_desktop.engine.models.modelfile import load_model
     from wbc_desktop.gui.dialogs import calibration_facts_html
 
-    lab = _tinted_lab(tmp_path / "lab", 5, 7)
+    lab = tinted_lab(tmp_path / "lab", 5, 7)
     for extra in sorted((lab / "lymphocyte").iterdir())[1:]:
         extra.unlink()  # one lymphocyte left
     out = tmp_path / "lab.keras"
@@ -286,7 +275,7 @@ def test_cli_says_which_kept_classes_keep_the_base_models_caution(trained_model_
     model, card = load_model(trained_model_path)
     cautious = save_model(model, dict(card, unfamiliar_offsets={"lymphocyte": -0.5, "neutrophil": -0.3}),
                           tmp_path / "cautious.keras")
-    lab = _tinted_lab(tmp_path / "lab", 4, 8)
+    lab = tinted_lab(tmp_path / "lab", 4, 8)
     for cell in (lab / "lymphocyte").iterdir():
         cell.unlink()  # the lab labels no lymphocyte
     out = tmp_path / "lab.keras"
@@ -304,7 +293,7 @@ def test_app_proposes_cells_calibrates_and_uses_the_lab_model(qtbot, settings, t
     from conftest import open_window
     from wbc_desktop.gui import calibration_flow
 
-    lab = _tinted_lab(tmp_path / "lab", 20, 31)
+    lab = tinted_lab(tmp_path / "lab", 20, 31)
     slide = tmp_path / "slide"
     slide.mkdir()
     for f in sorted(lab.rglob("*.png")):
@@ -331,7 +320,7 @@ def test_app_proposes_cells_calibrates_and_uses_the_lab_model(qtbot, settings, t
             session.set_review(i, label, "T. Tester")
     shown = []
     monkeypatch.setattr(calibration_flow.CalibrationResultDialog, "exec", lambda self: shown.append(self) or 1)
-    t0 = time.monotonic()
+    t0, tta = time.monotonic(), window.tta_box_checked()
     with qtbot.waitSignal(window.calibration.applied, timeout=120000):
         assert window.calibration.calibrate()
     assert time.monotonic() - t0 < 120
@@ -352,6 +341,14 @@ def test_app_proposes_cells_calibrates_and_uses_the_lab_model(qtbot, settings, t
     assert "ImageNet" in card_text
     assert session.model_name == window.classifier.name
     assert correct() >= before and correct() >= 0.8 * len(session.items)
+    # the cells calibration had the features of were answered from them, the others by the model: all as the
+    # lab model classifies the folder
+    from wbc_desktop.engine.data.dataset import collect_images
+
+    again = {p.path: p for p in window.classifier.classify_collected(*collect_images([str(slide)]), tta=tta)}
+    for it in session.items:
+        assert it.label == again[it.path].label
+        assert it.confidence == pytest.approx(again[it.path].confidence, abs=1e-4)
     assert window.model_combo.findText(window.classifier.name) >= 0  # the lab model is in the list ...
     assert window.model_combo.count() >= 3  # ... beside the base model, one click away
 
@@ -533,7 +530,7 @@ def test_training_sets_the_threshold_and_classify_warns_once(trained_model_path,
     assert check["colour"]["threshold"] > 0 and "confidence" not in check
     assert [r["source"] for r in check["colour"]["references"]] == ["."]  # one training folder, one lab
     assert len(check["colour"]["references"][0]["class_means"]) == len(card["classes"])
-    code = main(["classify", str(_tinted_lab(tmp_path / "tinted", 10, 3)), "--model", str(trained_model_path)])
+    code = main(["classify", str(tinted_lab(tmp_path / "tinted", 10, 3)), "--model", str(trained_model_path)])
     err = capsys.readouterr().err
     assert code == 0 and err.count("unlike the model's training data") == 1 and "stain and optics differ" in err
     main(["classify", str(make_labeled_folder(tmp_path / "own", per_class=10, seed=3)), "--model",
@@ -543,7 +540,7 @@ def test_training_sets_the_threshold_and_classify_warns_once(trained_model_path,
     strict = tmp_path / "strict.keras"
     shutil.copy(trained_model_path, strict)
     update_card(strict, domain_check={"confidence": {"threshold": 0.999}, "folder_cells": 50})
-    folder = _tinted_lab(tmp_path / "other", 10, 3)
+    folder = tinted_lab(tmp_path / "other", 10, 3)
     code = main(["classify", str(folder), "--model", str(strict), "--no-tta"])
     err = capsys.readouterr().err
     assert code == 0 and err.count("unlike the model's training data") == 1 and "calibrate" in err
@@ -561,7 +558,7 @@ def test_classify_relabels_a_warned_folder_and_names_the_caution(trained_model_p
     model = tmp_path / "cautious.keras"
     shutil.copy(trained_model_path, model)
     update_card(model, unfamiliar_offsets={"lymphocyte": -30.0})  # never a lymphocyte where the warning fires
-    folder = _tinted_lab(tmp_path / "other", 10, 3)
+    folder = tinted_lab(tmp_path / "other", 10, 3)
 
     def labels(threshold, out):
         update_card(model, domain_check={"confidence": {"threshold": threshold}, "folder_cells": 50})
@@ -594,7 +591,7 @@ def test_app_shows_the_folder_warning_with_a_way_to_calibrate(qtbot, settings, t
     shutil.copy(trained_model_path, strict)
     update_card(strict, domain_check={"confidence": {"threshold": 0.999}, "folder_cells": 50})
     window = open_window(qtbot, settings, strict)
-    slide = _tinted_lab(tmp_path / "other", 10, 4)
+    slide = tinted_lab(tmp_path / "other", 10, 4)
     with qtbot.waitSignal(window.job_finished, timeout=60000):
         window.open_paths([str(slide)])
     notice = window.review.notice
@@ -616,7 +613,7 @@ def test_app_relabels_a_warned_folder_and_records_the_caution(qtbot, settings, t
                 unfamiliar_offsets={"lymphocyte": -30.0})
     window = open_window(qtbot, settings, cautious)
     with qtbot.waitSignal(window.job_finished, timeout=60000):
-        window.open_paths([str(_tinted_lab(tmp_path / "other", 10, 4))])
+        window.open_paths([str(tinted_lab(tmp_path / "other", 10, 4))])
     session = window.cells.session
     assert len(session.items) == 30 and "lymphocyte" not in {it.final_label for it in session.items}
     assert session.model_name.endswith("; unfamiliar-lab caution: lymphocyte -30")
@@ -639,7 +636,7 @@ def test_app_shows_a_warned_folders_softened_confidences(qtbot, settings, traine
     shutil.copy(trained_model_path, soft)
     update_card(soft, domain_check={"confidence": {"threshold": 0.999}, "folder_cells": 50},
                 unfamiliar_temperature=3.0)
-    folder = _tinted_lab(tmp_path / "other", 10, 4)
+    folder = tinted_lab(tmp_path / "other", 10, 4)
     clf = Classifier.open(soft)
     raw = list(clf.classify_collected(*collect_images([str(folder)]), tta=default_views(clf.card) == 4))
     expected = {p.path: p for p in folder_check(raw, clf.card).predictions}

@@ -51,6 +51,7 @@ from run_models import joined_model  # noqa: E402
 
 from wbc_desktop.engine.infer.classify import Classifier, folder_verdict  # noqa: E402
 from wbc_desktop.engine.infer.domain_check import FOLDER_CELLS, MIN_CELLS, unlike_training  # noqa: E402
+from wbc_desktop.engine.infer.folder_training import MIN_CELLS as SELF_TRAINING_CELLS  # noqa: E402
 from wbc_desktop.engine.locate.framing import FRAMINGS  # noqa: E402
 from wbc_desktop.engine.models.class_offsets import (  # noqa: E402
     UNFAMILIAR_OFFSETS, UNFAMILIAR_TEMPERATURE, known, parse_offsets, shift_head,
@@ -96,29 +97,39 @@ def fold_check(spec: dict, cfg, held: str, model, framing: str, tta: bool) -> tu
 
 
 def labelled_accuracy(probs: np.ndarray, stats: np.ndarray, labels: np.ndarray, check: dict, classes: list[str],
-                      caution: dict[str, float], rng: np.random.Generator, temperature: float = 1.0) -> dict:
+                      caution: dict[str, float], rng: np.random.Generator, temperature: float = 1.0,
+                      feats: np.ndarray | None = None, size: int = FOLDER_CELLS) -> dict:
     """Mean accuracy of random folders' labels (``labels``: indices into
     ``classes``) as the model gives them, and as the folder's verdict
     (``folder_verdict``, with ``caution`` and ``temperature`` as the card's
-    unfamiliar offsets and temperature) leaves them; and how honest the
+    unfamiliar offsets and temperature, and self-training on the folder
+    given the cells' ``feats``) leaves them, in folders of ``size`` cells; and how honest the
     verdict's confidences are (the expected calibration error of the
     folders' cells, pooled) and what the app's review flag (cells below
-    ``FLAG``) catches: the share of cells flagged, and of wrong labels."""
+    ``FLAG``) catches: the share of cells flagged, and of wrong labels.
+    With ``feats``, the same figures without self-training too
+    (``caution_only_``), on the same folders."""
     card = {"classes": classes, "domain_check": check, UNFAMILIAR_OFFSETS: caution,
             UNFAMILIAR_TEMPERATURE: temperature}
-    plain, verdict, shown, truth = [], [], [], []
+    plain, truth = [], []
+    ways = {"": feats, "caution_only_": None} if feats is not None else {"": None}
+    shown = {way: [] for way in ways}
     for _ in range(FOLDERS):
-        pick = rng.choice(len(probs), min(FOLDER_CELLS, len(probs)), replace=False)
-        _, labelled = folder_verdict(probs[pick], stats[pick], card)
-        plain.append(np.mean(probs[pick].argmax(axis=1) == labels[pick]))
-        verdict.append(np.mean(labelled.argmax(axis=1) == labels[pick]))
-        shown.append(labelled)
+        pick = rng.choice(len(probs), min(size, len(probs)), replace=False)
+        plain.append(probs[pick])
         truth.append(labels[pick])
-    shown, truth = np.concatenate(shown), np.concatenate(truth)
-    flagged, wrong = shown.max(axis=1) < FLAG, shown.argmax(axis=1) != truth
-    return {"plain": round(float(np.mean(plain)), 4), "as_labelled": round(float(np.mean(verdict)), 4),
-            "ece": round(expected_calibration_error(shown, truth), 4), "flagged": round(float(flagged.mean()), 4),
-            "errors_flagged": round(float(flagged[wrong].mean()) if wrong.any() else 1.0, 4)}
+        for way, given in ways.items():
+            shown[way].append(folder_verdict(probs[pick], stats[pick], card, None if given is None else given[pick]).probs)
+    truth = np.concatenate(truth)  # folders of one size: the pooled cells' accuracy is the folders' mean
+    row = {"plain": round(float(np.mean(np.concatenate(plain).argmax(axis=1) == truth)), 4)}
+    for way, folders in shown.items():
+        labelled = np.concatenate(folders)
+        flagged, wrong = labelled.max(axis=1) < FLAG, labelled.argmax(axis=1) != truth
+        row.update({f"{way}as_labelled": round(float(np.mean(~wrong)), 4),
+                    f"{way}ece": round(expected_calibration_error(labelled, truth), 4),
+                    f"{way}flagged": round(float(flagged.mean()), 4),
+                    f"{way}errors_flagged": round(float(flagged[wrong].mean()) if wrong.any() else 1.0, 4)})
+    return row
 
 
 def main() -> int:
@@ -139,6 +150,12 @@ def main() -> int:
     parser.add_argument("--unfamiliar-temperature", type=float, action="append", default=[], metavar="T",
                         help="with each --unfamiliar-offset, score the confidences with the logits divided by T "
                              "where the warning fires (calibration error, review flags)")
+    parser.add_argument("--self-training", action="store_true",
+                        help="also self-train on each folder the warning fires on (infer.folder_training), as the "
+                             "app does; the labels are scored in folders of --folder-cells")
+    parser.add_argument("--folder-cells", type=int, default=FOLDER_CELLS,
+                        help=f"cells per folder where the labels are scored (default {FOLDER_CELLS}; self-training "
+                             f"needs {SELF_TRAINING_CELLS})")
     add_joint_head_args(parser)
     args = parser.parse_args()
     check_joint_head_args(parser, args)
@@ -166,12 +183,15 @@ def main() -> int:
         framing = args.framing or cfg.framing
         check, data = fold_check(spec, cfg, held, model, framing, tta)
         x, labels, paths = lab_cells(base / held, COMMON_FIVE, cfg.img_size, framing)
-        probs, stats = clf.predict_arrays(x, tta=tta), surroundings_stats(paths)
+        (probs, feats), stats = clf.predict_with_features(x, tta=tta), surroundings_stats(paths)
+        feats = feats if args.self_training else None
+        scored = {"feats": feats, "size": args.folder_cells}
         rng = np.random.default_rng(1)
         row = {"variant": args.variant, "views": args.views, "framing": framing,
                **joint_head_of(args),
                **({"class_offsets": offsets} if offsets else {}),
                "held_out": held, "threshold": check["colour"]["threshold"],
+               **({"self_training": True} if args.self_training else {}), "labels_folder_cells": args.folder_cells,
                "fires_on_unseen_lab": fire_rates(probs, stats, check, rng),
                "fires_on_unseen_lab_one_class": one_class_rates(probs, stats, labels, check, rng)}
         cautions = {f"{v:+g}": {c: v for c in taught} for v in args.unfamiliar_offset}
@@ -179,24 +199,25 @@ def main() -> int:
             row["unfamiliar_classes"] = taught
             truth = np.asarray([clf.classes.index(COMMON_FIVE[i]) for i in labels])
             row["accuracy_unseen_lab"] = {  # its own draws: the rates above stay as they were measured
-                v: labelled_accuracy(probs, stats, truth, check, clf.classes, c, np.random.default_rng(2))
+                v: labelled_accuracy(probs, stats, truth, check, clf.classes, c, np.random.default_rng(2), **scored)
                 for v, c in cautions.items()}
             if args.unfamiliar_temperature:  # T=1 is accuracy_unseen_lab's row
                 row["confidence_unseen_lab"] = {
                     f"{v} T={t:g}": labelled_accuracy(probs, stats, truth, check, clf.classes, c,
-                                                      np.random.default_rng(2), t)
+                                                      np.random.default_rng(2), t, **scored)
                     for v, c in cautions.items() for t in args.unfamiliar_temperature}
         for lab in spec["crosslab_labs"]:
             rows_ = source_rows(data.test.paths, lab)
             if len(rows_):  # a lab the fold trained on: its held-out test cells
-                own_probs = clf.predict_arrays(data.test.x[rows_], tta=tta)
+                own_probs, own_feats = clf.predict_with_features(data.test.x[rows_], tta=tta)
                 own_stats = surroundings_stats([data.test.paths[i] for i in rows_])
                 row[f"fires_on_{lab}_test"] = fire_rates(own_probs, own_stats, check, rng)
                 row[f"fires_on_{lab}_test_one_class"] = one_class_rates(own_probs, own_stats, data.test.y[rows_],
                                                                         check, rng)
                 row.update({f"accuracy_{lab}_test": {
                     v: labelled_accuracy(own_probs, own_stats, data.test.y[rows_], check, clf.classes, c,
-                                         np.random.default_rng(2)) for v, c in cautions.items()}} if cautions else {})
+                                         np.random.default_rng(2), feats=own_feats if args.self_training else None,
+                                         size=args.folder_cells) for v, c in cautions.items()}} if cautions else {})
         print(json.dumps(row), flush=True)
         rows.append(row)
     with open(runs / "domain_warning_eval.jsonl", "a") as f:

@@ -17,7 +17,8 @@ once more with the labels as the app leaves them
 (``infer.classify.folder_check``): the photos are one folder, the fold's
 folder warning (set as training sets it) judges it, and where it fires X is
 added to the logits of the classes only one of the fold's training labs
-teaches.
+teaches and the folder is self-trained (``infer.folder_training``; also
+scored without).
 """
 
 from __future__ import annotations
@@ -97,17 +98,27 @@ def with_fold_verdict(clf: Classifier, source: str, offset: float, tta: bool) ->
 
 
 def score(clf: Classifier, photos: list[tuple[Path, str]], mode: str, tta: bool, verdict: bool = False) -> dict:
-    """``verdict``: the labels as the folder's verdict leaves them."""
-    best: dict[str, tuple[float, str]] = {}
+    """``verdict``: the labels as the folder's verdict leaves them, with the
+    self-training it gives a warned folder of enough cells and, on the same
+    predictions, without (``caution_only``)."""
     predictions = list(clf.classify_files([p for p, _ in photos], tta=tta, mode=mode))
-    check = folder_check(predictions, clf.card) if verdict else None
-    for pred in check.predictions if check else predictions:
+    if not verdict:
+        return _most_confident(predictions, photos)
+    checks = {way: folder_check(predictions, clf.card, way) for way in (True, False)}
+    return {**_most_confident(checks[True].predictions, photos), "warned": checks[True].notice is not None,
+            "changed": len(checks[True].changed), "caution": checks[True].caution,
+            "caution_only": _most_confident(checks[False].predictions, photos)}
+
+
+def _most_confident(predictions, photos: list[tuple[Path, str]]) -> dict:
+    """A photo is right when its most confident white cell has its label."""
+    best: dict[str, tuple[float, str]] = {}
+    for pred in predictions:
         if pred.ok and pred.confidence > best.get(pred.path, (-1.0, ""))[0]:
             best[pred.path] = (pred.confidence, pred.label)
     right = sum(best.get(str(p), (0, None))[1] == label for p, label in photos)
     return {"photos": len(photos), "right": right, "accuracy": round(right / len(photos), 4),
-            "no_cell_found": sum(str(p) not in best for p, _ in photos),
-            **({"warned": check.notice is not None, "changed": len(check.changed)} if check else {})}
+            "no_cell_found": sum(str(p) not in best for p, _ in photos)}
 
 
 def main() -> None:

@@ -69,7 +69,7 @@ def cmd_classify(args) -> int:
     except KeyboardInterrupt:
         interrupted = True
     seconds = time.monotonic() - t0
-    check = None if interrupted else folder_check(results, clf.card)  # a folder is judged whole
+    check = None if interrupted else folder_check(results, clf.card, args.self_training)  # a folder is judged whole
     if check:
         results = check.predictions
     if args.out:
@@ -374,6 +374,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="re-estimate the model's normalisation statistics on these images first (another lab's "
                         "stain); they also follow the folder's mix of cell types, so on one patient's folder it can "
                         "lower accuracy (training/RESULTS.md)")
+    p.add_argument("--self-training", action=argparse.BooleanOptionalAction, default=True,
+                   help="on a folder of 100+ cells that looks unlike the training data, let the model's surest "
+                        "calls (80%%+) teach a head on the folder's own cells and answer it again, half and half "
+                        "with its own answer (default on; the CSV's model column says when it ran)")
     p.set_defaults(func=cmd_classify)
 
     p = sub.add_parser("train", help="train a model on a labelled folder")

@@ -7,6 +7,7 @@ data, and the cells whose label that re-weighs (``folder_check``)."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Callable, Iterator
 
 from ..engine.data.dataset import collect_images
@@ -15,13 +16,14 @@ from ..engine.progress import CancelToken
 CHUNK_CELLS, CHUNK_SECONDS = 64, 0.25
 
 
-def classification(classifier, sources: list[str], adapt: bool, tta: bool,
-                   mode: str = "auto") -> Callable[[CancelToken], Iterator]:
+def classification(classifier, sources: list[str], adapt: bool, tta: bool, mode: str = "auto",
+                   self_training: bool = True) -> Callable[[CancelToken], Iterator]:
     """With ``adapt``, an AdaBN copy of ``classifier`` is made on these
-    files first (on the worker) and the header names that copy."""
+    files first (on the worker) and the header names that copy;
+    ``self_training``: see ``folder_check``."""
 
     def job(cancel: CancelToken):
-        from ..engine.infer.classify import Prediction, folder_check
+        from ..engine.infer.classify import folder_check
 
         files, skipped = collect_images(sources)
         model = classifier.adapted_to(files) if adapt else classifier
@@ -31,14 +33,13 @@ def classification(classifier, sources: list[str], adapt: bool, tta: bool,
         for pred in model.classify_collected(files, skipped, batch_size=32, tta=tta, cancel=cancel, keep_pixels=True,
                                              mode=mode):
             chunk.append(pred)
-            done.append(Prediction(pred.path, pred.label, pred.confidence, pred.probs, pred.error, colour=pred.colour,
-                                   cell=pred.cell))
+            done.append(replace(pred, pixels=None))  # the thumbnails are the GUI's; the verdict needs the rest
             if len(chunk) >= CHUNK_CELLS or time.monotonic() - last > CHUNK_SECONDS:
                 yield chunk
                 chunk, last = [], time.monotonic()
         if chunk:
             yield chunk
-        check = folder_check(done, model.card)  # only for a folder classified to its end
+        check = folder_check(done, model.card, self_training)  # only for a folder classified to its end
         yield {"notice": check.notice, "caution": check.caution,
                "revised": [p for p in check.predictions if p.ok] if check.caution else []}
 

@@ -148,6 +148,13 @@ class MainWindow(ModelActions, ExportActions, QMainWindow):
         for a in (self.act_classify, self.act_cancel):
             menu.addAction(a)
         self._add_mode_menu(menu.addMenu("Images are"), action)
+        self.act_self_training = action(
+            "Learn an unfamiliar folder's look", lambda on: self.settings.setValue("classify/self_training", on),
+            [IDLE], tip="On a folder of 100+ cells unlike the training data, the cells the model is 80 %+ sure of "
+                        "teach it the folder's look, and it answers the folder again (decided once it is classified)")
+        self.act_self_training.setCheckable(True)
+        self.act_self_training.setChecked(self.settings.value("classify/self_training", "true") in (True, "true"))
+        menu.addAction(self.act_self_training)
         menu = self.menuBar().addMenu("&Review")
         for a in (self.act_next, self.act_accept, self.act_operator):
             menu.addAction(a)
@@ -395,7 +402,8 @@ class MainWindow(ModelActions, ExportActions, QMainWindow):
             session = ReviewSession(list(self.state.sources), clf.classes, threshold=session.threshold)
             self.state.set_session(session, self.state.sources)
         session.mode = self.image_mode()
-        worker = GeneratorWorker(classification(clf, list(self.state.sources), adapt=adapt, tta=tta, mode=session.mode))
+        worker = GeneratorWorker(classification(clf, list(self.state.sources), adapt=adapt, tta=tta, mode=session.mode,
+                                                self_training=self.act_self_training.isChecked()))
         worker.yielded.connect(lambda chunk: self._on_classified(session, chunk))
         self.run_job(worker, "classify", "Classifying")
 

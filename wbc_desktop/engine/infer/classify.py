@@ -24,6 +24,7 @@ from ..models.class_offsets import describe, shift_probs, temper, unfamiliar_cau
 from ..models.modelfile import default_views, framing_of, views_phrase
 from .cells import NO_WHITE_CELL, Box, CellCut, cut_cells, view_of
 from .domain_check import SURROUNDINGS, colour_stats, stain_view, unlike_training
+from .folder_training import PSEUDO_LABEL_SURE, TEMPERATURE as SELF_TRAINED_TEMPERATURE, self_trained
 
 
 @dataclass
@@ -36,6 +37,7 @@ class Prediction:
     pixels: np.ndarray | None = None  # the model's input view, when asked for (thumbnails)
     colour: np.ndarray | None = None  # the cell's stain statistics (see domain_check.colour_stats)
     cell: CellCut | None = None  # where the cell lies in the file (None for an unreadable file)
+    features: np.ndarray | None = None  # the model's features of the cell (``Classifier.cell_features``)
 
     @property
     def ok(self) -> bool:
@@ -55,7 +57,10 @@ class Classifier:
     """A loaded model plus the compiled forward pass that serves it."""
 
     def __init__(self, model, card: dict, model_path: str | os.PathLike | None = None):
+        import keras
         import tensorflow as tf
+
+        from ..models.ensemble import member_widths, own_widths
 
         self.model, self.card = model, card
         self.model_path = Path(model_path) if model_path else None
@@ -64,8 +69,10 @@ class Classifier:
         self.framing: str = framing_of(card)
         self.default_views: int = default_views(card)
         self.name: str = card.get("name", self.model_path.stem if self.model_path else "model")
+        both = keras.Model(model.input, [model.output, model.get_layer("features").output])
+        self._widths, self._own = member_widths(model), own_widths(model)
         self._forward = tf.function(
-            lambda x: model(x, training=False),
+            lambda x: both(x, training=False),
             input_signature=[tf.TensorSpec([None, self.size, self.size, 3], tf.float32)],
             reduce_retracing=True,
         )
@@ -132,15 +139,30 @@ class Classifier:
     def predict_arrays(self, pixels: np.ndarray, tta: bool = False, batch_size: int = 32) -> np.ndarray:
         """Probabilities for uint8 N x S x S x 3 arrays. Test-time augmentation
         averages the identity, two mirrors and a 90-degree turn."""
-        out = []
+        return self.predict_with_features(pixels, tta, batch_size)[0]
+
+    def predict_with_features(self, pixels: np.ndarray, tta: bool = False,
+                              batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities and :meth:`cell_features` of the same forward pass
+        (the views' mean with ``tta``)."""
+        probs, feats = [], []
         for start in range(0, len(pixels), batch_size):
             x = pixels[start:start + batch_size].astype(np.float32)
-            if tta:
-                probs = np.mean([self._forward(np.ascontiguousarray(v)).numpy() for v in tta_views(x)], axis=0)
-            else:
-                probs = self._forward(x).numpy()
-            out.append(probs)
-        return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
+            outs = [self._forward(np.ascontiguousarray(v)) for v in (tta_views(x) if tta else [x])]
+            probs.append(np.mean([p.numpy() for p, _ in outs], axis=0))
+            feats.append(np.mean([self.cell_features(f.numpy()) for _, f in outs], axis=0).astype(np.float16))
+        if not probs:
+            return np.zeros((0, len(self.classes)), np.float32), np.zeros((0, sum(self._own)), np.float16)
+        return np.concatenate(probs), np.concatenate(feats)
+
+    def cell_features(self, joined: np.ndarray) -> np.ndarray:
+        """The ``features`` layer's values as a head on them wants them: each
+        member's own block at unit length (``calibrate.members_unit``). Kept in
+        half precision per cell (6 KB for the shipped model): the folder's
+        self-training (``folder_training``) fits on them once the folder is done."""
+        from ..train.calibrate import members_unit
+
+        return members_unit(joined, self._widths, self._own)
 
     def classify(
         self,
@@ -205,10 +227,11 @@ class Classifier:
                         results.append(Prediction(str(path), pixels=square if keep_pixels else None, colour=stats,
                                                   cell=cut))
                 if pixels:
-                    probs = self.predict_arrays(np.stack(pixels), tta=tta, batch_size=batch_size)
+                    probs, feats = self.predict_with_features(np.stack(pixels), tta=tta, batch_size=batch_size)
                     for row, i in enumerate(good):
                         k = int(probs[row].argmax())
                         results[i].label, results[i].confidence, results[i].probs = self.classes[k], float(probs[row, k]), probs[row]
+                        results[i].features = feats[row]
                 yield from results
 
 
@@ -230,40 +253,58 @@ class FolderCheck:
     """What a whole folder says of its cells: the once-per-folder warning,
     and the predictions as it leaves them. On a folder the warning fires on,
     a card's ``unfamiliar_offsets`` and ``unfamiliar_temperature`` re-weigh
-    every cell (``caution`` says how, for the record of how labels were
-    made; ``changed`` holds the cells whose label it changed)."""
+    every cell and the model's sure calls teach a head on the folder's own
+    cells (``folder_training``); ``caution`` says how, for the record of how
+    labels were made; ``changed`` holds the cells whose label that changed."""
     notice: str | None
     predictions: list[Prediction]
     changed: list[Prediction]
     caution: str | None = None
 
 
-def folder_verdict(probs: np.ndarray, stats: np.ndarray | None, card: dict) -> tuple[str | None, np.ndarray]:
-    """The folder's warning (``unlike_training``) and its cells' probabilities
-    as the verdict leaves them: shifted by the card's ``unfamiliar_offsets``
-    and softened by its ``unfamiliar_temperature`` where the warning fires,
-    else as they are. The rule the protocol scores
+@dataclass
+class Verdict:
+    notice: str | None  # the warning, None where the folder looks like the training data
+    probs: np.ndarray  # the cells' probabilities as the verdict leaves them
+    taught: dict[int, int]  # self-training's sure cells per class index (empty where it did not run)
+
+
+def folder_verdict(probs: np.ndarray, stats: np.ndarray | None, card: dict,
+                   feats: np.ndarray | None = None) -> Verdict:
+    """The folder's warning (``unlike_training``) and its cells'
+    probabilities as the verdict leaves them. Where the warning fires: shifted
+    by the card's ``unfamiliar_offsets``, softened by its
+    ``unfamiliar_temperature``, or, given the cells' ``feats``
+    (``Classifier.cell_features``), answered again by self-training on the
+    folder (``folder_training``, from the shifted calls, with its own
+    softening).
+    Elsewhere as they are. The rule the protocol scores
     (``training/domain_warning_eval.py``) and the app applies."""
     notice = unlike_training(probs, stats, card)
+    if notice is None:
+        return Verdict(None, probs, {})
     offsets, temperature = unfamiliar_caution(card)
-    if notice is None or (not offsets and temperature == 1.0):
-        return notice, probs
-    shifted = shift_probs(probs, card["classes"], offsets) if offsets else probs
-    return notice, temper(shifted, temperature) if temperature != 1.0 else shifted
+    calls = shift_probs(probs, card["classes"], offsets) if offsets else probs
+    shown = temper(calls, temperature) if temperature != 1.0 else calls
+    revised, taught = self_trained(feats, calls) if feats is not None else (calls, {})
+    return Verdict(notice, revised if taught else shown, taught)
 
 
-def folder_check(predictions: Sequence[Prediction], card: dict) -> FolderCheck:
+def folder_check(predictions: Sequence[Prediction], card: dict, self_training: bool = True) -> FolderCheck:
+    """:func:`folder_verdict` on a folder's predictions; ``self_training``
+    only where they carry their features."""
     ok = [p for p in predictions if p.ok]
     if not ok:
         return FolderCheck(None, list(predictions), [])
     stats = np.stack([p.colour for p in ok]) if all(p.colour is not None for p in ok) else None
+    feats = np.stack([p.features for p in ok]) if self_training and all(p.features is not None for p in ok) else None
     probs = np.stack([p.probs for p in ok])
-    notice, verdict = folder_verdict(probs, stats, card)
-    if verdict is probs:  # nothing re-weighed
-        return FolderCheck(notice, list(predictions), [])
+    verdict = folder_verdict(probs, stats, card, feats)
+    if verdict.probs is probs:  # nothing re-weighed
+        return FolderCheck(verdict.notice, list(predictions), [])
     classes = list(card["classes"])
     offsets, temperature = unfamiliar_caution(card)
-    shifted = iter(verdict)
+    shifted = iter(verdict.probs)
     revised = []
     for p in predictions:
         if p.ok:
@@ -272,12 +313,20 @@ def folder_check(predictions: Sequence[Prediction], card: dict) -> FolderCheck:
             p = replace(p, label=classes[k], confidence=float(row[k]), probs=row)
         revised.append(p)
     changed = [new for old, new in zip(predictions, revised) if new.ok and new.label != old.label]
-    how = []
+    notice, how = verdict.notice, []
     if offsets:
         named = " or ".join(filter(None, (", ".join(list(offsets)[:-1]), list(offsets)[-1])))
-        notice += (f". On a folder like this it asks for more evidence before it answers {named} (logit offsets "
-                   f"{describe(offsets)}): {len(changed)} of {len(ok)} cells changed label")
+        notice += f". On a folder like this it asks for more evidence before it answers {named} (logit offsets {describe(offsets)})"
         how.append(describe(offsets))
+    if verdict.taught:
+        sure = sum(verdict.taught.values())
+        notice += (f". It learnt this folder's look from the {sure} of its {len(ok)} cells it is at least "
+                   f"{PSEUDO_LABEL_SURE:.0%} sure of ({', '.join(f'{classes[c]} {n}' for c, n in verdict.taught.items())}), "
+                   f"with the classes it gave them, and answered the folder again, half and half with its own answer")
+        how.append(f"self-trained on {sure} sure cells")
+        temperature = SELF_TRAINED_TEMPERATURE
+    if offsets or verdict.taught:
+        notice += f": {len(changed)} of {len(ok)} cells changed label"
     if temperature != 1.0:
         notice += (f". Its confidences are softened (temperature {temperature:g}: on labs it never saw it is "
                    f"surer than it is right), so more of its cells are flagged for review")

@@ -90,13 +90,17 @@ class Calibration:
     estimate: dict
     labelled_classes: list[str]
     extra: dict = field(default_factory=dict)
+    # the calibrated model's answers (four views, one view) for the cells calibration already has the features
+    # of, by row among the cells given (the labelled ones, then the unlabelled after them): a caller showing the
+    # folder as the lab model sees it need not run the model on them again
+    answers: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-6)
 
 
-def _members_unit(feats: np.ndarray, widths: Sequence[int], own: Sequence[int]) -> np.ndarray:
+def members_unit(feats: np.ndarray, widths: Sequence[int], own: Sequence[int]) -> np.ndarray:
     """Each member's own features (the first ``own`` of its block of
     ``widths``, ``models.ensemble.own_widths``: a block joined with taps
     carries them after, and with them in its blocks the lab head lost 0.9
@@ -112,7 +116,7 @@ def lab_features(model, pixels: np.ndarray, batch_size: int = 32, cancel: Cancel
                  extractor=None) -> LabFeatures:
     """Features and probabilities of four views of uint8 cells (N x S x S x 3):
     each member's block of the model's features at unit length
-    (``_members_unit``); with a generic ``extractor``, its features of the
+    (``members_unit``); with a generic ``extractor``, its features of the
     same view join them, each part scaled to unit length so that neither
     swamps the other. Compiled calls (``predict_on_batch``): an eager call
     of the 224 px extractor held 3 GB more than the compiled one (0.4 GB)."""
@@ -130,7 +134,7 @@ def lab_features(model, pixels: np.ndarray, batch_size: int = 32, cancel: Cancel
         x = pixels[start:start + batch_size].astype(np.float32)
         views = [np.ascontiguousarray(v) for v in tta_views(x)]
         outs = [both.predict_on_batch(v) for v in views]
-        own = [_members_unit(np.asarray(f), widths, own_width) for f, _ in outs]
+        own = [members_unit(np.asarray(f), widths, own_width) for f, _ in outs]
         if extractor is not None:
             own = [np.concatenate([f, _unit(np.asarray(extractor.predict_on_batch(v)))], axis=-1)
                    for f, v in zip(own, views)]
@@ -283,7 +287,7 @@ def build_model(base_model, head: Head, labelled_idx: Sequence[int], extractor=N
 
     joined, widths, own = base_model.get_layer("features"), member_widths(base_model), own_widths(base_model)
     taken = []  # each member's own features out of a block that also holds its taps
-    if len(widths) > 1 or own != widths:  # as _members_unit
+    if len(widths) > 1 or own != widths:  # as members_unit
         blocks = []
         for i, (x, width, mine) in enumerate(zip(joined.input, widths, own)):
             if mine < width:
@@ -367,6 +371,7 @@ def calibrate(classifier, labelled_paths: Sequence[Path], labelled_classes: Sequ
                          f"more{short}")
     # a class with too few labelled cells (a lab's one basophil) is left to the base model,
     # its cells counted as the lab's unlabelled ones, and the card says so
+    given = len(labelled_classes)
     fitted = [i for i, c in enumerate(labelled_classes) if c in counts]
     stain_labels = [classes.index(c) if c in counts else -1 for c in labelled_classes]
     labelled_paths = [labelled_paths[i] for i in fitted]
@@ -393,11 +398,15 @@ def calibrate(classifier, labelled_paths: Sequence[Path], labelled_classes: Sequ
     extractor = load_generic_extractor() if generic else None
     progress(Progress("calibrate", 1, 3, f"features of {len(pixels)} labelled cells"))
     lab = lab_features(model, pixels, cancel=cancel, extractor=extractor)
-    unlabelled = None
+    unlabelled, known, rows = None, lab, fitted
     if method in LABELS_UNLABELLED and unlabelled_pixels is not None and len(unlabelled_pixels):
-        pool = sample_in_order(unlabelled_pixels, PSEUDO_LABEL_POOL, seed)
+        pool = sample_in_order(range(len(unlabelled_pixels)), PSEUDO_LABEL_POOL, seed)
         progress(Progress("calibrate", 1, 3, f"features of {len(pool)} of the lab's unlabelled cells"))
-        unlabelled = lab_features(model, np.stack(pool), cancel=cancel, extractor=extractor).feats
+        looked_at = lab_features(model, unlabelled_pixels[pool], cancel=cancel, extractor=extractor)
+        unlabelled = looked_at.feats
+        known = LabFeatures(np.concatenate([lab.feats, looked_at.feats], axis=1),
+                            np.concatenate([lab.base_probs, looked_at.base_probs], axis=1))
+        rows = fitted + [given + i for i in pool]
     progress(Progress("calibrate", 2, 3, "cross-validating the estimate"))
     estimate = cross_validated_estimate(method, lab, y, groups, labelled_idx, unlabelled, seed)
     local = np.asarray([labelled_idx.index(v) for v in y])
@@ -438,7 +447,9 @@ def calibrate(classifier, labelled_paths: Sequence[Path], labelled_classes: Sequ
                                         "the calibration lab")
     progress(Progress("calibrate", 3, 3, f"estimated accuracy {estimate['accuracy']:.1%} "
                                          f"(95 % interval {estimate['ci95'][0]:.0%}-{estimate['ci95'][1]:.0%})"))
-    return Calibration(calibrated, card, estimate, [classes[i] for i in labelled_idx])
+    answers = zip(predict(head, known, labelled_idx), predict(head, known.first_view(), labelled_idx))
+    return Calibration(calibrated, card, estimate, [classes[i] for i in labelled_idx],
+                       answers=dict(zip(rows, answers)))
 
 
 MAX_UNLABELLED = 2000
@@ -520,6 +531,7 @@ def calibrate_session(classifier, session, *, method: str = DEFAULT_METHOD, tta:
     from ..data.splits import source_groups
     from ..infer.classify import Classifier
     from ..review.differential import UNUSABLE
+    from ..review.session import ReviewItem
 
     labelled = [it for it in session.items if it.error is None and it.reviewed not in (None, UNUSABLE)
                 and it.reviewed in classifier.classes]
@@ -541,15 +553,32 @@ def calibrate_session(classifier, session, *, method: str = DEFAULT_METHOD, tta:
                        unlabelled_pixels=np.stack(extra) if extra else None, lab_stain=stain, progress=progress,
                        cancel=cancel, seed=seed)
     calibrated = Classifier(result.model, result.card)
-    files = [Path(p) for p in dict.fromkeys(it.path for it in session.items if it.error is None)]
-    predictions, done = [], set()
+    cells = read + read_extra
+    answered = {}  # the cells calibration has the features of: answered without running the model again
+    for row, (four, one) in result.answers.items():
+        answered[cells[row].key] = _answered(cells[row], four if tta else one, calibrated.classes)
+    items = [it for it in session.items if it.error is None]
+    files = [Path(p) for p in dict.fromkeys(it.path for it in items if it.key not in answered)]
+    predictions, done = list(answered.values()), set()
     # the same cells as the session's: finding them is deterministic
     for pred in calibrated.classify_files(files, tta=tta, cancel=cancel, mode=session.mode):
-        predictions.append(pred)
+        if ReviewItem.from_prediction(pred).key not in answered:
+            predictions.append(pred)
         done.add(pred.path)
         if len(done) % 64 == 0 or len(done) == len(files):
             progress(Progress("classify", len(done), len(files),
-                              f"classifying with the calibrated model ({len(done)}/{len(files)} images)"))
+                              f"classifying the folder's other cells with the calibrated model "
+                              f"({len(done)}/{len(files)} images)"))
     if cancel is not None:
         cancel.raise_if_cancelled()
     return result, predictions
+
+
+def _answered(item, probs: np.ndarray, classes: Sequence[str]):
+    """A review item's cell as a prediction with ``probs``."""
+    from ..infer.cells import CellCut
+    from ..infer.classify import Prediction
+
+    k = int(probs.argmax())
+    cut = CellCut(item.cell or 0, tuple(item.box), item.at_border, item.in_field) if item.box else None
+    return Prediction(item.path, classes[k], float(probs[k]), probs, cell=cut)
