@@ -5,7 +5,7 @@ space than on its training labs, and its head draws their borders where
 they were. The model's surest calls on the folder's own cells show where
 they lie now: a new head fitted on them (the lab head of ``wbc calibrate``,
 with the model's calls in place of a technologist's labels) answers the
-folder's other cells, half and half with the model's own answer. Only
+folder again, half and half with the model's own answer. Only
 where the folder warning fires: on the labs the model knows it could only
 lose, and the warning stays silent there.
 Measured on the leave-one-lab-out protocol in training/RESULTS.md."""
