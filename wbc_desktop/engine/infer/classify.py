@@ -24,6 +24,7 @@ from ..models.class_offsets import describe, shift_probs, temper, unfamiliar_cau
 from ..models.modelfile import default_views, framing_of, views_phrase
 from .cells import NO_WHITE_CELL, Box, CellCut, cut_cells, view_of
 from .domain_check import SURROUNDINGS, colour_stats, stain_view, unlike_training
+from ..train.calibrate import members_unit
 from .folder_training import PSEUDO_LABEL_SURE, TEMPERATURE as SELF_TRAINED_TEMPERATURE, self_trained
 
 
@@ -160,8 +161,6 @@ class Classifier:
         member's own block at unit length (``calibrate.members_unit``). Kept in
         half precision per cell (6 KB for the shipped model): the folder's
         self-training (``folder_training``) fits on them once the folder is done."""
-        from ..train.calibrate import members_unit
-
         return members_unit(joined, self._widths, self._own)
 
     def classify(
@@ -267,6 +266,7 @@ class Verdict:
     notice: str | None  # the warning, None where the folder looks like the training data
     probs: np.ndarray  # the cells' probabilities as the verdict leaves them
     taught: dict[int, int]  # self-training's sure cells per class index (empty where it did not run)
+    temperature: float = 1.0  # what softened ``probs``: the card's, or self-training's own
 
 
 def folder_verdict(probs: np.ndarray, stats: np.ndarray | None, card: dict,
@@ -287,7 +287,9 @@ def folder_verdict(probs: np.ndarray, stats: np.ndarray | None, card: dict,
     calls = shift_probs(probs, card["classes"], offsets) if offsets else probs
     shown = temper(calls, temperature) if temperature != 1.0 else calls
     revised, taught = self_trained(feats, calls) if feats is not None else (calls, {})
-    return Verdict(notice, revised if taught else shown, taught)
+    if taught:
+        return Verdict(notice, revised, taught, SELF_TRAINED_TEMPERATURE)
+    return Verdict(notice, shown, {}, temperature)
 
 
 def folder_check(predictions: Sequence[Prediction], card: dict, self_training: bool = True) -> FolderCheck:
@@ -303,7 +305,7 @@ def folder_check(predictions: Sequence[Prediction], card: dict, self_training: b
     if verdict.probs is probs:  # nothing re-weighed
         return FolderCheck(verdict.notice, list(predictions), [])
     classes = list(card["classes"])
-    offsets, temperature = unfamiliar_caution(card)
+    offsets, temperature = unfamiliar_caution(card)[0], verdict.temperature
     shifted = iter(verdict.probs)
     revised = []
     for p in predictions:
@@ -324,7 +326,6 @@ def folder_check(predictions: Sequence[Prediction], card: dict, self_training: b
                    f"{PSEUDO_LABEL_SURE:.0%} sure of ({', '.join(f'{classes[c]} {n}' for c, n in verdict.taught.items())}), "
                    f"with the classes it gave them, and answered the folder again, half and half with its own answer")
         how.append(f"self-trained on {sure} sure cells")
-        temperature = SELF_TRAINED_TEMPERATURE
     if offsets or verdict.taught:
         notice += f": {len(changed)} of {len(ok)} cells changed label"
     if temperature != 1.0:
