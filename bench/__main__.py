@@ -39,7 +39,9 @@ def main() -> None:
             f"| {m['model']}: self-training a warned folder of {m['n_images']} cells once classified "
             f"(fitted on {m['self_training_cells']}: every cell counted sure, the worst case) | "
             f"{m['self_training_s']:.2f} s | {m['self_training_s'] * m['e2e_ips'] / m['n_images']:.2f}x the folder's "
-            f"one-view classification |",
+            f"one-view classification |" if m["self_training_cells"] else
+            f"| {m['model']}: self-training a warned folder | nothing to fit | it called the folder's cells "
+            f"fewer than two classes |",
             f"| {m['model']}: bare batched forward | {m['bare_ips']:.1f} img/s | naive per-image predict {m['naive_ips']:.1f} img/s |",
             f"| {m['model']}: decode + resize, one core | {m['decode_ms']:.2f} ms/img | "
             f"end-to-end ceiling with decoding sharing the cores: {m['e2e_ceiling']:.2f}x bare |",

@@ -144,11 +144,12 @@ def test_the_lab_head_sees_the_members_own_features_of_a_base_joined_with_taps(t
     np.testing.assert_allclose(ours, predict(head, lab_features(tapped, test), idx), atol=1e-4)
 
 
-@pytest.mark.parametrize("method", [None, "adabn_logistic"], ids=["default (self-training)", "adabn"])
+@pytest.mark.parametrize("method", [None, "adabn_logistic", "spreading"], ids=["default (self-training)", "adabn", "spreading"])
 def test_wbc_calibrate_improves_atinted_lab_and_says_how_sure(trained_model_path, lab, tmp_path, capsys, method):
     from wbc_desktop.engine.data.dataset import decode_images, scan_labeled
     from wbc_desktop.engine.infer.classify import Classifier
     from wbc_desktop.engine.models.modelfile import load_model, read_card
+    from wbc_desktop.gui.dialogs import calibration_facts_html
 
     out = tmp_path / "lab.keras"
     code = main(["calibrate", str(lab[0]), "--model", str(trained_model_path), "--out", str(out),
@@ -160,10 +161,18 @@ def test_wbc_calibrate_improves_atinted_lab_and_says_how_sure(trained_model_path
     cal = card["calibration"]
     assert cal["method"] == (method or "self_training") and cal["labelled_cells"] == {c: 6 for c in CLASSES}
     # self-training also learnt from the unlabelled cells it was sure of, and says how many
-    assert (cal["pseudo_labelled_cells"] > 0) == (method is None)
-    assert cal["pseudo_label_sure"] == (0.8 if method is None else None)
-    assert cal["unlabelled_cells"] == 60 and cal["unlabelled_cells_looked_at"] == (60 if method is None else 0)
-    assert (f"learnt from {cal['pseudo_labelled_cells']} of 60 unlabelled cells" in printed.err) == (method is None)
+    uses_unlabelled = method in (None, "spreading")
+    assert (cal["pseudo_labelled_cells"] > 0) == uses_unlabelled
+    assert cal["pseudo_label_sure"] == {None: 0.8, "spreading": 0.9}.get(method)
+    assert cal["unlabelled_cells"] == 60 and cal["unlabelled_cells_looked_at"] == (60 if uses_unlabelled else 0)
+    assert (f"learnt from {cal['pseudo_labelled_cells']} of 60 unlabelled cells" in printed.err) == (
+        cal["pseudo_labelled_cells"] > 0)
+    facts = calibration_facts_html(cal)  # the model dialog says who labelled those cells, and how sure
+    if uses_unlabelled:
+        assert f"at least {cal['pseudo_label_sure']:.0%} sure of" in facts
+        assert ("label spreading" in facts) == (method == "spreading")
+    else:
+        assert "unlabelled cells" not in facts
     assert "ImageNet" in cal["features"]  # the shipped generic features join by default
     assert len(cal["labelled_files"]) == 18 and cal["unlabelled_cells"] == 60
     low, high = cal["estimate"]["ci95"]

@@ -122,8 +122,9 @@ def calibration_facts_html(cal: dict) -> str:
     pseudo = cal.get("pseudo_labelled_cells")
     sure = cal.get("pseudo_label_sure")
     sure = f" at least {sure:.0%} sure of" if sure else " surest of"
+    labeller = "label spreading from the labelled cells was" if cal.get("method") == "spreading" else "the head was"
     pseudo = (f" Also fitted on {pseudo} of {cal['unlabelled_cells_looked_at']} of the lab's unlabelled cells: those "
-              f"the head was{sure}, with the class it gave them.") if pseudo else ""
+              f"{labeller}{sure}, with the class it gave them.") if pseudo else ""
     return (f"<p><b>Estimated accuracy on the lab's other cells: {est['accuracy']:.0%}</b> (95 % interval "
             f"{est['ci95'][0]:.0%}-{est['ci95'][1]:.0%}, cross-validated on {est['n']} labelled cells in "
             f"{est['folds']} folds).</p><p>Labelled: {labelled}. Classes left as the base model sees them: "

@@ -42,6 +42,9 @@ USES_UNLABELLED = LABELS_UNLABELLED + ("adabn_logistic",)  # adabn: their normal
 # self-training: the lab's unlabelled cells the first head gives at least this probability join the refit
 # with that class (k-shot protocol, training/RESULTS.md)
 PSEUDO_LABEL_SURE = 0.8
+# spreading: the share of its label distribution a propagated cell needs; stricter than self-training's,
+# as a k-NN graph of 3-25 labelled cells spreads one cell's mistake to its neighbours
+SPREAD_SURE = 0.9
 # ... out of at most this many of them, drawn at random: on the protocol 150 did as well as all of a lab's
 # 300-1,500, and each costs four views' features (200 added 45 s to a calibration on a 2-core PC)
 PSEUDO_LABEL_POOL = 200
@@ -179,7 +182,7 @@ def _spread_labels(feats: np.ndarray, y: np.ndarray, unlabelled: np.ndarray) -> 
     spread = LabelSpreading(kernel="knn", n_neighbors=min(7, len(pooled_l) + len(pooled_u) - 1), alpha=0.2)
     spread.fit(np.concatenate([pooled_l, pooled_u]), np.concatenate([y, -np.ones(len(pooled_u), int)]))
     dist = spread.label_distributions_[len(pooled_l):]
-    return dist.max(axis=1) >= 0.9, dist.argmax(axis=1)
+    return dist.max(axis=1) >= SPREAD_SURE, dist.argmax(axis=1)
 
 
 def _logistic(feats: np.ndarray, y: np.ndarray, k: int, seed: int) -> Head:
@@ -429,7 +432,7 @@ def calibrate(classifier, labelled_paths: Sequence[Path], labelled_classes: Sequ
             "unlabelled_cells": 0 if unlabelled_pixels is None else int(len(unlabelled_pixels)),
             "unlabelled_cells_looked_at": 0 if unlabelled is None else int(unlabelled.shape[1]),
             "pseudo_labelled_cells": head.pseudo_labelled,
-            "pseudo_label_sure": PSEUDO_LABEL_SURE if method == "self_training" else None,
+            "pseudo_label_sure": {"self_training": PSEUDO_LABEL_SURE, "spreading": SPREAD_SURE}.get(method),
             "classes_kept_from_base": [c for c in classes if c not in counts],
             "kept_caution": caution,
             "estimate": estimate,
