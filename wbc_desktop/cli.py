@@ -217,7 +217,7 @@ def cmd_calibrate(args) -> int:
     from .engine.infer.classify import Classifier
     from .engine.models.class_offsets import describe
     from .engine.models.modelfile import save_model
-    from .engine.train.calibrate import MIN_PER_CLASS, calibrate_folder
+    from .engine.train.calibrate import MIN_PER_CLASS, calibrate_folder, pseudo_labeller
 
     out = check_output_file(args.out, (".keras",))
     clf = Classifier.open(_default_model(args.model))
@@ -240,10 +240,9 @@ def cmd_calibrate(args) -> int:
           f"by {args.method} on {cal['features']} in {time.monotonic() - t0:.0f} s; classes kept from the base model: "
           f"{kept}", file=sys.stderr)
     if cal["pseudo_labelled_cells"]:
-        labeller = "label spreading" if cal["method"] == "spreading" else "it"
         print(f"the head also learnt from {cal['pseudo_labelled_cells']} of {cal['unlabelled_cells_looked_at']} "
-              f"unlabelled cells, those {labeller} was at least {cal['pseudo_label_sure']:.0%} sure of, with the class "
-              "it gave them", file=sys.stderr)
+              f"unlabelled cells, those {pseudo_labeller(cal['method'])} was at least {cal['pseudo_label_sure']:.0%} "
+              "sure of, with the class it gave them", file=sys.stderr)
     print(f"estimated accuracy on this lab's other cells: {est['accuracy']:.1%} "
           f"(95 % interval {est['ci95'][0]:.1%}-{est['ci95'][1]:.1%}, {est['folds']}-fold cross-validation)")
     print(f"saved {out}", file=sys.stderr)

@@ -109,6 +109,8 @@ def calibration_facts_html(cal: dict) -> str:
     """A lab model's estimate and what it rests on, worded once for the
     calibration result and the model card: what a technologist needs before
     trusting it."""
+    from ..engine.train.calibrate import pseudo_labeller
+
     est = cal["estimate"]
     labelled = ", ".join(f"{html.escape(c)} {n}" for c, n in cal["labelled_cells"].items())
     kept = ", ".join(cal.get("classes_kept_from_base", [])) or "none"
@@ -122,9 +124,8 @@ def calibration_facts_html(cal: dict) -> str:
     pseudo = cal.get("pseudo_labelled_cells")
     sure = cal.get("pseudo_label_sure")
     sure = f" at least {sure:.0%} sure of" if sure else " surest of"
-    labeller = "label spreading from the labelled cells was" if cal.get("method") == "spreading" else "the head was"
     pseudo = (f" Also fitted on {pseudo} of {cal['unlabelled_cells_looked_at']} of the lab's unlabelled cells: those "
-              f"{labeller}{sure}, with the class it gave them.") if pseudo else ""
+              f"{pseudo_labeller(cal.get('method'))} was{sure}, with the class it gave them.") if pseudo else ""
     return (f"<p><b>Estimated accuracy on the lab's other cells: {est['accuracy']:.0%}</b> (95 % interval "
             f"{est['ci95'][0]:.0%}-{est['ci95'][1]:.0%}, cross-validated on {est['n']} labelled cells in "
             f"{est['folds']} folds).</p><p>Labelled: {labelled}. Classes left as the base model sees them: "

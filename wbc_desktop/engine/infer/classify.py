@@ -22,9 +22,9 @@ from ..io.imageio import ImageReadError
 from ..progress import CancelToken
 from ..models.class_offsets import describe, shift_probs, temper, unfamiliar_caution
 from ..models.modelfile import default_views, framing_of, views_phrase
+from ..train.calibrate import members_unit
 from .cells import NO_WHITE_CELL, Box, CellCut, cut_cells, view_of
 from .domain_check import SURROUNDINGS, colour_stats, stain_view, unlike_training
-from ..train.calibrate import members_unit
 from .folder_training import PSEUDO_LABEL_SURE, TEMPERATURE as SELF_TRAINED_TEMPERATURE, self_trained
 
 

@@ -173,6 +173,12 @@ def fit_head(method: str, feats: np.ndarray, y: np.ndarray, k: int, unlabelled: 
     return head
 
 
+def pseudo_labeller(method: str | None) -> str:
+    """What gave a lab model's unlabelled cells their classes, as the CLI and
+    the model dialog name it."""
+    return "label spreading" if method == "spreading" else "the head"
+
+
 def _spread_labels(feats: np.ndarray, y: np.ndarray, unlabelled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Label propagation over a k-NN graph of the labelled and unlabelled
     cells: which unlabelled cells it is sure of, and their labels."""
