@@ -604,8 +604,18 @@ def test_app_shows_the_folder_warning_with_a_way_to_calibrate(qtbot, settings, t
     with qtbot.waitSignal(window.job_finished, timeout=60000):
         window.open_paths([str(slide)])
     notice = window.review.notice
-    assert notice.isVisibleTo(window) and "unlike the model" in notice.text() and "unsure" in notice.text()
-    window.review.calibrate_requested.emit()  # the notice's link
+    # one plain line first; its measurements behind "Details", and back
+    assert notice.isVisibleTo(window) and "expect far lower accuracy, and review the flagged cells" in notice.text()
+    assert "unsure" not in notice.text() and "Details" in notice.text()
+    short_height = notice.sizeHint().height()
+    notice.linkActivated.emit("details")
+    assert "unlike the model" in notice.text() and "unsure" in notice.text() and "Fewer details" in notice.text()
+    window.grab().save(str(tmp_path / "notice_details.png"))
+    assert notice.sizeHint().height() >= short_height
+    notice.linkActivated.emit("details")
+    assert "unsure" not in notice.text()
+    with qtbot.waitSignal(window.review.calibrate_requested):
+        notice.linkActivated.emit("calibrate")  # the notice's other link
     assert window.cells.session.calibration_set
     window.grab().save(str(tmp_path / "notice.png"))
 
@@ -626,6 +636,7 @@ def test_app_relabels_a_warned_folder_and_records_the_caution(qtbot, settings, t
     session = window.cells.session
     assert len(session.items) == 30 and "lymphocyte" not in {it.final_label for it in session.items}
     assert session.model_name.endswith("; unfamiliar-lab caution: lymphocyte -30")
+    window.review.notice.linkActivated.emit("details")
     assert "changed label" in window.review.notice.text()
     assert window.review.counts.last["counts"]["lymphocyte"] == 0  # the count shown is the relabelled one
     window.grab().save(str(tmp_path / "caution.png"))
@@ -654,6 +665,7 @@ def test_app_shows_a_warned_folders_softened_confidences(qtbot, settings, traine
         window.open_paths([str(folder)])
     session = window.cells.session
     assert session.model_name.endswith("; unfamiliar-lab caution: temperature 3")
+    window.review.notice.linkActivated.emit("details")
     assert "softened (temperature 3" in window.review.notice.text()
     for item in session.items:
         raw_conf = next(p.confidence for p in raw if p.path == item.path)

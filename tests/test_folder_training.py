@@ -136,6 +136,7 @@ def test_app_shows_the_self_trained_labels_of_a_warned_folder(qtbot, settings, w
         window.open_paths([str(folder)])
     session = window.cells.session
     assert session.model_name.endswith("; " + expected.caution)
+    window.review.notice.linkActivated.emit("details")
     assert "learnt this folder" in window.review.notice.text()  # (the label shows it as HTML)
     want = {p.path: p for p in expected.predictions}
     assert len(session.items) == 120
@@ -148,6 +149,8 @@ def test_app_shows_the_self_trained_labels_of_a_warned_folder(qtbot, settings, w
     with qtbot.waitSignal(window.job_finished, timeout=120000):
         window.start_classification()
     session = window.cells.session
+    window.review.notice.linkActivated.emit("details")
     assert "self-trained" not in session.model_name and "learnt" not in window.review.notice.text()
+    assert "Fewer details" in window.review.notice.text()  # a new folder's notice, opened
     plain = {p.path: p for p in raw}
     assert all(item.final_label == plain[item.path].label for item in session.items)

@@ -8,7 +8,6 @@ files in ``model_actions``; exports in ``export_actions``."""
 
 from __future__ import annotations
 
-import html
 import time
 from pathlib import Path
 
@@ -416,8 +415,7 @@ class MainWindow(ModelActions, ExportActions, QMainWindow):
         if isinstance(chunk, dict) and "notice" in chunk:  # the job's last word: is the folder unlike training?
             self._relabel(session, chunk["revised"], chunk["caution"])
             if chunk["notice"]:
-                self.review.show_notice(f"<b>Note:</b> {html.escape(chunk['notice'][0].upper() + chunk['notice'][1:])} "
-                                        "<a href='calibrate'>Propose cells to label for calibration</a>")
+                self.review.show_notice(chunk["notice"])
             return
         if isinstance(chunk, dict):  # the job's header: file count and the model actually used
             self._job_total = chunk["total"]

@@ -7,6 +7,7 @@ audit trail."""
 
 from __future__ import annotations
 
+import html
 from typing import Callable
 
 from PySide6.QtCore import QItemSelectionModel, QSize, Qt, QTimer, Signal
@@ -16,6 +17,7 @@ from PySide6.QtWidgets import (
     QTableView, QVBoxLayout, QWidget,
 )
 
+from ..engine.infer.domain_check import UNLIKE_TRAINING
 from ..engine.review.differential import UNUSABLE, ReferralRules
 from .app_state import AppState
 from .cell_model import (
@@ -115,7 +117,9 @@ class ReviewPage(QWidget):
         self.notice.setStyleSheet("background: #fff3cd; color: #664d03; border: 1px solid #e0c46c; padding: 6px;")
         self.notice.setVisible(False)
         self.notice.setTextInteractionFlags(Qt.TextBrowserInteraction)
-        self.notice.linkActivated.connect(lambda _: self.calibrate_requested.emit())
+        self.notice.linkActivated.connect(self._notice_link)
+        self._notice_text: str | None = None
+        self._notice_open = False
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.notice)
@@ -180,9 +184,29 @@ class ReviewPage(QWidget):
         self.fit_grid_to(classifier.classes)
 
     def show_notice(self, text: str | None) -> None:
-        """A warning about the whole folder above the cells (None hides it)."""
-        self.notice.setText(text or "")
+        """A warning about the whole folder above the cells (None hides it):
+        one plain line, and the measurements and steps behind it (the
+        engine's whole notice) on request."""
+        self._notice_text, self._notice_open = text, False
+        self._show_notice_text()
+
+    def _show_notice_text(self) -> None:
+        text = self._notice_text
+        if text and self._notice_open:
+            body = f"{html.escape(text[0].upper() + text[1:])}. <a href='details'>Fewer details</a>"
+        elif text:
+            body = (f"{UNLIKE_TRAINING[0].upper()}{UNLIKE_TRAINING[1:]}: expect far lower accuracy, and review "
+                    "the flagged cells. <a href='details'>Details…</a>")
+        self.notice.setText(f"<b>Note:</b> {body} · <a href='calibrate'>Propose cells to label for calibration</a>"
+                            if text else "")
         self.notice.setVisible(bool(text))
+
+    def _notice_link(self, link: str) -> None:
+        if link == "details":
+            self._notice_open = not self._notice_open
+            self._show_notice_text()
+        else:
+            self.calibrate_requested.emit()
 
     def _session_changed(self) -> None:
         self.show_notice(None)

@@ -151,6 +151,9 @@ def with_lab(check: dict | None, stats: np.ndarray, labels: np.ndarray, n_classe
     return dict(check, colour=colour)
 
 
+UNLIKE_TRAINING = "these cells look unlike the model's training data"  # how the warning begins
+
+
 def unlike_training(probs: np.ndarray, stats: np.ndarray | None, card: dict) -> str | None:
     """One line for the user when the folder looks unlike the training
     data, else None (also for a model without thresholds, or too few cells)."""
@@ -174,4 +177,4 @@ def unlike_training(probs: np.ndarray, stats: np.ndarray | None, card: dict) -> 
               if card.get("calibration") else
               "calibrate the model to this lab from a few labelled cells (the app's Lab menu, or wbc calibrate)")
     why = "; ".join(reasons)
-    return f"these cells look unlike the model's training data: {why}. Expect far lower accuracy; {advice}"
+    return f"{UNLIKE_TRAINING}: {why}. Expect far lower accuracy; {advice}"
