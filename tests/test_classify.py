@@ -1,4 +1,5 @@
 import csv
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -40,6 +41,8 @@ def test_classify_reports_broken_files_and_classifies_the_rest(tmp_path, tiny_mo
     assert "not an image" in errors["not_an_image.png"]
     classified = {r.path.split("/")[-1] for r in results if r.ok}
     assert classified == {"deep16.tif", "cmyk.jpg", "grey.png", "huge.jpg", "nested cell.bmp"}
+    # the grey files are said to be grey (their cells found by darkness), the colour ones not
+    assert {r.path.split("/")[-1] for r in results if r.ok and r.cell.grey} == {"deep16.tif", "grey.png"}
     for r in results:
         if r.ok:
             assert r.label in clf.classes and abs(r.probs.sum() - 1) < 1e-4 and r.confidence == r.probs.max()
@@ -163,3 +166,20 @@ def test_the_model_card_sets_the_default_views_and_the_flags_override_it(tmp_pat
     update_card(one, test_views=3)
     with pytest.raises(ValueError, match="3 test-time views"):
         Classifier.open(one)
+
+
+def test_cli_names_a_grey_file_once_and_the_review_keeps_it(tmp_path, tiny_model_path, capsys):
+    from wbc_desktop.cli import main
+    from wbc_desktop.engine.infer.modes import GREY_IMAGE
+    from wbc_desktop.engine.review.session import ReviewItem
+
+    folder = tmp_path / "slide"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    cell_image("lymphocyte", rng, 120).save(folder / "colour.png")
+    cell_image("lymphocyte", rng, 120).convert("L").save(folder / "grey.png")
+    assert main(["classify", str(folder), "--model", str(tiny_model_path), "--out", str(tmp_path / "p.csv")]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if GREY_IMAGE in line]
+    assert notes == [f"note: {folder / 'grey.png'}: {GREY_IMAGE}"]
+    items = [ReviewItem.from_prediction(p) for p in Classifier.open(tiny_model_path).classify([folder])]
+    assert {Path(it.path).name: it.grey for it in items} == {"colour.png": False, "grey.png": True}

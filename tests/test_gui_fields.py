@@ -98,3 +98,27 @@ def test_image_mode_is_a_setting_the_classification_uses(qtbot, settings, photos
     assert session.mode == "cells" and not any(it.in_field for it in session.items)
     assert len(session.items) == 3  # one cell per image, whatever it shows
     assert all(window.action_states.needs(a) for a in window.mode_actions.values())
+
+
+def test_a_grey_file_is_said_to_be_grey_in_the_table_and_the_detail(qtbot, settings, trained_model_path, tmp_path):
+    from wbc_desktop.engine.infer.modes import GREY_IMAGE
+
+    folder = tmp_path / "monochrome camera"
+    folder.mkdir()
+    rng = np.random.default_rng(5)
+    cell_image("lymphocyte", rng, 120).convert("L").save(folder / "grey.png")
+    cell_image("neutrophil", rng, 120).save(folder / "colour.png")
+    window = open_window(qtbot, settings, trained_model_path)
+    with qtbot.waitSignal(window.job_finished, timeout=60000):
+        window.open_paths([str(folder)])
+    session = window.cells.session
+    notes = {Path(it.path).name: window.cells.data(window.cells.index(session.index_of(it.key), 4))
+             for it in session.items}
+    assert notes == {"grey.png": GREY_IMAGE, "colour.png": ""}
+    window.review.select_row(session.index_of(str(folder / "grey.png")))
+    assert "A grey image: no stain colour to read" in window.review.detail.info.text()
+    window.review.select_row(session.index_of(str(folder / "colour.png")))
+    assert "no stain colour" not in window.review.detail.info.text()
+    window.review.select_row(session.index_of(str(folder / "grey.png")))
+    window.resize(1280, 800)
+    window.grab().save(str(tmp_path / "grey_review.png"))

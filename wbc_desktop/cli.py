@@ -35,6 +35,7 @@ def _tta(args, clf) -> bool:
 def cmd_classify(args) -> int:
     from .engine.data.dataset import collect_images
     from .engine.infer.cells import NO_WHITE_CELL
+    from .engine.infer.modes import GREY_IMAGE
     from .engine.infer.classify import Classifier, folder_check, write_predictions_csv
 
     if args.out:
@@ -58,6 +59,8 @@ def cmd_classify(args) -> int:
     try:
         for pred in clf.classify_collected(files, skipped, batch_size=args.batch_size, tta=tta, mode=args.mode):
             results.append(pred)
+            if pred.cell is not None and pred.cell.grey and pred.cell.index == 0:  # once per file
+                print(f"note: {pred.path}: {GREY_IMAGE}", file=sys.stderr)
             if pred.error == NO_WHITE_CELL:
                 empty += 1
                 print(f"note: {pred.path}: {NO_WHITE_CELL}", file=sys.stderr)

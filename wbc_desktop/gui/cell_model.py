@@ -7,7 +7,7 @@ import numpy as np
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSize, QSortFilterProxyModel, Qt
 from PySide6.QtGui import QBrush, QColor, QFont, QImage, QPixmap
 
-from ..engine.infer.modes import NO_WHITE_CELL
+from ..engine.infer.modes import GREY_IMAGE, NO_WHITE_CELL
 from ..engine.review.session import UNUSABLE, ReviewItem, ReviewSession
 
 COLUMNS = ("File", "Predicted", "Confidence", "Reviewed", "Note")
@@ -105,10 +105,12 @@ class CellTableModel(QAbstractTableModel):
             if col == 3:
                 return "not a WBC / unusable" if item.reviewed == UNUSABLE else (item.reviewed or "")
             if col == 4:
-                return item.note or (item.error or "") or (CUT_BY_EDGE if item.at_border else "")
+                return item.note or (item.error or "") or (CUT_BY_EDGE if item.at_border else "") or (
+                    GREY_IMAGE if item.grey else "")
         if role == Qt.ToolTipRole:
             text = item.path + (f"\nwhite cell {item.cell + 1} of this photo" if item.in_field else "")
             text += f"\n{CUT_BY_EDGE}" if item.at_border else ""
+            text += f"\n{GREY_IMAGE}" if item.grey else ""
             if item.error:
                 return f"{text}\n{item.error}"
             return f"{text}\npredicted {item.label} ({item.confidence:.1%})" + (f"\nreviewed: {item.reviewed}" if item.reviewed else "")

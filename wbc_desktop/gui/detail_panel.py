@@ -13,6 +13,7 @@ from PySide6.QtWidgets import (
     QGridLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSizePolicy, QVBoxLayout, QWidget,
 )
 
+from ..engine.infer.modes import GREY_IMAGE
 from ..engine.io.imageio import ImageReadError, read_rgb_scaled
 from ..engine.review.session import UNUSABLE, ReviewItem
 from .cell_model import pixmap_from_array
@@ -155,7 +156,8 @@ class DetailPanel(QWidget):
         if item.in_field:
             where = f"White cell {item.cell + 1} of {len(self.photo_cells)} in this photo (yellow box)"
             where += ", cut by the photo's edge (counted)\n" if item.at_border else "\n"
-        self.info.setText(f"{where}{item.path}\nmodel: {model_name or '—'}")
+        grey = f"{GREY_IMAGE[0].upper()}{GREY_IMAGE[1:]}\n" if item.grey else ""
+        self.info.setText(f"{where}{grey}{item.path}\nmodel: {model_name or '—'}")
         self.note.setText(item.note)
 
     def _show_image(self, item: ReviewItem, thumbnail: QPixmap | None) -> None:

@@ -37,6 +37,7 @@ class CellCut:
     box: Box  # x, y, w, h in the file's pixels
     at_border: bool  # cut by a field photo's edge: counted, and flagged
     in_field: bool  # the image is a field photo, not a single-cell crop
+    grey: bool = False  # the image has no stain colour (found by darkness; the model is less sure)
 
 
 def cut_cells(path: str | os.PathLike, size: int, framing: str,
@@ -55,7 +56,7 @@ def cut_cells(path: str | os.PathLike, size: int, framing: str,
     if mode == "auto" and found.is_single_cell_crop():
         return [_crop_cut(path, size, framing)]
     ruler = red_cell_ruler(found)
-    return [(CellCut(i, _box(c, scale), c.at_border, True), cell_square(rgb, c, framing, size, ruler),
+    return [(CellCut(i, _box(c, scale), c.at_border, True, found.grey), cell_square(rgb, c, framing, size, ruler),
              cell_square(rgb, c, "as_is", STAIN_SIDE)) for i, c in enumerate(_reading_order(found))]
 
 
@@ -69,7 +70,7 @@ def _crop_cut(path: str | os.PathLike, size: int, framing: str) -> tuple[CellCut
     cell = found.most_central()
     h, w = rgb.shape[:2]
     box = _box(cell, scale) if cell else (0, 0, round(w * scale), round(h * scale))
-    return (CellCut(0, box, False, False), crop_view(rgb, framing, size, found),  # a crop's edge is its maker's
+    return (CellCut(0, box, False, False, found.grey), crop_view(rgb, framing, size, found),  # a crop's edge is its maker's
             load_square(path, STAIN_SIDE, framing="as_is"))
 
 

@@ -5,6 +5,8 @@ balanced image, HSV saturation separates nuclei from red cells under every
 stain we have (pink-violet May-Grünwald-Giemsa, blue BCCD, yellow Tecom):
 nuclei are 0.5-0.75, red cells 0.1-0.25, while darkness or the red channel's
 optical density each fail on one lab (measured in training/localiser_eval.py).
+A grey image has no saturation to read: there the nucleus is the darkest
+part of the cell, and darkness is the map (``is_grey``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,10 @@ from __future__ import annotations
 import numpy as np
 
 PADDING_LEVEL = 20  # pixels darker than this in every channel are a crop's black padding, not tissue
+# a pixel whose channels differ by at most this is grey (a grey JPEG saved as
+# RGB keeps a little chroma noise); in stained photos and crops of six sources
+# the 99th percentile of the spread was 57 or more
+GREY_SPREAD = 6
 
 
 def channel_max(x: np.ndarray) -> np.ndarray:
@@ -22,6 +28,16 @@ def channel_max(x: np.ndarray) -> np.ndarray:
 
 def channel_min(x: np.ndarray) -> np.ndarray:
     return np.minimum(np.minimum(x[..., 0], x[..., 1]), x[..., 2])
+
+
+def is_grey(rgb: np.ndarray, valid: np.ndarray) -> bool:
+    """Whether the image holds no stain colour (a monochrome camera, a grey
+    export): 99 % of its tissue pixels grey, so that nuclei (a few per cent
+    of a field photo) would show."""
+    if not valid.any():
+        return False
+    spread = channel_max(rgb).astype(np.int16) - channel_min(rgb)
+    return float(np.percentile(spread[valid], 99)) <= GREY_SPREAD
 
 
 def white_balanced(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

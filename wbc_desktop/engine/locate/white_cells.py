@@ -1,10 +1,11 @@
 """Find every white cell in an RGB image: field photo or single-cell crop.
 
 Nuclei are the most saturated pixels of the white-balanced image
-(``stain``). Lobes and fragments closer than about a third of a red cell
-join into one cell; blobs smaller than a fifth of a red cell are platelets
-or dirt. Sizes are in red-cell diameters (``red_cells``), so one setting
-serves every camera and magnification.
+(``stain``); in a grey image, which has none, the darkest. Lobes and
+fragments closer than about a third of a red cell join into one cell;
+blobs smaller than a fifth of a red cell are platelets or dirt. Sizes are
+in red-cell diameters (``red_cells``), so one setting serves every camera
+and magnification.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from PIL import Image
 
 from .morphology import dilate, opening
 from .red_cells import red_cell_diameter
-from .stain import otsu_threshold, saturation, white_balanced
+from .stain import darkness, is_grey, otsu_threshold, saturation, white_balanced
 
-LOCALISER_VERSION = "sat-otsu-v3"  # part of the decode cache key of re-cut crops
+LOCALISER_VERSION = "sat-otsu-v4"  # part of the decode cache key of re-cut crops
 MIN_SPLIT_PIXELS = 100  # fewer pixels above the threshold than this are not split again
 
 
@@ -27,6 +28,9 @@ class LocaliserSettings:
     """Chosen on bccd_smears and raabin_fields (training/localiser_eval.py)."""
 
     min_threshold: float = 0.30  # saturation below this is never nucleus, whatever Otsu says
+    # the same floor on darkness in a grey image, chosen on grey copies of both
+    # field sources and of four labs' crops (training/RESULTS.md, "Grey images")
+    grey_min_threshold: float = 0.35
     min_contrast: float = 0.05  # a cell's mean nucleus saturation must clear the threshold by this
     # ... and this share of the way from the threshold to the one that splits
     # the pixels above it in two: where a violet stain lifts red cells above
@@ -45,7 +49,7 @@ class WhiteCell:
     y: int
     w: int
     h: int
-    score: float  # mean nucleus saturation (0-1): ranks detections
+    score: float  # mean nucleus saturation (darkness in a grey image), 0-1: ranks detections
     at_border: bool  # the nucleus touches the image edge: part of the cell is missing
 
     @property
@@ -63,6 +67,7 @@ class Localisation:
     height: int
     red_cell_diameter: float | None  # original pixels; None where no red cell was measurable
     cells: list[WhiteCell] = field(default_factory=list)
+    grey: bool = False  # no stain colour: the cells were found by their darkness
 
     def most_central(self) -> WhiteCell | None:
         cx, cy = self.width / 2, self.height / 2
@@ -95,6 +100,7 @@ def find_white_cells(rgb: np.ndarray, settings: LocaliserSettings = LocaliserSet
     height, width = rgb.shape[:2]
     scale = _work_scale(rgb, settings)
     small, balanced, valid, diameter = _measure(rgb, scale)
+    grey = is_grey(small, valid)
     if diameter is not None:
         # every camera and magnification searched at one size of red cell: the
         # same settings fit all, and a 2048 px photo costs what a 640 px one does
@@ -103,8 +109,8 @@ def find_white_cells(rgb: np.ndarray, settings: LocaliserSettings = LocaliserSet
             small, balanced, valid, _ = _measure(rgb, wanted, with_red_cells=False)
             scale, diameter = wanted, diameter * scale / wanted
     d = diameter if diameter is not None else 0.08 * max(small.shape[:2])
-    cells = [_to_original(c, scale, width, height) for c in _nuclei(balanced, valid, d, settings)]
-    return Localisation(width, height, diameter * scale if diameter is not None else None, cells)
+    cells = [_to_original(c, scale, width, height) for c in _nuclei(balanced, valid, d, settings, grey)]
+    return Localisation(width, height, diameter * scale if diameter is not None else None, cells, grey)
 
 
 def _measure(rgb: np.ndarray, scale: float, with_red_cells: bool = True):
@@ -117,15 +123,15 @@ def _measure(rgb: np.ndarray, scale: float, with_red_cells: bool = True):
     return small, balanced, valid, red_cell_diameter(balanced, valid) if with_red_cells else None
 
 
-def _nuclei(balanced: np.ndarray, valid: np.ndarray, d: float, s: LocaliserSettings):
+def _nuclei(balanced: np.ndarray, valid: np.ndarray, d: float, s: LocaliserSettings, grey: bool = False):
     """(x0, y0, x1, y1, score, at_border) per white cell, in work pixels."""
     from scipy import ndimage as ndi  # here, as in red_cells and morphology: the app's window shows 0.45 s sooner
 
     if not valid.any():
         return []
-    sat = saturation(balanced, valid)
+    sat = _grey_map(balanced, valid) if grey else saturation(balanced, valid)
     tissue = sat[valid]
-    threshold = max(s.min_threshold, otsu_threshold(tissue))
+    threshold = max(s.grey_min_threshold if grey else s.min_threshold, otsu_threshold(tissue))
     above = tissue[tissue > threshold]
     upper = otsu_threshold(above) if above.size >= MIN_SPLIT_PIXELS else threshold
     least_score = threshold + max(s.min_contrast, s.upper_share * (upper - threshold))
@@ -149,6 +155,12 @@ def _nuclei(balanced: np.ndarray, valid: np.ndarray, d: float, s: LocaliserSetti
         pad = s.margin * d
         found.append((max(0.0, x0 - pad), max(0.0, y0 - pad), min(w, x1 + pad), min(h, y1 + pad), score, at_border))
     return found
+
+
+def _grey_map(balanced: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    dark = darkness(balanced)
+    dark[~valid] = 0.0
+    return dark
 
 
 def _to_original(found, scale: float, width: int, height: int) -> WhiteCell:

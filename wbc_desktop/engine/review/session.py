@@ -33,6 +33,7 @@ class ReviewItem:
     cell: int | None = None  # index of the white cell within its field photo (None: a single-cell crop)
     box: list[int] | None = None  # x, y, w, h of the cell in the file's pixels
     at_border: bool = False  # the photo's edge cuts the cell: counted, and flagged
+    grey: bool = False  # the file has no stain colour: a less sure answer (``CellCut.grey``)
 
     @classmethod
     def from_prediction(cls, pred) -> "ReviewItem":
@@ -41,7 +42,8 @@ class ReviewItem:
         cut = pred.cell
         return cls(pred.path, pred.label, float(pred.confidence), probs, pred.error,
                    cell=cut.index if cut is not None and cut.in_field else None,
-                   box=list(cut.box) if cut is not None else None, at_border=bool(cut and cut.at_border))
+                   box=list(cut.box) if cut is not None else None, at_border=bool(cut and cut.at_border),
+                   grey=bool(cut and cut.grey))
 
     @property
     def key(self) -> str:

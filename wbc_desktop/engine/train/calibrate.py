@@ -589,5 +589,5 @@ def _answered(item, probs: np.ndarray, classes: Sequence[str]):
     from ..infer.classify import Prediction
 
     k = int(probs.argmax())
-    cut = CellCut(item.cell or 0, tuple(item.box), item.at_border, item.in_field) if item.box else None
+    cut = CellCut(item.cell or 0, tuple(item.box), item.at_border, item.in_field, item.grey) if item.box else None
     return Prediction(item.path, classes[k], float(probs[k]), probs, cell=cut)
