@@ -163,6 +163,24 @@ def test_csv_exports_say_where_each_cell_is_counted(tmp_path):
     assert table["Needs a haematologist"]["count"] == "yes" and table["Reviewed by"]["count"] == "A. Tech"
 
 
+def test_a_note_a_spreadsheet_would_run_as_a_formula_stays_text(tmp_path):
+    from wbc_desktop.engine.review.export import write_review_csv
+
+    s = _eight_class_session(["neutrophil"] * 5)
+    notes = ["-ve", "=HYPERLINK(\"http://x\",\"see\")", "+2 bands", "@slide 3", "left lobe -ve"]
+    for row, note in enumerate(notes):
+        s.items[row].note = note
+    write_review_csv(s, tmp_path / "cells.csv")
+    rows = list(csv.DictReader((tmp_path / "cells.csv").open()))
+    assert [r["note"] for r in rows] == ["'-ve", "'=HYPERLINK(\"http://x\",\"see\")", "'+2 bands", "'@slide 3",
+                                         "left lobe -ve"]
+    assert [r["path"] for r in rows] == [it.path for it in s.items]  # paths and numbers as they were
+    assert all(float(r["confidence"]) > 0 for r in rows)
+    from wbc_desktop.engine.io.csvio import as_text
+
+    assert [as_text(v) for v in ("-0.5", "+3", -2, "1e-3")] == ["-0.5", "+3", -2, "1e-3"]
+
+
 def test_cells_of_a_field_photo_are_kept_apart_counted_once_and_saved():
     from wbc_desktop.engine.infer.modes import NO_WHITE_CELL
     from wbc_desktop.engine.review.differential import counts_per_photo

@@ -21,9 +21,27 @@ def cell_columns(path: str, index: int | None, box: Sequence[int] | None, at_bor
     return [path, index or 0, *box, "yes" if at_border else "no"]
 
 
+# a spreadsheet runs a cell that starts so as a formula: a note typed as "-ve"
+# shows #NAME?, one typed as "=HYPERLINK(...)" becomes a link
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def as_text(value):
+    """``value`` as a spreadsheet will show it: text that would start a
+    formula gets a leading apostrophe (OWASP's advice on CSV injection);
+    numbers, negative ones too, stay numbers."""
+    if not isinstance(value, str) or not value.startswith(FORMULA_START):
+        return value
+    try:
+        float(value)
+        return value
+    except ValueError:
+        return "'" + value
+
+
 def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence]) -> None:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
-    writer.writerows(rows)
+    writer.writerows([as_text(v) for v in row] for row in rows)
     write_text(path, buf.getvalue())
