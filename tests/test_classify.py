@@ -183,3 +183,15 @@ def test_cli_names_a_grey_file_once_and_the_review_keeps_it(tmp_path, tiny_model
     assert notes == [f"note: {folder / 'grey.png'}: {GREY_IMAGE}"]
     items = [ReviewItem.from_prediction(p) for p in Classifier.open(tiny_model_path).classify([folder])]
     assert {Path(it.path).name: it.grey for it in items} == {"colour.png": False, "grey.png": True}
+    import json
+
+    from wbc_desktop.engine.review.session import ReviewSession
+
+    session = ReviewSession([str(folder)], ["neutrophil", "eosinophil", "lymphocyte"], items=items)
+    session.save(tmp_path / "s.json")
+    assert [it.grey for it in ReviewSession.load(tmp_path / "s.json").items] == [it.grey for it in items]
+    older = json.loads((tmp_path / "s.json").read_text())  # a session saved before files were told grey
+    for it in older["items"]:
+        del it["grey"]
+    (tmp_path / "old.json").write_text(json.dumps(dict(older, format=3)))
+    assert not any(it.grey for it in ReviewSession.load(tmp_path / "old.json").items)

@@ -18,7 +18,7 @@ from ... import paths
 from ..io.atomic import write_text
 from .differential import UNUSABLE, ReferralRules, differential
 
-SESSION_FORMAT = 3  # 2: the audit trail of review changes; 3: cells within field photos
+SESSION_FORMAT = 4  # 2: the audit trail of review changes; 3: cells within field photos; 4: grey files
 
 
 @dataclass
