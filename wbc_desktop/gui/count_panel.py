@@ -71,6 +71,7 @@ class CountPanel(QWidget):
             f"unreadable {diff['errors']}"
             + (f" · photos without a white cell {diff['no_white_cell']}" if diff["no_white_cell"] else "")
             + (f" · cut by a photo edge (counted) {diff['at_border']}" if diff["at_border"] else "")
+            + (f" · of grey images (less sure) {diff['grey']}" if diff["grey"] else "")
         )
         self.summary.setToolTip(diff["convention"])
         self.referral.setText("Needs a haematologist's look: " + "; ".join(diff["refer"]))

@@ -53,6 +53,8 @@ def build_report_html(session: ReviewSession, fields: dict[str, str], card: dict
         for i, k in enumerate(gallery)
     )
     photos = _photo_table(session)
+    grey = (f"; {diff['grey']} counted cells come from grey images (no stain colour), whose answers are less sure"
+            if diff["grey"] else "")
     return f"""
 <h2>White blood cell differential</h2>
 <p>Report date {_dt.datetime.now():%Y-%m-%d %H:%M} · source: {esc(', '.join(session.sources))}</p>
@@ -70,7 +72,7 @@ must be confirmed by qualified staff.</p>
 <tr><td>Platelets seen (not white cells)</td><td align='right'>{diff['platelets_seen']}</td><td></td></tr></table>
 <p><small>{esc(diff['convention'])}</small></p>
 <p>Reviewed {diff['reviewed']}, unreviewed {diff['unreviewed']}, flagged (confidence below
-{session.threshold:.0%}, not reviewed) {diff['flagged']}, unusable {diff['unusable']}, unreadable files {diff['errors']}.</p>
+{session.threshold:.0%}, not reviewed) {diff['flagged']}, unusable {diff['unusable']}, unreadable files {diff['errors']}{grey}.</p>
 <img src='chart' width='420'>
 {photos}
 <h3>Flagged cells ({len(gallery)} shown)</h3>

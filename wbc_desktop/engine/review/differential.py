@@ -45,7 +45,7 @@ def differential(items: Iterable, classes: Sequence[str], threshold: float,
     ``error``). Reviewed labels replace predictions."""
     wbc = leukocyte_classes(classes)
     counts = {c: 0 for c in wbc}
-    nrbc = platelets = unusable = errors = empty = flagged = unreviewed = looked_at = at_border = 0
+    nrbc = platelets = unusable = errors = empty = flagged = unreviewed = looked_at = at_border = grey = 0
     tally: Counter[str] = Counter()
     for it in items:
         if it.error:
@@ -54,6 +54,7 @@ def differential(items: Iterable, classes: Sequence[str], threshold: float,
             continue
         looked_at += 1
         at_border += bool(getattr(it, "at_border", False))
+        grey += bool(getattr(it, "grey", False))
         if it.reviewed is None:
             unreviewed += 1
             flagged += it.confidence < threshold
@@ -83,6 +84,7 @@ def differential(items: Iterable, classes: Sequence[str], threshold: float,
         "errors": errors,
         "no_white_cell": empty,  # field photos in which no white cell was found
         "at_border": at_border,  # cells cut by a photo's edge: counted, flagged here
+        "grey": grey,  # cells of grey images (no stain colour): counted, their answers less sure
         "flagged": flagged,
         "unreviewed": unreviewed,
         "reviewed": looked_at - unreviewed,
