@@ -36,6 +36,49 @@ def is_image_name(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
+CAMERA_BITS = (8, 10, 12, 14, 16)
+
+
+def _deep_samples(im: Image.Image) -> np.ndarray | None:
+    """An uncompressed 16-bit RGB TIFF's samples, read before PIL decodes
+    it: PIL keeps each sample's high byte only, so a 12-bit camera's photo
+    (0-4095) came out nearly black, in 16 levels, and it misreads one saved
+    in planes. None for any other file, and for compressed or rotated ones
+    (PIL's decode stays)."""
+    tiles = im.tile
+    if not _is_deep_rgb(im) or not tiles or im.fp is None or im.getexif().get(0x0112, 1) != 1:
+        return None
+    im.fp.seek(0)
+    dtype = np.dtype(">u2" if im.fp.read(2) == b"MM" else "<u2")  # the TIFF header: Motorola or Intel order
+    out = np.zeros((im.height, im.width, 3), np.uint16)
+    for t in tiles:
+        x0, y0, x1, y1 = t.extents
+        mode = t.args[0].split(";")[0]  # "RGB": samples side by side; "R", "G", "B": one plane each
+        bands = [0, 1, 2] if mode == "RGB" else ["RGB".find(mode)]
+        n = (x1 - x0) * (y1 - y0) * len(bands)
+        if t.codec_name != "raw" or bands == [-1] or t.args[2] != 1 or t.args[1] not in (0, 2 * n // (y1 - y0)):
+            return None
+        im.fp.seek(t.offset)
+        raw = np.frombuffer(im.fp.read(2 * n), dtype)
+        if raw.size != n:
+            return None  # a short file: PIL's own decode says so
+        out[y0:y1, x0:x1, bands] = raw.reshape(y1 - y0, x1 - x0, len(bands))
+    return out
+
+
+def _is_deep_rgb(im: Image.Image) -> bool:
+    return im.format == "TIFF" and im.mode == "RGB" and tuple(getattr(im, "tag_v2", {}).get(258, ())) == (16, 16, 16)
+
+
+def _from_deep(samples: np.ndarray) -> Image.Image:
+    """16-bit samples as 8 bits, scaled by the bits the camera used (the
+    fewest of 8-16 that hold the brightest sample): a full-range file looks
+    as its 8-bit copy does, a 12-bit one as bright."""
+    top = 2 ** next(b for b in CAMERA_BITS if samples.max() < 2 ** b) - 1
+    table = np.round(np.arange(top + 1) * (255.0 / top)).astype(np.uint8)  # 1 byte a sample, not 8 of float
+    return Image.fromarray(table[samples], "RGB")
+
+
 def _to_rgb(im: Image.Image) -> Image.Image:
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         # 16/32-bit grey: stretch the used range to 8 bits instead of clipping.
@@ -92,7 +135,15 @@ def read_rgb_scaled(path: str | os.PathLike, max_side: int | None = None,
                                                f"{im.width * im.height / 1e6:.0f} megapixels; the limit for "
                                                f"{im.format or 'this format'} is {MAX_FULL_DECODE_PIXELS // 1_000_000} "
                                                "megapixels; save it as JPEG or crop it)")
-                im.load()  # first frame of multi-page TIFFs
+                deep = _deep_samples(im)  # instead of PIL's decode, which keeps 8 of the 16 bits
+                if deep is not None:
+                    im = _from_deep(deep)
+                else:
+                    im.load()  # first frame of multi-page TIFFs
+                if deep is None and _is_deep_rgb(im) and max(hi for _, hi in im.getextrema()) < 16:
+                    raise ImageReadError(path, "a 16-bit TIFF whose values use only the low bits (a 10-14-bit "
+                                               "camera), compressed or rotated, of which only the high byte can "
+                                               "be read here: it would be black; save it uncompressed or as 8-bit")
                 im = ImageOps.exif_transpose(im)
                 if max_side and max(im.size) > 2 * max_side:
                     im.thumbnail((2 * max_side, 2 * max_side), Image.Resampling.BILINEAR)
