@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QSettings, Qt
+from PySide6.QtCore import QSettings, QSize, Qt
 
 from conftest import heavy_modules_after, open_window
 from synth import cell_image, make_labeled_folder
@@ -281,6 +281,14 @@ def test_file_order_by_default_and_confidence_sort(qtbot, settings, slide, train
     conf = [window.review.proxy.index(r, 0).data(ITEM_ROLE).confidence for r in range(window.review.proxy.rowCount())
             if window.review.proxy.index(r, 0).data(ITEM_ROLE).error is None]
     assert conf == sorted(conf)
+    # the table shows each cell whole and small beside its name (a drawn pixmap showed a 28 px slice of it)
+    window.review.view_combo.setCurrentIndex(1)
+    window.review._view_changed(1)
+    table = window.review.table
+    row = next(r for r in range(table.model().rowCount()) if table.model().index(r, 0).data(ITEM_ROLE).error is None)
+    icon = table.model().index(row, 0).data(Qt.DecorationRole)
+    assert table.isVisible() and icon.actualSize(table.iconSize()) == QSize(24, 24)
+    assert table.rowHeight(0) >= table.iconSize().height()
 
 
 def test_a_second_move_follows_the_files_and_failures_are_shown(qtbot, settings, slide, tmp_path, trained_model_path,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSize, QSortFilterProxyModel, Qt
-from PySide6.QtGui import QBrush, QColor, QFont, QImage, QPixmap
+from PySide6.QtGui import QBrush, QColor, QFont, QIcon, QImage, QPixmap
 
 from ..engine.infer.modes import GREY_IMAGE, NO_WHITE_CELL
 from ..engine.review.session import UNUSABLE, ReviewItem, ReviewSession
@@ -119,7 +119,10 @@ class CellTableModel(QAbstractTableModel):
                 return (item.path, item.cell or 0)
             return (item.confidence if item.error is None else -1.0) if col == 2 else str(self.data(index) or "")
         if role == Qt.DecorationRole and col == 0:
-            return self.thumbnails.get(item.key)
+            # an icon, not the pixmap: each view draws it at its own icon size
+            # (a pixmap is drawn whole, and a table row showed a slice of it)
+            thumbnail = self.thumbnails.get(item.key)
+            return QIcon(thumbnail) if thumbnail is not None else None
         if role == Qt.BackgroundRole:
             if item.error:
                 return QBrush(ERROR_BG)

@@ -79,6 +79,7 @@ class ReviewPage(QWidget):
         self.table.setSelectionMode(QAbstractItemView.SingleSelection)
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.verticalHeader().setDefaultSectionSize(28)
+        self.table.setIconSize(QSize(24, 24))  # the whole cell, small, beside its file name
         self.table.setColumnWidth(0, 260)
         self.views = QStackedWidget()
         self.views.addWidget(self.grid)
