@@ -179,8 +179,9 @@ def test_cli_names_a_grey_file_once_and_the_review_keeps_it(tmp_path, tiny_model
     cell_image("lymphocyte", rng, 120).save(folder / "colour.png")
     cell_image("lymphocyte", rng, 120).convert("L").save(folder / "grey.png")
     assert main(["classify", str(folder), "--model", str(tiny_model_path), "--out", str(tmp_path / "p.csv")]) == 0
-    notes = [line for line in capsys.readouterr().err.splitlines() if GREY_IMAGE in line]
-    assert notes == [f"note: {folder / 'grey.png'}: {GREY_IMAGE}"]
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if GREY_IMAGE in line] == [f"note: {folder / 'grey.png'}: {GREY_IMAGE}"]
+    assert "classified 2 cells in 2 images" in err and "0 unreadable, 1 grey;" in err
     items = [ReviewItem.from_prediction(p) for p in Classifier.open(tiny_model_path).classify([folder])]
     assert {Path(it.path).name: it.grey for it in items} == {"colour.png": False, "grey.png": True}
     import json

@@ -53,13 +53,14 @@ def cmd_classify(args) -> int:
         print(f"adapted normalisation statistics: {clf.name}", file=sys.stderr)
     tta = _tta(args, clf)
     results = []
-    failed = empty = 0
+    failed = empty = grey = 0
     t0 = time.monotonic()
     interrupted = False
     try:
         for pred in clf.classify_collected(files, skipped, batch_size=args.batch_size, tta=tta, mode=args.mode):
             results.append(pred)
             if pred.cell is not None and pred.cell.grey and pred.cell.index == 0:  # once per file
+                grey += 1
                 print(f"note: {pred.path}: {GREY_IMAGE}", file=sys.stderr)
             if pred.error == NO_WHITE_CELL:
                 empty += 1
@@ -82,7 +83,7 @@ def cmd_classify(args) -> int:
     images = len({p.path for p in results})
     done = (f"interrupted after {images} of {len(files) + len(skipped)} files: " if interrupted else "")
     print(f"{done}classified {ok} cells in {images - failed - empty} images ({ok / max(seconds, 1e-9):.1f} cells/s), "
-          f"{failed} unreadable" + (f", {empty} with no white cell" if empty else "")
+          f"{failed} unreadable" + (f", {empty} with no white cell" if empty else "") + (f", {grey} grey" if grey else "")
           + (f"; wrote {'the results so far to ' if interrupted else ''}{args.out}" if args.out else ""),
           file=sys.stderr)
     if interrupted:
