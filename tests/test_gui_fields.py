@@ -119,14 +119,14 @@ def test_a_grey_file_is_said_to_be_grey_in_the_table_and_the_detail(qtbot, setti
     assert "A grey image: no stain colour to read" in window.review.detail.info.text()
     window.review.select_row(session.index_of(str(folder / "colour.png")))
     assert "no stain colour" not in window.review.detail.info.text()
-    # the count says how many counted cells are grey, and so do the report and the differential CSV
+    # the count says how many cells are grey, and so do the report and the differential CSV
     assert window.review.counts.last["grey"] == 1 and "of grey images (less sure) 1" in window.review.counts.summary.text()
-    assert "1 counted cells come from grey images" in build_report_html(session, {}, None, [])
+    assert "1 cells come from grey images" in build_report_html(session, {}, None, [])
     from wbc_desktop.engine.review.export import write_differential_csv
 
     write_differential_csv(session, tmp_path / "differential.csv")
     rows = {r["class"]: r["count"] for r in csv.DictReader((tmp_path / "differential.csv").open())}
-    assert rows["Cells of grey images (counted above; answers less sure)"] == "1"
+    assert rows["Cells of grey images (answers less sure)"] == "1"
     window.review.select_row(session.index_of(str(folder / "grey.png")))
     window.resize(1280, 800)
     window.grab().save(str(tmp_path / "grey_review.png"))

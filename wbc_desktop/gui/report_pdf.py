@@ -53,7 +53,7 @@ def build_report_html(session: ReviewSession, fields: dict[str, str], card: dict
         for i, k in enumerate(gallery)
     )
     photos = _photo_table(session)
-    grey = (f"; {diff['grey']} counted cells come from grey images (no stain colour), whose answers are less sure"
+    grey = (f"; {diff['grey']} cells come from grey images (no stain colour), whose answers are less sure"
             if diff["grey"] else "")
     return f"""
 <h2>White blood cell differential</h2>

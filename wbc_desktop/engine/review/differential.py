@@ -84,7 +84,7 @@ def differential(items: Iterable, classes: Sequence[str], threshold: float,
         "errors": errors,
         "no_white_cell": empty,  # field photos in which no white cell was found
         "at_border": at_border,  # cells cut by a photo's edge: counted, flagged here
-        "grey": grey,  # cells of grey images (no stain colour): counted, their answers less sure
+        "grey": grey,  # cells of grey images (no stain colour): their answers less sure
         "flagged": flagged,
         "unreviewed": unreviewed,
         "reviewed": looked_at - unreviewed,
