@@ -34,8 +34,7 @@ def _tta(args, clf) -> bool:
 
 def cmd_classify(args) -> int:
     from .engine.data.dataset import collect_images
-    from .engine.infer.cells import NO_WHITE_CELL
-    from .engine.infer.modes import GREY_IMAGE
+    from .engine.infer.modes import GREY_IMAGE, NO_WHITE_CELL
     from .engine.infer.classify import Classifier, folder_check, write_predictions_csv
 
     if args.out:

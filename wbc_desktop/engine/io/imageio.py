@@ -140,10 +140,11 @@ def read_rgb_scaled(path: str | os.PathLike, max_side: int | None = None,
                     im = _from_deep(deep)
                 else:
                     im.load()  # first frame of multi-page TIFFs
-                if deep is None and _is_deep_rgb(im) and max(hi for _, hi in im.getextrema()) < 16:
-                    raise ImageReadError(path, "a 16-bit TIFF whose values use only the low bits (a 10-14-bit "
-                                               "camera), compressed or rotated, of which only the high byte can "
-                                               "be read here: it would be black; save it uncompressed or as 8-bit")
+                    if _is_deep_rgb(im) and max(hi for _, hi in im.getextrema()) < 16:
+                        raise ImageReadError(path, "a 16-bit TIFF whose values use only the low bits (a 10-14-bit "
+                                                   "camera), compressed or rotated, of which only the high byte "
+                                                   "can be read here: it would be black; save it uncompressed or "
+                                                   "as 8-bit")
                 im = ImageOps.exif_transpose(im)
                 if max_side and max(im.size) > 2 * max_side:
                     im.thumbnail((2 * max_side, 2 * max_side), Image.Resampling.BILINEAR)

@@ -154,21 +154,28 @@ def _nuclei(balanced: np.ndarray, valid: np.ndarray, d: float, s: LocaliserSetti
         score = float(sat[region][mask].mean())
         if score < least_score:
             continue
+        box = _extent(mask)
         core = mask & (sat[region] >= upper)
-        if core.sum() >= min_pixels / 4 and _box_area(mask) > s.core_box_ratio * _box_area(core):
-            mask = core
-        ys, xs = np.nonzero(mask)
-        y0, y1 = ys.min() + region[0].start, ys.max() + region[0].start + 1
-        x0, x1 = xs.min() + region[1].start, xs.max() + region[1].start + 1
+        if core.sum() >= min_pixels / 4:
+            core_box = _extent(core)
+            if _area(box) > s.core_box_ratio * _area(core_box):
+                box = core_box
+        y0, y1, x0, x1 = box
+        y0, y1, x0, x1 = y0 + region[0].start, y1 + region[0].start, x0 + region[1].start, x1 + region[1].start
         at_border = bool(x0 <= 1 or y0 <= 1 or x1 >= w - 1 or y1 >= h - 1)
         pad = s.margin * d
         found.append((max(0.0, x0 - pad), max(0.0, y0 - pad), min(w, x1 + pad), min(h, y1 + pad), score, at_border))
     return found
 
 
-def _box_area(mask: np.ndarray) -> int:
+def _extent(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1), ends excluded, of a mask's pixels."""
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    return int((rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1))
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def _area(box: tuple[int, int, int, int]) -> int:
+    return (box[1] - box[0]) * (box[3] - box[2])
 
 
 def _grey_map(balanced: np.ndarray, valid: np.ndarray) -> np.ndarray:
